@@ -1,0 +1,68 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+COLLECTIONS := $(CURDIR)/build/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/virtplane/kvm
+SANITY_TREE := $(CURDIR)/build/sanity/ansible_collections/virtplane/kvm
+GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(BIN):$(PATH)
+
+.PHONY: demo test deps system-deps venv collection pytest unit integration lab sanity lint build clean
+
+demo: deps
+	$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
+
+test: deps lint pytest sanity build
+
+deps: system-deps venv collection
+
+system-deps:
+	@tools/install-system-deps
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+collection: $(COLLECTION_LINK)
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+# One pytest run over the three folders: one summary line for the whole suite.
+pytest:
+	$(BIN)/pytest tests/unit tests/integration tests/lab
+
+lint:
+	$(BIN)/ruff check plugins tests tools bench
+
+unit:
+	$(BIN)/pytest tests/unit
+
+integration:
+	$(BIN)/pytest tests/integration
+
+lab:
+	$(BIN)/pytest tests/lab
+
+# ansible-test works on a copy placed under ansible_collections/virtplane/kvm, as it requires.
+sanity: $(GET_PIP)
+	rm -rf $(SANITY_TREE) && mkdir -p $(SANITY_TREE)
+	git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(SANITY_TREE)/
+	cd $(SANITY_TREE) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
+
+$(GET_PIP): tools/ansible-test-get-pip.py
+	mkdir -p $(dir $@)
+	cp $< $@
+
+build:
+	mkdir -p build/dist
+	$(BIN)/ansible-galaxy collection build --force --output-path build/dist .
+
+clean:
+	rm -rf build

@@ -1,0 +1,123 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Create the engine's PostgreSQL role and database and bring its schema up to date.
+
+Runs with a PostgreSQL superuser (the engine role connects as ``postgres`` over the local
+socket).  The role's password is sent as a SCRAM-SHA-256 verifier computed here, so the
+clear text never appears in a statement the server could log, and a re-run recognizes an
+unchanged password by recomputing the verifier with the stored salt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import validate_name
+
+SCRAM_ITERATIONS = 4096
+
+
+def scram_verifier(password, salt=None, iterations=SCRAM_ITERATIONS):
+    """The verifier PostgreSQL stores for ``password`` (RFC 5802/7677, as in pg_authid)."""
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored_key), b64(server_key))
+
+
+def password_matches(stored, password, user):
+    """Whether ``stored`` (pg_authid.rolpassword) is the verifier of ``password``."""
+    if not stored:
+        return False
+    if stored.startswith("SCRAM-SHA-256$"):
+        try:
+            iterations, salt = stored.split("$")[1].split(":")
+            expected = scram_verifier(password, base64.b64decode(salt), int(iterations))
+        except (ValueError, IndexError):
+            return False
+        return hmac.compare_digest(expected, stored)
+    if stored.startswith("md5"):
+        digest = "md5" + hashlib.md5((password + user).encode("utf-8")).hexdigest()
+        return hmac.compare_digest(digest, stored)
+    return False
+
+
+def _sql():
+    from psycopg import sql
+    return sql
+
+
+def ensure_database(login, database, owner, password, schema_target=None, check_mode=False):
+    """Ensure role ``owner`` (with ``password``), database ``database`` and its schema.
+
+    ``login`` are superuser connection options (host, port, user, password, database).
+    """
+    validate_name("name", database)
+    validate_name("owner", owner)
+    if not password or len(password) < 12:
+        raise ValidationError("owner_password", "must be at least 12 characters")
+    sql = _sql()
+    actions = []
+    admin = _db.connect_raw(_db.resolve_engine_options(dict(login, password_file=None)))
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (owner,))
+            role = cur.fetchone()
+            if role is None:
+                actions.append("create role %s" % owner)
+                if not check_mode:
+                    cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(owner), sql.Literal(scram_verifier(password))))
+            elif not password_matches(role["rolpassword"], password, owner):
+                actions.append("set the password of role %s" % owner)
+                if not check_mode:
+                    cur.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(owner), sql.Literal(scram_verifier(password))))
+            cur.execute("SELECT r.rolname AS owner FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                        " WHERE d.datname = %s", (database,))
+            db = cur.fetchone()
+            if db is None:
+                actions.append("create database %s" % database)
+                if not check_mode:
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+                        sql.Identifier(database), sql.Identifier(owner)))
+                    # only the engine's role may connect; everyone else is refused
+                    cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
+            elif db["owner"] != owner:
+                actions.append("change the owner of database %s to %s" % (database, owner))
+                if not check_mode:
+                    cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                        sql.Identifier(database), sql.Identifier(owner)))
+            cur.execute("SHOW hba_file")
+            hba_file = cur.fetchone()["hba_file"]
+            cur.execute("SHOW server_version")
+            server_version = cur.fetchone()["server_version"]
+    finally:
+        admin.close()
+    schema = _ensure_schema(login, database, owner, schema_target, check_mode, created=bool(
+        [a for a in actions if a.startswith("create database")]))
+    actions.extend("apply schema migration %s" % m for m in schema["applied"])
+    return {"changed": bool(actions), "actions": actions, "schema": schema, "hba_file": hba_file,
+            "server_version": server_version}
+
+
+def _ensure_schema(login, database, owner, target, check_mode, created):
+    if check_mode and created:
+        # the database does not exist yet: every migration would be applied
+        target, pending = _db.pending_migrations(0, target)
+        return {"from_version": 0, "to_version": target, "applied": pending}
+    conn = _db.connect_raw(_db.resolve_engine_options(dict(login, database=database, password_file=None)))
+    try:
+        current, new, applied = _db.migrate(conn, target, check_mode=check_mode, owner=owner)
+    finally:
+        conn.close()
+    return {"from_version": current, "to_version": new, "applied": applied}
+

@@ -1,0 +1,329 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine database schema, as an ordered list of migrations.
+
+Each migration is applied in its own transaction and recorded in ``schema_migration``;
+an older database is brought forward one step at a time, and a database newer than this
+code is refused rather than guessed at.  Migrations live in Python (not .sql files) so
+that they travel inside the module payload Ansible ships to the engine host.
+
+The model is oVirt's: data center > cluster > host; storage domains and logical networks
+belong to a data center and are realized on hosts; a VM is a definition plus at most one
+running instance on one host.
+"""
+
+from __future__ import annotations
+
+import collections
+
+Migration = collections.namedtuple("Migration", "version description sql")
+
+# Names users type in inventories: letters, digits, '.', '_' and '-', 64 characters at most.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+HOST_STATUSES = ("Installing", "Up", "NonResponsive", "Maintenance", "PreparingForMaintenance",
+                 "NonOperational")
+VM_STATUSES = ("Down", "WaitForLaunch", "PoweringUp", "Up", "PoweringDown", "Paused", "Suspended",
+               "MigratingFrom", "MigratingTo", "NotResponding", "RestartingHA", "Unknown")
+SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
+MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
+EVENT_SEVERITIES = ("normal", "warning", "error")
+
+
+def _in(values):
+    return "(%s)" % ", ".join("'%s'" % v for v in values)
+
+
+_CORE = f"""
+CREATE DOMAIN object_name AS text CHECK (VALUE ~ '{NAME_PATTERN}');
+
+CREATE TABLE datacenter (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name          object_name NOT NULL UNIQUE,
+    description   text NOT NULL DEFAULT '',
+    storage_type  text NOT NULL DEFAULT 'shared' CHECK (storage_type IN ('shared', 'local')),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE cluster (
+    id                          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    datacenter_id               uuid NOT NULL REFERENCES datacenter (id) ON DELETE RESTRICT,
+    name                        object_name NOT NULL UNIQUE,
+    description                 text NOT NULL DEFAULT '',
+    cpu_arch                    text NOT NULL DEFAULT 'x86_64',
+    cpu_model                   text,
+    scheduling_policy           text NOT NULL DEFAULT 'evenly_distributed'
+                                CHECK (scheduling_policy IN {_in(SCHEDULING_POLICIES)}),
+    scheduling_params           jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    memory_overcommit_percent   integer NOT NULL DEFAULT 100
+                                CHECK (memory_overcommit_percent BETWEEN 100 AND 400),
+    cpu_overcommit_ratio        numeric(5, 2) NOT NULL DEFAULT 4
+                                CHECK (cpu_overcommit_ratio >= 1 AND cpu_overcommit_ratio <= 64),
+    migration_policy            text NOT NULL DEFAULT 'minimal_downtime'
+                                CHECK (migration_policy IN {_in(MIGRATION_POLICIES)}),
+    migration_bandwidth_mbps    integer CHECK (migration_bandwidth_mbps > 0),
+    migration_max_parallel      integer NOT NULL DEFAULT 2 CHECK (migration_max_parallel BETWEEN 1 AND 16),
+    ha_reservation              boolean NOT NULL DEFAULT false,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cluster_datacenter_idx ON cluster (datacenter_id);
+
+CREATE TABLE host (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    cluster_id          uuid NOT NULL REFERENCES cluster (id) ON DELETE RESTRICT,
+    name                object_name NOT NULL UNIQUE,
+    address             text,
+    libvirt_uri         text NOT NULL,
+    status              text NOT NULL DEFAULT 'Installing' CHECK (status IN {_in(HOST_STATUSES)}),
+    status_reason       text NOT NULL DEFAULT '',
+    status_changed_at   timestamptz NOT NULL DEFAULT now(),
+    last_seen_at        timestamptz,
+    hardware_uuid       text,
+    hostname            text,
+    hypervisor_type     text,
+    domain_type         text CHECK (domain_type IN ('kvm', 'qemu', 'test')),
+    libvirt_version     text,
+    cpu_arch            text,
+    cpu_model           text,
+    cpu_vendor          text,
+    cpu_sockets         integer,
+    cpu_cores           integer,
+    cpu_threads         integer,
+    cpu_count           integer,
+    cpu_mhz             integer,
+    memory_mib          bigint,
+    numa_cells          jsonb NOT NULL DEFAULT '[]'::jsonb,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX host_cluster_idx ON host (cluster_id);
+"""
+
+_RESOURCES = f"""
+CREATE TABLE storage_domain (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    datacenter_id   uuid NOT NULL REFERENCES datacenter (id) ON DELETE RESTRICT,
+    name            object_name NOT NULL,
+    type            text NOT NULL CHECK (type IN ('dir', 'posixfs', 'nfs', 'logical', 'iscsi', 'rbd')),
+    params          jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'maintenance')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (datacenter_id, name)
+);
+
+CREATE TABLE storage_domain_host (
+    storage_domain_id   uuid NOT NULL REFERENCES storage_domain (id) ON DELETE CASCADE,
+    host_id             uuid NOT NULL REFERENCES host (id) ON DELETE CASCADE,
+    pool_name           text NOT NULL,
+    active              boolean NOT NULL DEFAULT false,
+    capacity_bytes      bigint,
+    allocation_bytes    bigint,
+    available_bytes     bigint,
+    error               text NOT NULL DEFAULT '',
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (storage_domain_id, host_id)
+);
+
+CREATE TABLE logical_network (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    datacenter_id   uuid NOT NULL REFERENCES datacenter (id) ON DELETE RESTRICT,
+    name            object_name NOT NULL,
+    description     text NOT NULL DEFAULT '',
+    mode            text NOT NULL DEFAULT 'bridge' CHECK (mode IN ('bridge', 'nat', 'isolated')),
+    vlan_id         integer CHECK (vlan_id BETWEEN 1 AND 4094),
+    vxlan_vni       integer CHECK (vxlan_vni BETWEEN 1 AND 16777215),
+    mtu             integer NOT NULL DEFAULT 1500 CHECK (mtu BETWEEN 68 AND 9216),
+    subnet          cidr,
+    gateway         inet,
+    bridge          text NOT NULL CHECK (bridge ~ '^[A-Za-z0-9_.-]{{1,15}}$'),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (datacenter_id, name),
+    UNIQUE (datacenter_id, bridge),
+    CHECK (vlan_id IS NULL OR vxlan_vni IS NULL)
+);
+
+CREATE TABLE cluster_network (
+    cluster_id      uuid NOT NULL REFERENCES cluster (id) ON DELETE CASCADE,
+    network_id      uuid NOT NULL REFERENCES logical_network (id) ON DELETE RESTRICT,
+    required        boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (cluster_id, network_id)
+);
+
+CREATE TABLE host_network (
+    host_id         uuid NOT NULL REFERENCES host (id) ON DELETE CASCADE,
+    network_id      uuid NOT NULL REFERENCES logical_network (id) ON DELETE CASCADE,
+    nic             text,
+    realized        boolean NOT NULL DEFAULT false,
+    error           text NOT NULL DEFAULT '',
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (host_id, network_id)
+);
+
+CREATE TABLE template (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    datacenter_id   uuid NOT NULL REFERENCES datacenter (id) ON DELETE RESTRICT,
+    name            object_name NOT NULL,
+    description     text NOT NULL DEFAULT '',
+    spec            jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (datacenter_id, name)
+);
+
+CREATE TABLE vm (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    cluster_id          uuid NOT NULL REFERENCES cluster (id) ON DELETE RESTRICT,
+    template_id         uuid REFERENCES template (id) ON DELETE SET NULL,
+    name                object_name NOT NULL UNIQUE,
+    description         text NOT NULL DEFAULT '',
+    vcpus               integer NOT NULL CHECK (vcpus BETWEEN 1 AND 512),
+    memory_mib          bigint NOT NULL CHECK (memory_mib >= 16),
+    spec                jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    desired_state       text NOT NULL DEFAULT 'stopped'
+                        CHECK (desired_state IN ('running', 'stopped', 'suspended')),
+    status              text NOT NULL DEFAULT 'Down' CHECK (status IN {_in(VM_STATUSES)}),
+    status_reason       text NOT NULL DEFAULT '',
+    run_host_id         uuid REFERENCES host (id) ON DELETE RESTRICT,
+    migrating_to_host_id uuid REFERENCES host (id) ON DELETE RESTRICT,
+    reserved_vcpus      integer NOT NULL DEFAULT 0,
+    reserved_memory_mib bigint NOT NULL DEFAULT 0,
+    ha_enabled          boolean NOT NULL DEFAULT false,
+    ha_priority         integer NOT NULL DEFAULT 0,
+    tags                text[] NOT NULL DEFAULT '{{}}',
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK (status = 'Down' OR status = 'Suspended' OR run_host_id IS NOT NULL)
+);
+CREATE INDEX vm_cluster_idx ON vm (cluster_id);
+CREATE INDEX vm_run_host_idx ON vm (run_host_id) WHERE run_host_id IS NOT NULL;
+
+CREATE TABLE disk (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    storage_domain_id   uuid NOT NULL REFERENCES storage_domain (id) ON DELETE RESTRICT,
+    name                object_name NOT NULL,
+    format              text NOT NULL CHECK (format IN ('qcow2', 'raw')),
+    preallocated        boolean NOT NULL DEFAULT false,
+    size_bytes          bigint NOT NULL CHECK (size_bytes > 0),
+    volume_name         text NOT NULL,
+    backing_disk_id     uuid REFERENCES disk (id) ON DELETE RESTRICT,
+    status              text NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'locked', 'illegal')),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (storage_domain_id, name)
+);
+
+CREATE TABLE vm_disk (
+    vm_id       uuid NOT NULL REFERENCES vm (id) ON DELETE CASCADE,
+    disk_id     uuid NOT NULL UNIQUE REFERENCES disk (id) ON DELETE RESTRICT,
+    bus         text NOT NULL DEFAULT 'virtio' CHECK (bus IN ('virtio', 'scsi', 'sata', 'ide')),
+    target      text NOT NULL,
+    bootable    boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (vm_id, disk_id),
+    UNIQUE (vm_id, target)
+);
+
+CREATE TABLE vm_nic (
+    vm_id       uuid NOT NULL REFERENCES vm (id) ON DELETE CASCADE,
+    name        object_name NOT NULL,
+    network_id  uuid NOT NULL REFERENCES logical_network (id) ON DELETE RESTRICT,
+    mac         macaddr NOT NULL UNIQUE,
+    model       text NOT NULL DEFAULT 'virtio',
+    PRIMARY KEY (vm_id, name)
+);
+
+CREATE TABLE snapshot (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    vm_id       uuid NOT NULL REFERENCES vm (id) ON DELETE CASCADE,
+    name        object_name NOT NULL,
+    description text NOT NULL DEFAULT '',
+    with_memory boolean NOT NULL DEFAULT false,
+    state       text NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'locked', 'in_preview', 'broken')),
+    disks       jsonb NOT NULL DEFAULT '[]'::jsonb,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (vm_id, name)
+);
+
+CREATE TABLE affinity_group (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    cluster_id      uuid NOT NULL REFERENCES cluster (id) ON DELETE CASCADE,
+    name            object_name NOT NULL,
+    vm_rule         text CHECK (vm_rule IN ('positive', 'negative')),
+    vm_enforcing    boolean NOT NULL DEFAULT false,
+    host_rule       text CHECK (host_rule IN ('positive', 'negative')),
+    host_enforcing  boolean NOT NULL DEFAULT false,
+    priority        integer NOT NULL DEFAULT 1,
+    UNIQUE (cluster_id, name)
+);
+
+CREATE TABLE affinity_group_vm (
+    group_id    uuid NOT NULL REFERENCES affinity_group (id) ON DELETE CASCADE,
+    vm_id       uuid NOT NULL REFERENCES vm (id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, vm_id)
+);
+
+CREATE TABLE affinity_group_host (
+    group_id    uuid NOT NULL REFERENCES affinity_group (id) ON DELETE CASCADE,
+    host_id     uuid NOT NULL REFERENCES host (id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, host_id)
+);
+"""
+
+_AUDIT = f"""
+CREATE TABLE event (
+    id              bigserial PRIMARY KEY,
+    occurred_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    severity        text NOT NULL CHECK (severity IN {_in(EVENT_SEVERITIES)}),
+    code            text NOT NULL,
+    message         text NOT NULL,
+    object_type     text,
+    object_id       uuid,
+    object_name     text,
+    datacenter_name text,
+    cluster_name    text,
+    host_name       text,
+    vm_name         text,
+    actor           text NOT NULL DEFAULT '',
+    correlation_id  text,
+    details         jsonb NOT NULL DEFAULT '{{}}'::jsonb
+);
+CREATE INDEX event_occurred_idx ON event (occurred_at DESC);
+CREATE INDEX event_object_idx ON event (object_type, object_name);
+
+CREATE TABLE job (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    action          text NOT NULL,
+    description     text NOT NULL DEFAULT '',
+    status          text NOT NULL DEFAULT 'running'
+                    CHECK (status IN ('running', 'finished', 'failed', 'aborted')),
+    object_type     text,
+    object_id       uuid,
+    object_name     text,
+    progress        integer NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    actor           text NOT NULL DEFAULT '',
+    correlation_id  text,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    ended_at        timestamptz,
+    result          jsonb NOT NULL DEFAULT '{{}}'::jsonb
+);
+CREATE INDEX job_running_idx ON job (status) WHERE status = 'running';
+"""
+
+MIGRATIONS = (
+    Migration(1, "data centers, clusters and hosts", _CORE),
+    Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
+    Migration(3, "audit events and jobs", _AUDIT),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+# Kept outside the migrations so that even version 0 (an empty database) has it.
+BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migration (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""

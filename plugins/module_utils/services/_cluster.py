@@ -1,0 +1,145 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Clusters: a set of interchangeable hosts with one scheduling, overcommit and migration policy."""
+
+from __future__ import annotations
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._policies import normalize_parameters
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _datacenter
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
+    Outcome,
+    changed_fields,
+    insert_row,
+    plain,
+    refuse_dependants,
+    update_row,
+    validate_name,
+)
+
+FIELDS = ("description", "cpu_model", "scheduling_policy", "scheduling_params", "memory_overcommit_percent",
+          "cpu_overcommit_ratio", "migration_policy", "migration_bandwidth_mbps", "migration_max_parallel",
+          "ha_reservation")
+DEFAULTS = {"description": "", "cpu_model": None, "scheduling_policy": "evenly_distributed",
+            "memory_overcommit_percent": 100, "cpu_overcommit_ratio": 4.0, "migration_policy": "minimal_downtime",
+            "migration_bandwidth_mbps": None, "migration_max_parallel": 2, "ha_reservation": False}
+RANGES = {"memory_overcommit_percent": (100, 400), "cpu_overcommit_ratio": (1, 64),
+          "migration_bandwidth_mbps": (1, 1000000), "migration_max_parallel": (1, 16)}
+
+
+def validate(desired):
+    for field, (low, high) in RANGES.items():
+        value = desired.get(field)
+        if value is not None and not low <= value <= high:
+            raise ValidationError(field, "%s is outside %s-%s" % (value, low, high))
+
+
+def _view(row, datacenter, hosts):
+    view = {k: plain(row[k]) for k in FIELDS}
+    view.update(id=plain(row["id"]), name=row["name"], datacenter=datacenter, hosts=sorted(hosts))
+    return view
+
+
+def find(cur, name, lock=False):
+    cur.execute("SELECT c.*, d.name AS datacenter FROM cluster c JOIN datacenter d ON d.id = c.datacenter_id"
+                " WHERE c.name = %s" + (" FOR UPDATE OF c" if lock else ""), (name,))
+    return cur.fetchone()
+
+
+def require(cur, name, action):
+    """The cluster row, or an error saying what could not be done without it."""
+    row = find(cur, name)
+    if row is None:
+        raise NotFoundError("cluster", name, action)
+    return row
+
+
+def _host_names(cur, cluster_id):
+    cur.execute("SELECT name FROM host WHERE cluster_id = %s ORDER BY name", (cluster_id,))
+    return [r["name"] for r in cur.fetchall()]
+
+
+def _resolve_policy(current, desired):
+    """Fill scheduling_params: checked against the policy in force after this change."""
+    policy = desired.get("scheduling_policy") or (current or {}).get("scheduling_policy") \
+        or DEFAULTS["scheduling_policy"]
+    params = desired.get("scheduling_params")
+    if params is None:
+        if current is not None and current["scheduling_policy"] == policy:
+            return desired  # policy unchanged and no parameters asked for: keep what is there
+        params = {}
+    return dict(desired, scheduling_params=normalize_parameters(policy, params))
+
+
+def ensure_present(engine, name, datacenter, desired, check_mode=False):
+    validate_name("name", name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
+    validate(desired)
+    with engine.transaction() as cur:
+        Engine.lock(cur, LOCK_CLUSTER, name)
+        row = find(cur, name, lock=True)
+        if row is None:
+            return _create(cur, name, datacenter, _resolve_policy(None, desired), check_mode)
+        if datacenter is not None and datacenter != row["datacenter"]:
+            raise ConflictError("Cannot move cluster '%s' from data center '%s' to '%s': a cluster stays in the "
+                                "data center it was created in" % (name, row["datacenter"], datacenter))
+        desired = _resolve_policy(row, desired)
+        changes = changed_fields(row, {k: desired.get(k) for k in FIELDS})
+        hosts = _host_names(cur, row["id"])
+        if not changes:
+            return Outcome(False, resource=_view(row, row["datacenter"], hosts))
+        before = {k: plain(row[k]) for k in changes}
+        after = plain(changes)
+        if not check_mode:
+            updated = update_row(cur, "cluster", row["id"], changes)
+            _events.record(cur, "CLUSTER_UPDATED", "Cluster %s was updated: %s" % (name, ", ".join(sorted(changes))),
+                           object_type="cluster", object_id=row["id"], object_name=name,
+                           datacenter=row["datacenter"], cluster=name, details={"before": before, "after": after})
+            row = dict(updated, datacenter=row["datacenter"])
+        resource = _view(row, row["datacenter"], hosts)
+        resource.update(after)
+        return Outcome(True, before, after, resource, ["update"])
+
+
+def _create(cur, name, datacenter, desired, check_mode):
+    if datacenter is None:
+        raise ValidationError("datacenter", "is required to create cluster '%s'" % name)
+    dc = _datacenter.find(cur, datacenter)
+    if dc is None:
+        raise NotFoundError("data center", datacenter, "create cluster '%s'" % name)
+    values = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None})
+    after = plain(dict(values, name=name, datacenter=datacenter))
+    resource = dict(after, id=None, hosts=[])
+    if not check_mode:
+        row = insert_row(cur, "cluster", dict(values, name=name, datacenter_id=dc["id"]))
+        resource = _view(row, datacenter, [])
+        _events.record(cur, "CLUSTER_ADDED", "Cluster %s was added to data center %s" % (name, datacenter),
+                       object_type="cluster", object_id=row["id"], object_name=name, datacenter=datacenter,
+                       cluster=name)
+    return Outcome(True, {}, after, resource, ["create"])
+
+
+def ensure_absent(engine, name, check_mode=False):
+    validate_name("name", name)
+    with engine.transaction() as cur:
+        Engine.lock(cur, LOCK_CLUSTER, name)
+        row = find(cur, name, lock=True)
+        if row is None:
+            return Outcome(False)
+        cur.execute("SELECT name FROM vm WHERE cluster_id = %s", (row["id"],))
+        vms = [r["name"] for r in cur.fetchall()]
+        hosts = _host_names(cur, row["id"])
+        refuse_dependants("remove", "cluster", name, [("hosts", hosts), ("VMs", vms)])
+        before = _view(row, row["datacenter"], hosts)
+        if not check_mode:
+            cur.execute("DELETE FROM cluster WHERE id = %s", (row["id"],))
+            _events.record(cur, "CLUSTER_REMOVED", "Cluster %s was removed" % name, object_type="cluster",
+                           object_id=row["id"], object_name=name, datacenter=row["datacenter"], cluster=name)
+        return Outcome(True, before, {}, None, ["remove"])

@@ -1,0 +1,206 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Hypervisor hosts: registration, capabilities read from libvirt, and reachability status."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
+    ConflictError,
+    HypervisorError,
+    ValidationError,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
+    Outcome,
+    changed_fields,
+    insert_row,
+    plain,
+    update_row,
+    validate_name,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
+
+FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt_version", "cpu_arch",
+         "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
+         "memory_mib", "numa_cells")
+CONFIG = ("cluster_id", "address", "libvirt_uri")
+# Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
+VISIBLE = ("cluster", "address", "libvirt_uri", "status", "status_reason") + FACTS
+
+
+def find(cur, name, lock=False):
+    cur.execute("SELECT h.*, c.name AS cluster, d.name AS datacenter FROM host h"
+                " JOIN cluster c ON c.id = h.cluster_id JOIN datacenter d ON d.id = c.datacenter_id"
+                " WHERE h.name = %s" + (" FOR UPDATE OF h" if lock else ""), (name,))
+    return cur.fetchone()
+
+
+def view(row):
+    result = {k: plain(row.get(k)) for k in VISIBLE}
+    result.update(id=plain(row.get("id")), name=row["name"], datacenter=row.get("datacenter"),
+                  last_seen_at=plain(row.get("last_seen_at")),
+                  status_changed_at=plain(row.get("status_changed_at")))
+    return result
+
+
+def _vms_on(cur, host_id):
+    cur.execute("SELECT name FROM vm WHERE run_host_id = %s OR migrating_to_host_id = %s ORDER BY name",
+                (host_id, host_id))
+    return [r["name"] for r in cur.fetchall()]
+
+
+def probe(uri, timeout, domain_type="auto"):
+    """(facts, None) when libvirt answers, (None, reason) when it does not."""
+    try:
+        return _client.probe_host(uri, timeout, domain_type), None
+    except HypervisorError as exc:
+        return None, str(exc)
+
+
+def observed_status(row_status, facts, reason):
+    """The status a probe implies; Maintenance is an administrator's decision and stays."""
+    if facts is None:
+        return "NonResponsive", reason
+    if row_status in ("Maintenance", "PreparingForMaintenance"):
+        return row_status, ""
+    return "Up", ""
+
+
+def _same_machine(cur, facts, name):
+    if not facts or facts["hypervisor_type"] == "TEST" or not facts.get("hardware_uuid"):
+        return None
+    cur.execute("SELECT name FROM host WHERE hardware_uuid = %s AND name <> %s", (facts["hardware_uuid"], name))
+    other = cur.fetchone()
+    return other["name"] if other else None
+
+
+def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type="auto",
+                   probe_timeout=15, check_mode=False):
+    validate_name("name", name)
+    if cluster is not None:
+        validate_name("cluster", cluster)
+    if libvirt_uri is not None:
+        _client.validate_uri(libvirt_uri)
+    with engine.transaction() as cur:
+        current = find(cur, name)
+    action = "update host '%s'" % name if current else "register host '%s'" % name
+    if current is None:
+        for field, value in (("cluster", cluster), ("libvirt_uri", libvirt_uri)):
+            if value is None:
+                raise ValidationError(field, "is required to %s" % action)
+    uri = libvirt_uri or current["libvirt_uri"]
+    # Talk to the host before taking any lock: a dead host must not stall other writers.
+    facts, reason = probe(uri, probe_timeout, domain_type)
+    if current is None and facts is None:
+        raise HypervisorError("Cannot register host '%s': %s" % (name, reason))
+    if address is None and current is None:
+        address = urlsplit(uri).hostname
+    with engine.transaction() as cur:
+        target = _cluster.require(cur, cluster or current["cluster"], action)
+        Engine.lock(cur, LOCK_CLUSTER, target["name"])
+        row = find(cur, name, lock=True)
+        twin = _same_machine(cur, facts, name)
+        if twin:
+            raise ConflictError("Cannot %s: libvirt at %s is the same machine as host '%s' (host UUID %s)"
+                                % (action, uri, twin, facts["hardware_uuid"]))
+        if row is None:
+            return _register(cur, name, target, uri, address, facts, check_mode)
+        return _update(cur, row, target, uri, address, facts, reason, check_mode)
+
+
+def _register(cur, name, cluster, uri, address, facts, check_mode):
+    values = dict(facts, name=name, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
+                  status="Up", status_reason="")
+    after = view(dict(values, cluster=cluster["name"], datacenter=cluster["datacenter"]))
+    after.pop("id")
+    resource = dict(after, id=None)
+    if not check_mode:
+        row = insert_row(cur, "host", dict(values, last_seen_at=_now(cur)))
+        resource = view(dict(row, cluster=cluster["name"], datacenter=cluster["datacenter"]))
+        _events.record(cur, "HOST_ADDED", "Host %s was added to cluster %s (%s, %d CPUs, %d MiB)"
+                       % (name, cluster["name"], facts["domain_type"], facts["cpu_count"], facts["memory_mib"]),
+                       object_type="host", object_id=row["id"], object_name=name,
+                       datacenter=cluster["datacenter"], cluster=cluster["name"], host=name)
+    visible = {k: after[k] for k in VISIBLE}
+    return Outcome(True, {}, visible, resource, ["register"])
+
+
+def _now(cur):
+    cur.execute("SELECT now() AS now")
+    return cur.fetchone()["now"]
+
+
+def _update(cur, row, cluster, uri, address, facts, reason, check_mode):
+    name = row["name"]
+    status, status_reason = observed_status(row["status"], facts, reason)
+    desired = dict(facts or {}, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
+                   status=status, status_reason=status_reason)
+    changes = changed_fields(row, desired)
+    if "cluster_id" in changes:
+        vms = _vms_on(cur, row["id"])
+        if vms:
+            raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or stop "
+                                "them first" % (name, cluster["name"], ", ".join(vms)))
+    shown_row = dict(row)
+    shown_new = dict(row, **changes, cluster=cluster["name"], datacenter=cluster["datacenter"])
+    before = {k: plain(shown_row.get(k)) for k in VISIBLE if plain(shown_row.get(k)) != plain(shown_new.get(k))}
+    after = {k: plain(shown_new.get(k)) for k in before}
+    if not changes:
+        if facts is not None and not check_mode:
+            cur.execute("UPDATE host SET last_seen_at = now() WHERE id = %s", (row["id"],))
+        return Outcome(False, resource=view(row))
+    if not check_mode:
+        if "status" in changes:
+            changes["status_changed_at"] = _now(cur)
+        if facts is not None:
+            changes["last_seen_at"] = _now(cur)
+        updated = update_row(cur, "host", row["id"], changes)
+        shown_new = dict(updated, cluster=cluster["name"], datacenter=cluster["datacenter"])
+        _record_update(cur, row, cluster, before, after)
+    actions = ["update"] if set(changes) - {"status", "status_reason", "status_changed_at", "last_seen_at"} else []
+    if "status" in before:
+        actions.append("status %s -> %s" % (before["status"], after["status"]))
+    return Outcome(True, before, after, view(shown_new), actions)
+
+
+def _record_update(cur, row, cluster, before, after):
+    name = row["name"]
+    context = dict(object_type="host", object_id=row["id"], object_name=name, datacenter=cluster["datacenter"],
+                   cluster=cluster["name"], host=name)
+    if "status" in after:
+        severity = "normal" if after["status"] == "Up" else "warning"
+        message = "Host %s is %s" % (name, after["status"])
+        if after.get("status_reason"):
+            message += ": %s" % after["status_reason"]
+        _events.record(cur, "HOST_STATUS_CHANGED", message, severity=severity,
+                       details={"from": before["status"], "to": after["status"]}, **context)
+    config = sorted(set(after) - {"status", "status_reason"})
+    if config:
+        _events.record(cur, "HOST_UPDATED", "Host %s was updated: %s" % (name, ", ".join(config)),
+                       details={"before": {k: before[k] for k in config}, "after": {k: after[k] for k in config}},
+                       **context)
+
+
+def ensure_absent(engine, name, check_mode=False):
+    validate_name("name", name)
+    with engine.transaction() as cur:
+        row = find(cur, name)
+        if row is None:
+            return Outcome(False)
+        Engine.lock(cur, LOCK_CLUSTER, row["cluster"])
+        row = find(cur, name, lock=True)
+        vms = _vms_on(cur, row["id"])
+        if vms:
+            raise ConflictError("Cannot remove host '%s': VMs %s run on it; migrate them or stop them first"
+                                % (name, ", ".join(vms)))
+        before = view(row)
+        if not check_mode:
+            cur.execute("DELETE FROM host WHERE id = %s", (row["id"],))
+            _events.record(cur, "HOST_REMOVED", "Host %s was removed from cluster %s" % (name, row["cluster"]),
+                           object_type="host", object_id=row["id"], object_name=name,
+                           datacenter=row["datacenter"], cluster=row["cluster"], host=name)
+        return Outcome(True, before, {}, None, ["remove"])

@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: engine_database
+short_description: Create the virtplane engine database and keep its schema current
+version_added: 0.1.0
+description:
+  - Ensures the engine's PostgreSQL role (with its password), its database (owned by that role,
+    closed to everyone else) and the engine schema.
+  - An older schema is upgraded one migration at a time, each in its own transaction.
+    A schema newer than this collection knows is refused and left untouched.
+  - Connects as a PostgreSQL superuser; the C(virtplane.kvm.engine) role runs it as the C(postgres)
+    system user over the local socket.
+  - The password is sent as a SCRAM-SHA-256 verifier, never in clear text, and an unchanged
+    password is recognized without being reset.
+options:
+  name:
+    description:
+      - Name of the engine database.
+    type: str
+    default: virtplane
+  owner:
+    description:
+      - Role that owns the database and everything in it; the engine modules log in as this role.
+    type: str
+    default: virtplane
+  owner_password:
+    description:
+      - Password of O(owner), at least 12 characters.
+    type: str
+    required: true
+  schema_version:
+    description:
+      - Schema version to bring the database to; the latest this collection knows when unset.
+    type: int
+  login_host:
+    description:
+      - Superuser connection host, or the directory of the server's unix socket.
+    type: str
+    default: /var/run/postgresql
+  login_port:
+    description:
+      - Superuser connection port.
+    type: int
+    default: 5432
+  login_user:
+    description:
+      - PostgreSQL superuser to connect as.
+    type: str
+    default: postgres
+  login_password:
+    description:
+      - Password of O(login_user); unneeded with peer authentication over the local socket.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: Reports the role, database and migrations that would be created or applied.
+  diff_mode:
+    support: none
+requirements:
+  - psycopg >= 3.1 (Python library)
+author:
+  - virtplane.kvm maintainers
+"""
+
+EXAMPLES = r"""
+- name: Engine database with the latest schema
+  virtplane.kvm.engine_database:
+    owner_password: "{{ engine_db_password }}"
+  become: true
+  become_user: postgres
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be done in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - create role virtplane
+    - create database virtplane
+    - "apply schema migration 1: data centers, clusters and hosts"
+schema:
+  description: Schema versions before and after, and the migrations applied.
+  returned: always
+  type: dict
+  sample: {from_version: 0, to_version: 3, applied: ["1: data centers, clusters and hosts"]}
+hba_file:
+  description: Path of the server's pg_hba.conf, for the role to add its access rule.
+  returned: always
+  type: str
+  sample: /etc/postgresql/15/main/pg_hba.conf
+server_version:
+  description: Version of the PostgreSQL server.
+  returned: always
+  type: str
+  sample: "15.18 (Debian 15.18-0+deb12u1)"
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _provision
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        name=dict(type="str", default="virtplane"),
+        owner=dict(type="str", default="virtplane"),
+        owner_password=dict(type="str", required=True, no_log=True),
+        schema_version=dict(type="int"),
+        login_host=dict(type="str", default="/var/run/postgresql"),
+        login_port=dict(type="int", default=5432),
+        login_user=dict(type="str", default="postgres"),
+        login_password=dict(type="str", no_log=True),
+    ), supports_check_mode=True)
+    if _db.PSYCOPG_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("psycopg (version 3)"), exception=_db.PSYCOPG_IMPORT_ERROR)
+    p = module.params
+    login = dict(host=p["login_host"], port=p["login_port"], user=p["login_user"], password=p["login_password"],
+                 database="postgres")
+    try:
+        result = _provision.ensure_database(login, p["name"], p["owner"], p["owner_password"],
+                                            p["schema_version"], module.check_mode)
+    except VirtplaneError as exc:
+        module.fail_json(msg="Cannot set up the engine database '%s': %s" % (p["name"], exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

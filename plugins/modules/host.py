@@ -1,0 +1,149 @@
+#!/usr/bin/python
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: host
+short_description: Register hypervisor hosts in the virtplane engine
+version_added: 0.1.0
+description:
+  - Register a KVM host in a cluster, update it, or remove it.
+  - The engine connects to the host's libvirt and records what it reports: CPU model, vendor and
+    topology, memory, NUMA cells, libvirt version and the domain type its guests will use
+    (V(kvm), or V(qemu) software emulation when KVM is not offered).
+  - A host is V(Up) only when the engine reaches its libvirt. Registering a host whose libvirt does
+    not answer fails and records nothing; for a registered host that stops answering, the status
+    becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
+  - A host in V(Maintenance) stays there; a host with running VMs is not removed or moved.
+extends_documentation_fragment:
+  - virtplane.kvm.engine
+options:
+  name:
+    description:
+      - Name of the host in the engine, unique.
+    type: str
+    required: true
+  cluster:
+    description:
+      - Cluster of the host. Required to register it; changing it moves the host (refused while VMs run on it).
+    type: str
+  libvirt_uri:
+    description:
+      - How the engine reaches the host's libvirt, for example V(qemu+tls://hv1.example.com/system)
+        or V(qemu+ssh://root@hv1/system). Required to register the host.
+      - V(test:///default) (libvirt's test driver) registers a simulated host, for trials and tests.
+    type: str
+  address:
+    description:
+      - Address of the host on the management network. Defaults to the host part of O(libvirt_uri).
+    type: str
+  domain_type:
+    description:
+      - V(auto) uses KVM when the host offers it and software emulation (V(qemu)) otherwise.
+      - V(kvm) or V(qemu) force one; a type the host does not offer is refused.
+    type: str
+    choices: [auto, kvm, qemu]
+    default: auto
+  probe_timeout:
+    description:
+      - Seconds to wait for the host's libvirt to answer.
+    type: int
+    default: 15
+  state:
+    description:
+      - V(present) registers or updates the host and refreshes its status and capabilities; V(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Reads the host's libvirt and reports what would change without writing to the engine.
+  diff_mode:
+    support: full
+    description: Shows the fields that change, status included.
+author:
+  - virtplane.kvm maintainers
+"""
+
+EXAMPLES = r"""
+- name: Register every hypervisor of the inventory in the prod cluster
+  virtplane.kvm.host:
+    name: "{{ inventory_hostname }}"
+    cluster: prod
+    libvirt_uri: "qemu+tls://{{ ansible_host }}/system"
+  delegate_to: "{{ groups['engine'][0] }}"
+
+- name: Remove a host that was decommissioned
+  virtplane.kvm.host:
+    name: hv7
+    state: absent
+  delegate_to: engine1
+"""
+
+RETURN = r"""
+host:
+  description: The host after the change (empty when removed).
+  returned: always
+  type: dict
+  sample:
+    name: hv1
+    cluster: prod
+    datacenter: paris
+    address: hv1.example.com
+    libvirt_uri: qemu+tls://hv1.example.com/system
+    status: Up
+    status_reason: ""
+    hypervisor_type: QEMU
+    domain_type: kvm
+    libvirt_version: 9.0.0
+    cpu_arch: x86_64
+    cpu_model: Skylake-Client-IBRS
+    cpu_vendor: Intel
+    cpu_sockets: 1
+    cpu_cores: 4
+    cpu_threads: 2
+    cpu_count: 8
+    cpu_mhz: 2400
+    memory_mib: 31992
+    numa_cells: [{id: 0, memory_mib: 31992, cpus: 8}]
+    hardware_uuid: 4c4c4544-0042-3510-8052-b3c04f4e3232
+    hostname: hv1.example.com
+actions:
+  description: What was done (or would be done in check mode), status transitions included.
+  returned: always
+  type: list
+  elements: str
+  sample: [register]
+"""
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
+
+
+def main():
+    module = EngineModule(dict(
+        name=dict(type="str", required=True),
+        cluster=dict(type="str"),
+        libvirt_uri=dict(type="str"),
+        address=dict(type="str"),
+        domain_type=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
+        probe_timeout=dict(type="int", default=15),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+    ), needs_libvirt=True)
+    p = module.params
+
+    def operation(engine):
+        if p["state"] == "absent":
+            return _host.ensure_absent(engine, p["name"], module.check_mode)
+        return _host.ensure_present(engine, p["name"], cluster=p["cluster"], libvirt_uri=p["libvirt_uri"],
+                                    address=p["address"], domain_type=p["domain_type"],
+                                    probe_timeout=p["probe_timeout"], check_mode=module.check_mode)
+
+    module.exit_outcome(module.run(operation), "host")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Run modules the way users do: ansible-playbook on a generated play against localhost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, "build", "collections")
+CALLBACKS = os.path.join(ROOT, "tests", "support", "callback")
+BIN = os.path.dirname(sys.executable)
+
+
+def ensure_collection_link():
+    """The collection must be importable as ansible_collections.virtplane.kvm (make does the same)."""
+    link = os.path.join(COLLECTIONS, "ansible_collections", "virtplane", "kvm")
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link)
+    return COLLECTIONS
+
+
+class PlaybookRun:
+    def __init__(self, rc, results, output):
+        self.rc = rc
+        self.results = results
+        self.output = output
+
+    def __getitem__(self, task_name):
+        """The result of the task of this name (the last one, if it ran more than once)."""
+        found = [r["result"] for r in self.results if r["task"] == task_name]
+        if not found:
+            raise KeyError("task %r did not run; output:\n%s" % (task_name, self.output[-3000:]))
+        return found[-1]
+
+    @property
+    def changed_tasks(self):
+        return [r["task"] for r in self.results if r["result"].get("changed")]
+
+
+def run_play(tasks, engine=None, check=False, diff=False, extra_env=None, hosts="localhost", inventory=None):
+    """Run ``tasks`` in one play; ``engine`` becomes module_defaults for the engine action group."""
+    play = {"hosts": hosts, "gather_facts": False, "tasks": tasks,
+            "vars": {"ansible_python_interpreter": sys.executable}}
+    if hosts == "localhost":
+        play["connection"] = "local"
+    if engine is not None:
+        play["module_defaults"] = {"group/virtplane.kvm.engine": {"engine": engine}}
+    ensure_collection_link()
+    with tempfile.TemporaryDirectory(prefix="virtplane-play-") as tmp:
+        playbook = os.path.join(tmp, "play.yml")
+        results_file = os.path.join(tmp, "results.json")
+        with open(playbook, "w") as handle:
+            json.dump([play], handle)  # JSON is YAML
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_CALLBACKS_ENABLED="record_results",
+                   ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, VIRTPLANE_TEST_RESULTS=results_file,
+                   ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+                   PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+        env.update(extra_env or {})
+        argv = [os.path.join(BIN, "ansible-playbook"), playbook, "-i", inventory or "localhost,"]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        results = []
+        if os.path.exists(results_file):
+            with open(results_file) as handle:
+                results = json.load(handle)
+        return PlaybookRun(proc.returncode, results, proc.stdout)
