@@ -31,8 +31,14 @@ options:
   owner_password:
     description:
       - Password of O(owner), at least 12 characters.
+      - Exactly one of O(owner_password) and O(owner_password_file) is required.
     type: str
-    required: true
+  owner_password_file:
+    description:
+      - File holding the password of O(owner). When it does not exist, a random password is
+        generated and written there (mode 0600, owned by the user the module runs as), so the
+        password is kept only on the engine host and never passes through the controller.
+    type: path
   schema_version:
     description:
       - Schema version to bring the database to; the latest this collection knows when unset.
@@ -69,9 +75,9 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Engine database with the latest schema
+- name: Engine database with the latest schema, its password generated on the engine host
   virtplane.kvm.engine_database:
-    owner_password: "{{ engine_db_password }}"
+    owner_password_file: /etc/virtplane/engine-db.secret
   become: true
   become_user: postgres
 """
@@ -113,21 +119,29 @@ def main():
     module = AnsibleModule(argument_spec=dict(
         name=dict(type="str", default="virtplane"),
         owner=dict(type="str", default="virtplane"),
-        owner_password=dict(type="str", required=True, no_log=True),
+        owner_password=dict(type="str", no_log=True),
+        owner_password_file=dict(type="path", no_log=False),
         schema_version=dict(type="int"),
         login_host=dict(type="str", default="/var/run/postgresql"),
         login_port=dict(type="int", default=5432),
         login_user=dict(type="str", default="postgres"),
         login_password=dict(type="str", no_log=True),
-    ), supports_check_mode=True)
+    ), supports_check_mode=True, mutually_exclusive=[("owner_password", "owner_password_file")],
+        required_one_of=[("owner_password", "owner_password_file")])
     if _db.PSYCOPG_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("psycopg (version 3)"), exception=_db.PSYCOPG_IMPORT_ERROR)
     p = module.params
     login = dict(host=p["login_host"], port=p["login_port"], user=p["login_user"], password=p["login_password"],
                  database="postgres")
     try:
-        result = _provision.ensure_database(login, p["name"], p["owner"], p["owner_password"],
+        password, generated = p["owner_password"], False
+        if password is None:
+            password, generated = _provision.read_or_generate_password(p["owner_password_file"], module.check_mode)
+        result = _provision.ensure_database(login, p["name"], p["owner"], password,
                                             p["schema_version"], module.check_mode)
+        if generated:
+            result["changed"] = True
+            result["actions"].insert(0, "generate the password file %s" % p["owner_password_file"])
     except VirtplaneError as exc:
         module.fail_json(msg="Cannot set up the engine database '%s': %s" % (p["name"], exc))
     module.exit_json(**result)

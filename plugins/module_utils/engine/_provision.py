@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
@@ -48,6 +49,26 @@ def password_matches(stored, password, user):
         digest = "md5" + hashlib.md5((password + user).encode("utf-8")).hexdigest()
         return hmac.compare_digest(digest, stored)
     return False
+
+
+def read_or_generate_password(path, check_mode=False):
+    """(password, generated): read ``path``, or create it with a random password (mode 0600)."""
+    try:
+        with open(path) as handle:
+            password = handle.read().strip()
+    except FileNotFoundError:
+        password = secrets.token_urlsafe(24)
+        if not check_mode:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(password + "\n")
+        return password, True
+    except OSError as exc:
+        raise ValidationError("owner_password_file", "cannot read %s: %s" % (path, exc.strerror))
+    if len(password) < 12:
+        raise ValidationError("owner_password_file", "%s holds a password shorter than 12 characters" % path)
+    return password, False
 
 
 def _sql():
