@@ -12,8 +12,11 @@ sys.path.insert(0, ROOT)
 
 from tests.support.playbook import ensure_collection_link  # noqa: E402
 
-# The collection's own code is imported as ansible_collections.virtplane.kvm, as Ansible does.
-sys.path.insert(0, ensure_collection_link())
+# The collection's code is imported as ansible_collections.virtplane.kvm through Ansible's own
+# collection loader, which pytest-ansible installs (--ansible-unit-inject-only, see pyproject.toml)
+# from this path.
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
+    p for p in (ensure_collection_link(), os.environ.get("ANSIBLE_COLLECTIONS_PATH")) if p)
 
 
 @pytest.fixture(scope="session")

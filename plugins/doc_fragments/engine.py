@@ -15,7 +15,6 @@ options:
         C(virtplane.kvm.engine) role set up, with the password read from O(engine.password_file).
       - Set it once for a play with C(module_defaults) and the action group C(group/virtplane.kvm.engine).
     type: dict
-    default: {}
     suboptions:
       host:
         description:

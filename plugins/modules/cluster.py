@@ -91,7 +91,7 @@ attributes:
     support: full
     description: Shows the fields that change.
 author:
-  - virtplane.kvm maintainers
+  - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""

@@ -68,10 +68,11 @@ attributes:
     description: Reports the role, database and migrations that would be created or applied.
   diff_mode:
     support: none
+    description: Reports actions and schema versions instead of a diff.
 requirements:
   - psycopg >= 3.1 (Python library)
 author:
-  - virtplane.kvm maintainers
+  - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""

@@ -20,8 +20,9 @@ attributes:
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Nothing to compare; the module reads only.
 author:
-  - virtplane.kvm maintainers
+  - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""

@@ -10,9 +10,9 @@ short_description: Register hypervisor hosts in the virtplane engine
 version_added: 0.1.0
 description:
   - Register a KVM host in a cluster, update it, or remove it.
-  - The engine connects to the host's libvirt and records what it reports: CPU model, vendor and
-    topology, memory, NUMA cells, libvirt version and the domain type its guests will use
-    (V(kvm), or V(qemu) software emulation when KVM is not offered).
+  - The engine connects to the host's libvirt and records what it reports, that is the CPU model,
+    vendor and topology, memory, NUMA cells, libvirt version and the domain type its guests will
+    use (V(kvm), or V(qemu) software emulation when KVM is not offered).
   - A host is V(Up) only when the engine reaches its libvirt. Registering a host whose libvirt does
     not answer fails and records nothing; for a registered host that stops answering, the status
     becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
@@ -65,7 +65,7 @@ attributes:
     support: full
     description: Shows the fields that change, status included.
 author:
-  - virtplane.kvm maintainers
+  - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""

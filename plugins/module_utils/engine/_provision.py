@@ -30,8 +30,11 @@ def scram_verifier(password, salt=None, iterations=SCRAM_ITERATIONS):
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
-    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, b64(salt), b64(stored_key), b64(server_key))
+    return "SCRAM-SHA-256$%d:%s$%s:%s" % (iterations, _b64(salt), _b64(stored_key), _b64(server_key))
+
+
+def _b64(raw):
+    return base64.b64encode(raw).decode("ascii")
 
 
 def password_matches(stored, password, user):
@@ -141,4 +144,3 @@ def _ensure_schema(login, database, owner, target, check_mode, created):
     finally:
         conn.close()
     return {"from_version": current, "to_version": new, "applied": applied}
-

@@ -88,8 +88,9 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
         if row is None:
             return _create(cur, name, datacenter, _resolve_policy(None, desired), check_mode)
         if datacenter is not None and datacenter != row["datacenter"]:
-            raise ConflictError("Cannot move cluster '%s' from data center '%s' to '%s': a cluster stays in the "
-                                "data center it was created in" % (name, row["datacenter"], datacenter))
+            raise ConflictError("Cannot create cluster '%s' in data center '%s': cluster '%s' already exists in "
+                                "data center '%s' (cluster names are unique and a cluster cannot move between "
+                                "data centers)" % (name, datacenter, name, row["datacenter"]))
         desired = _resolve_policy(row, desired)
         changes = changed_fields(row, {k: desired.get(k) for k in FIELDS})
         hosts = _host_names(cur, row["id"])

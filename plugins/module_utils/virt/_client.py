@@ -43,10 +43,10 @@ def validate_uri(uri, field="libvirt_uri"):
     """Accept the libvirt URIs a host can have; refuse anything else with the reason."""
     if not uri or not isinstance(uri, str):
         raise ValidationError(field, "a libvirt URI is required, e.g. qemu+tls://hv1.example.com/system")
-    if any(ch.isspace() or ch in "\"'<>`;|&$\\" for ch in uri):
+    if any(ch.isspace() or ch in "\"'<>`;|$\\" for ch in uri):
         raise ValidationError(field, "'%s' contains whitespace or shell/XML metacharacters" % uri)
     parts = urlsplit(uri)
-    driver, _, transport = parts.scheme.partition("+")
+    driver, _plus, transport = parts.scheme.partition("+")
     if driver not in DRIVERS:
         raise ValidationError(field, "'%s' has driver '%s'; supported drivers: %s"
                               % (uri, driver or "(none)", ", ".join(DRIVERS)))

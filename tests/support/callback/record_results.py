@@ -30,6 +30,7 @@ class CallbackModule(CallbackBase):
     def _add(self, result, status):
         data = dict(result._result)
         data["_status"] = status
+        data["failed"] = status == "failed"
         self.results.append({"task": result._task.get_name(), "host": result._host.get_name(), "result": data})
 
     def v2_runner_on_ok(self, result, **kwargs):

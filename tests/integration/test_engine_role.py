@@ -1,0 +1,43 @@
+"""The engine role on this machine: PostgreSQL from the distribution, the database, idempotence."""
+
+import os
+import stat
+
+from tests.support.playbook import run_play
+
+ROLE = {"name": "engine role", "ansible.builtin.include_role": {"name": "virtplane.kvm.engine"}}
+
+
+def test_bad_settings_are_refused_before_anything_changes():
+    run = run_play([dict(ROLE, vars={"engine_db_name": "bad name;", "engine_db_password_file": "relative/path"})])
+    assert run.rc != 0
+    failed = [r for r in run.results if r["result"]["failed"]]
+    assert [r["task"] for r in failed] == ["virtplane.kvm.engine : Check the engine settings"]
+    assert "engine_db_name 'bad name;'" in failed[0]["result"]["msg"]
+    assert "engine_db_password_file 'relative/path' (an absolute path)" in failed[0]["result"]["msg"]
+    assert run.changed_tasks == []
+
+
+def test_wrong_type_is_refused_by_the_argument_spec():
+    run = run_play([dict(ROLE, vars={"engine_db_port": "five"})])
+    assert run.rc != 0
+    assert "engine_db_port" in run.output and "int" in run.output
+    assert run.changed_tasks == []
+
+
+def test_deploys_postgresql_and_the_engine_then_changes_nothing():
+    run = run_play([ROLE, {"name": "summary", "virtplane.kvm.engine_info": {}}])
+    assert run.rc == 0, run.output[-3000:]
+    assert run["summary"]["schema_version"] >= 1
+    secret = "/etc/virtplane/engine-db.secret"
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    with open(secret) as handle:
+        assert handle.read().strip() not in run.output
+
+    again = run_play([ROLE])
+    assert again.rc == 0, again.output[-3000:]
+    assert again.changed_tasks == []
+
+    check = run_play([ROLE], check=True, diff=True)
+    assert check.rc == 0, check.output[-3000:]
+    assert check.changed_tasks == []

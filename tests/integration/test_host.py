@@ -1,0 +1,135 @@
+"""host module: registration from libvirt's test driver, status Up/NonResponsive, moves and removal."""
+
+import shutil
+
+import pytest
+
+from tests.support.playbook import run_play
+
+BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
+        {"name": "prod", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris"}},
+        {"name": "test", "virtplane.kvm.cluster": {"name": "test", "datacenter": "paris"}}]
+# A simulated host of its own: libvirt's test driver reads its node from this file.
+NODE_XML = "<node><cpu><mhz>2400</mhz></cpu></node>"
+
+
+def host(name="hv1", **options):
+    return {"virtplane.kvm.host": dict(name=name, **options)}
+
+
+@pytest.fixture
+def node_file(tmp_path):
+    path = tmp_path / "node.xml"
+    path.write_text(NODE_XML)
+    return path
+
+
+def test_register_check_real_idempotent(engine_options, sql):
+    run = run_play(BASE + [dict(name="check", check_mode=True,
+                                **host(cluster="prod", libvirt_uri="test:///default"))],
+                   engine=engine_options, diff=True)
+    assert run["check"]["changed"] and run["check"]["actions"] == ["register"]
+    assert run["check"]["host"]["status"] == "Up"
+    assert run["check"]["diff"]["after"]["memory_mib"] == 3072
+    assert sql("SELECT * FROM host") == []
+
+    run = run_play([dict(name="register", **host(cluster="prod", libvirt_uri="test:///default")),
+                    dict(name="again", **host(cluster="prod", libvirt_uri="test:///default")),
+                    dict(name="again by name only", **host())], engine=engine_options)
+    assert run.rc == 0, run.output
+    registered = run["register"]["host"]
+    # what libvirt's test driver reports about its simulated machine
+    assert registered["status"] == "Up" and registered["status_reason"] == ""
+    assert (registered["cpu_count"], registered["cpu_sockets"], registered["cpu_cores"]) == (16, 2, 2)
+    assert registered["memory_mib"] == 3072 and registered["hypervisor_type"] == "TEST"
+    assert [c["id"] for c in registered["numa_cells"]] == [0, 1]
+    assert registered["domain_type"] == "test" and registered["libvirt_version"].count(".") == 2
+    assert not run["again"]["changed"] and not run["again by name only"]["changed"]
+    row = sql("SELECT status, cpu_count, memory_mib, last_seen_at FROM host WHERE name = 'hv1'")[0]
+    assert (row["status"], row["cpu_count"], row["memory_mib"]) == ("Up", 16, 3072)
+    assert row["last_seen_at"] is not None
+
+
+def test_unreachable_host_becomes_nonresponsive_and_comes_back(engine_options, sql, node_file, tmp_path):
+    uri = "test://%s" % node_file
+    run = run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri=uri))], engine=engine_options)
+    assert run["register"]["host"]["status"] == "Up"
+
+    hidden = tmp_path / "hidden.xml"
+    shutil.move(node_file, hidden)  # the host's libvirt no longer answers
+    run = run_play([dict(name="check refresh", check_mode=True, **host()),
+                    dict(name="refresh", **host()), dict(name="refresh again", **host())],
+                   engine=engine_options, diff=True)
+    assert run["check refresh"]["changed"]
+    refreshed = run["refresh"]["host"]
+    assert refreshed["status"] == "NonResponsive"
+    assert refreshed["status_reason"].startswith("cannot connect to libvirt at %s: " % uri)
+    assert str(node_file) in refreshed["status_reason"]
+    assert run["refresh"]["diff"]["before"] == {"status": "Up", "status_reason": ""}
+    assert run["refresh"]["diff"]["after"]["status"] == "NonResponsive"
+    assert run["refresh"]["actions"] == ["status Up -> NonResponsive"]
+    assert not run["refresh again"]["changed"]
+    # the capabilities read while it was Up are kept
+    assert sql("SELECT status, memory_mib FROM host")[0] == {"status": "NonResponsive", "memory_mib": 3072}
+    warning = sql("SELECT severity, message FROM event WHERE code = 'HOST_STATUS_CHANGED'")
+    assert warning[0]["severity"] == "warning" and "hv1 is NonResponsive" in warning[0]["message"]
+
+    shutil.move(hidden, node_file)
+    run = run_play([dict(name="refresh", **host())], engine=engine_options)
+    assert run["refresh"]["host"]["status"] == "Up" and run["refresh"]["host"]["status_reason"] == ""
+
+
+def test_registering_an_unreachable_host_fails_and_records_nothing(engine_options, sql):
+    run = run_play(BASE + [dict(name="register", ignore_errors=True,
+                                **host(cluster="prod", libvirt_uri="qemu+tcp://127.0.0.1:1/system",
+                                       probe_timeout=5))], engine=engine_options)
+    assert run["register"]["failed"]
+    assert run["register"]["msg"].startswith(
+        "Cannot register host 'hv1': cannot connect to libvirt at qemu+tcp://127.0.0.1:1/system: ")
+    assert "127.0.0.1" in run["register"]["msg"]
+    assert sql("SELECT * FROM host") == []
+    assert sql("SELECT * FROM event WHERE object_type = 'host'") == []
+
+
+def test_bad_input_is_refused_with_the_field(engine_options, sql):
+    run = run_play(BASE + [
+        dict(name="bad uri", ignore_errors=True, **host(cluster="prod", libvirt_uri="qemu://hv1/system")),
+        dict(name="shell uri", ignore_errors=True, **host(cluster="prod", libvirt_uri="qemu+ssh://hv1/system;id")),
+        dict(name="unknown cluster", ignore_errors=True, **host(cluster="nope", libvirt_uri="test:///default")),
+        dict(name="no uri", ignore_errors=True, **host(cluster="prod")),
+        dict(name="no cluster", ignore_errors=True, **host(libvirt_uri="test:///default")),
+    ], engine=engine_options)
+    assert run["bad uri"]["msg"].startswith("Invalid value for 'libvirt_uri': 'qemu://hv1/system' names host")
+    assert "metacharacters" in run["shell uri"]["msg"]
+    assert run["unknown cluster"]["msg"] == "Cannot register host 'hv1': cluster 'nope' does not exist"
+    assert run["no uri"]["msg"] == "Invalid value for 'libvirt_uri': is required to register host 'hv1'"
+    assert run["no cluster"]["msg"] == "Invalid value for 'cluster': is required to register host 'hv1'"
+    assert sql("SELECT * FROM host") == []
+
+
+def test_move_between_clusters_and_remove(engine_options, sql):
+    run = run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test:///default")),
+                           dict(name="move", **host(cluster="test")),
+                           dict(name="check remove", check_mode=True, **host(state="absent")),
+                           dict(name="remove", **host(state="absent")),
+                           dict(name="remove again", **host(state="absent"))], engine=engine_options, diff=True)
+    assert run.rc == 0, run.output
+    assert run["move"]["diff"] == {"before": {"cluster": "prod"}, "after": {"cluster": "test"}}
+    assert run["check remove"]["changed"] and run["remove"]["changed"]
+    assert not run["remove again"]["changed"]
+    assert sql("SELECT * FROM host") == []
+    codes = [r["code"] for r in sql("SELECT code FROM event WHERE object_type = 'host' ORDER BY id")]
+    assert codes == ["HOST_ADDED", "HOST_UPDATED", "HOST_REMOVED"]
+
+
+def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
+    run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test:///default"))],
+             engine=engine_options)
+    with engine.transaction() as cur:
+        cur.execute("INSERT INTO vm (cluster_id, name, vcpus, memory_mib, status, run_host_id)"
+                    " SELECT cluster_id, 'web01', 1, 512, 'Up', id FROM host WHERE name = 'hv1'")
+    run = run_play([dict(name="remove", ignore_errors=True, **host(state="absent")),
+                    dict(name="move", ignore_errors=True, **host(cluster="test"))], engine=engine_options)
+    assert run["remove"]["msg"] == ("Cannot remove host 'hv1': VMs web01 run on it; migrate them or stop them first")
+    assert run["move"]["msg"].startswith("Cannot move host 'hv1' to cluster 'test': VMs web01 run on it")
+    assert sql("SELECT c.name FROM host h JOIN cluster c ON c.id = h.cluster_id") == [{"name": "prod"}]
