@@ -39,7 +39,7 @@ pytest:
 	$(BIN)/pytest tests/unit tests/integration tests/lab
 
 lint:
-	$(BIN)/ruff check plugins tests tools bench
+	$(BIN)/ruff check .
 
 unit:
 	$(BIN)/pytest tests/unit
