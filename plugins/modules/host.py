@@ -43,9 +43,10 @@ options:
     description:
       - V(auto) uses KVM when the host offers it and software emulation (V(qemu)) otherwise.
       - V(kvm) or V(qemu) force one; a type the host does not offer is refused.
+      - The setting is kept; when unset, the host keeps the one it has (V(auto) for a new host).
+        The C(virtplane.kvm.hypervisor) role sets it from a boot probe.
     type: str
     choices: [auto, kvm, qemu]
-    default: auto
   probe_timeout:
     description:
       - Seconds to wait for the host's libvirt to answer.
@@ -96,6 +97,7 @@ host:
     libvirt_uri: qemu+tls://hv1.example.com/system
     status: Up
     status_reason: ""
+    domain_type_setting: auto
     hypervisor_type: QEMU
     domain_type: kvm
     libvirt_version: 9.0.0
@@ -129,7 +131,7 @@ def main():
         cluster=dict(type="str"),
         libvirt_uri=dict(type="str"),
         address=dict(type="str"),
-        domain_type=dict(type="str", choices=["auto", "kvm", "qemu"], default="auto"),
+        domain_type=dict(type="str", choices=["auto", "kvm", "qemu"]),
         probe_timeout=dict(type="int", default=15),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     ), needs_libvirt=True)

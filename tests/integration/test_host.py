@@ -133,3 +133,30 @@ def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
     assert run["remove"]["msg"] == ("Cannot remove host 'hv1': VMs web01 run on it; migrate them or stop them first")
     assert run["move"]["msg"].startswith("Cannot move host 'hv1' to cluster 'test': VMs web01 run on it")
     assert sql("SELECT c.name FROM host h JOIN cluster c ON c.id = h.cluster_id") == [{"name": "prod"}]
+
+
+def test_host_info_refresh_records_status_changes(engine_options, sql, node_file, tmp_path):
+    uri = "test://%s" % node_file
+    run_play(BASE + [dict(name="hv1", **host(cluster="prod", libvirt_uri=uri)),
+                     dict(name="hv2", **host(name="hv2", cluster="test", libvirt_uri="test:///default"))],
+             engine=engine_options)
+    node_file.rename(tmp_path / "gone.xml")
+    run = run_play([
+        {"name": "read", "virtplane.kvm.host_info": {}},
+        {"name": "prod only", "virtplane.kvm.host_info": {"cluster": "prod"}},
+        {"name": "check refresh", "check_mode": True, "virtplane.kvm.host_info": {"refresh": True}},
+        {"name": "refresh", "virtplane.kvm.host_info": {"refresh": True}},
+        {"name": "refresh again", "virtplane.kvm.host_info": {"refresh": True, "name": ["hv1"]}},
+        {"name": "unknown", "ignore_errors": True, "virtplane.kvm.host_info": {"name": ["hv9"]}},
+    ], engine=engine_options)
+    assert not run["read"]["changed"]
+    assert [(h["name"], h["status"]) for h in run["read"]["hosts"]] == [("hv1", "Up"), ("hv2", "Up")]
+    assert [h["name"] for h in run["prod only"]["hosts"]] == ["hv1"]
+    assert run["check refresh"]["changed"]
+    assert run["refresh"]["changed"]
+    hv1, hv2 = run["refresh"]["hosts"]
+    assert hv1["status"] == "NonResponsive" and str(node_file) in hv1["status_reason"]
+    assert hv2["status"] == "Up" and hv1["memory_mib"] == 3072
+    assert not run["refresh again"]["changed"]
+    assert run["unknown"]["msg"] == "Host 'hv9' does not exist"
+    assert [r["status"] for r in sql("SELECT status FROM host ORDER BY name")] == ["NonResponsive", "Up"]

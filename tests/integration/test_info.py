@@ -21,7 +21,8 @@ def test_engine_info_counts_and_tree(engine_options):
     [cluster] = dc["clusters"]
     assert (dc["name"], cluster["name"]) == ("paris", "prod")
     assert [(h["name"], h["status"]) for h in cluster["hosts"]] == [("hv1", "Up"), ("hv2", "Up")]
-    assert info["summary"][0].startswith("engine schema v3: 1 data centers, 1 clusters, 2 hosts, 0 VMs")
+    assert info["summary"][0].startswith("engine schema v%d: 1 data centers, 1 clusters, 2 hosts, 0 VMs"
+                                         % info["schema_version"])
     assert "    host hv2: Up, 16 CPUs, 3072 MiB, test via test:///default" in info["summary"]
     assert run["info in check mode"]["counts"] == info["counts"]
 

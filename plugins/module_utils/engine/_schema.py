@@ -311,10 +311,17 @@ CREATE TABLE job (
 CREATE INDEX job_running_idx ON job (status) WHERE status = 'running';
 """
 
+_HOST_DOMAIN_TYPE_SETTING = """
+ALTER TABLE host ADD COLUMN domain_type_setting text NOT NULL DEFAULT 'auto'
+    CHECK (domain_type_setting IN ('auto', 'kvm', 'qemu'));
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
     Migration(3, "audit events and jobs", _AUDIT),
+    # the administrator's choice (auto/kvm/qemu) survives later refreshes of the host
+    Migration(4, "host domain type setting", _HOST_DOMAIN_TYPE_SETTING),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

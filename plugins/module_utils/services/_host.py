@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from urllib.parse import urlsplit
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ConflictError,
     HypervisorError,
+    NotFoundError,
     ValidationError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
@@ -27,15 +29,16 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt_version", "cpu_arch",
          "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
          "memory_mib", "numa_cells")
-CONFIG = ("cluster_id", "address", "libvirt_uri")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
-VISIBLE = ("cluster", "address", "libvirt_uri", "status", "status_reason") + FACTS
+VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "status", "status_reason") + FACTS
+
+
+_SELECT = ("SELECT h.*, c.name AS cluster, d.name AS datacenter FROM host h"
+           " JOIN cluster c ON c.id = h.cluster_id JOIN datacenter d ON d.id = c.datacenter_id")
 
 
 def find(cur, name, lock=False):
-    cur.execute("SELECT h.*, c.name AS cluster, d.name AS datacenter FROM host h"
-                " JOIN cluster c ON c.id = h.cluster_id JOIN datacenter d ON d.id = c.datacenter_id"
-                " WHERE h.name = %s" + (" FOR UPDATE OF h" if lock else ""), (name,))
+    cur.execute(_SELECT + " WHERE h.name = %s" + (" FOR UPDATE OF h" if lock else ""), (name,))
     return cur.fetchone()
 
 
@@ -78,7 +81,7 @@ def _same_machine(cur, facts, name):
     return other["name"] if other else None
 
 
-def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type="auto",
+def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type=None,
                    probe_timeout=15, check_mode=False):
     validate_name("name", name)
     if cluster is not None:
@@ -93,8 +96,9 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
             if value is None:
                 raise ValidationError(field, "is required to %s" % action)
     uri = libvirt_uri or current["libvirt_uri"]
+    setting = domain_type or (current["domain_type_setting"] if current else "auto")
     # Talk to the host before taking any lock: a dead host must not stall other writers.
-    facts, reason = probe(uri, probe_timeout, domain_type)
+    facts, reason = probe(uri, probe_timeout, setting)
     if current is None and facts is None:
         raise HypervisorError("Cannot register host '%s': %s" % (name, reason))
     if address is None and current is None:
@@ -108,13 +112,14 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
             raise ConflictError("Cannot %s: libvirt at %s is the same machine as host '%s' (host UUID %s)"
                                 % (action, uri, twin, facts["hardware_uuid"]))
         if row is None:
-            return _register(cur, name, target, uri, address, facts, check_mode)
-        return _update(cur, row, target, uri, address, facts, reason, check_mode)
+            return _register(cur, name, target, uri, address, setting, facts, check_mode)
+        return _update(cur, row, target, dict(libvirt_uri=uri, address=address, domain_type_setting=setting),
+                       facts, reason, check_mode)
 
 
-def _register(cur, name, cluster, uri, address, facts, check_mode):
+def _register(cur, name, cluster, uri, address, setting, facts, check_mode):
     values = dict(facts, name=name, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
-                  status="Up", status_reason="")
+                  domain_type_setting=setting, status="Up", status_reason="")
     after = view(dict(values, cluster=cluster["name"], datacenter=cluster["datacenter"]))
     after.pop("id")
     resource = dict(after, id=None)
@@ -134,11 +139,11 @@ def _now(cur):
     return cur.fetchone()["now"]
 
 
-def _update(cur, row, cluster, uri, address, facts, reason, check_mode):
+def _update(cur, row, cluster, config, facts, reason, check_mode):
+    """Apply ``config`` (None values: keep) and what the probe found (``facts`` or ``reason``)."""
     name = row["name"]
     status, status_reason = observed_status(row["status"], facts, reason)
-    desired = dict(facts or {}, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
-                   status=status, status_reason=status_reason)
+    desired = dict(facts or {}, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
     changes = changed_fields(row, desired)
     if "cluster_id" in changes:
         vms = _vms_on(cur, row["id"])
@@ -204,3 +209,45 @@ def ensure_absent(engine, name, check_mode=False):
                            object_type="host", object_id=row["id"], object_name=name,
                            datacenter=row["datacenter"], cluster=row["cluster"], host=name)
         return Outcome(True, before, {}, None, ["remove"])
+
+
+def _rows(cur, names=None, cluster=None):
+    clauses, args = [], []
+    if names:
+        clauses.append("h.name = ANY(%s)")
+        args.append(list(names))
+    if cluster:
+        clauses.append("c.name = %s")
+        args.append(cluster)
+    cur.execute(_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY h.name", args)
+    return cur.fetchall()
+
+
+def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15, check_mode=False):
+    """Hosts with status and capabilities; with ``refresh``, check each host now and record changes.
+
+    Returns (changed, hosts). The checks run in parallel and before any lock is taken, so one
+    dead host costs ``probe_timeout`` once, not once per host.
+    """
+    with engine.transaction() as cur:
+        rows = _rows(cur, names, cluster)
+    missing = sorted(set(names or []) - {r["name"] for r in rows})
+    if missing:
+        raise NotFoundError("host", ", ".join(missing))
+    if not refresh:
+        return False, [view(r) for r in rows]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(rows) or 1)) as pool:
+        probes = list(pool.map(lambda r: probe(r["libvirt_uri"], probe_timeout, r["domain_type_setting"]), rows))
+    changed, hosts = False, []
+    for row, (facts, reason) in zip(rows, probes, strict=True):
+        with engine.transaction() as cur:
+            Engine.lock(cur, LOCK_CLUSTER, row["cluster"])
+            current = find(cur, row["name"], lock=True)
+            if current is None:
+                continue  # removed meanwhile
+            cluster_row = {"id": current["cluster_id"], "name": current["cluster"],
+                           "datacenter": current["datacenter"]}
+            outcome = _update(cur, current, cluster_row, {}, facts, reason, check_mode)
+        changed = changed or outcome.changed
+        hosts.append(outcome.resource)
+    return changed, hosts
