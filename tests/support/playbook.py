@@ -41,20 +41,24 @@ class PlaybookRun:
         return [r["task"] for r in self.results if r["result"].get("changed")]
 
 
-def run_play(tasks, engine=None, check=False, diff=False, extra_env=None, hosts="localhost", inventory=None):
-    """Run ``tasks`` in one play; ``engine`` becomes module_defaults for the engine action group."""
-    play = {"hosts": hosts, "gather_facts": False, "tasks": tasks,
+def run_play(tasks, engine=None, check=False, diff=False, extra_env=None):
+    """Run ``tasks`` in one play on localhost; ``engine`` becomes module_defaults of the engine group."""
+    play = {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks,
             "vars": {"ansible_python_interpreter": sys.executable}}
-    if hosts == "localhost":
-        play["connection"] = "local"
+    return run_plays([play], engine=engine, check=check, diff=diff, extra_env=extra_env)
+
+
+def run_plays(plays, engine=None, check=False, diff=False, extra_env=None, inventory=None, extra_vars=None):
+    """Run a playbook made of ``plays`` (with ``inventory``, a path, or localhost alone)."""
     if engine is not None:
-        play["module_defaults"] = {"group/virtplane.kvm.engine": {"engine": engine}}
+        for play in plays:
+            play.setdefault("module_defaults", {})["group/virtplane.kvm.engine"] = {"engine": engine}
     ensure_collection_link()
     with tempfile.TemporaryDirectory(prefix="virtplane-play-") as tmp:
         playbook = os.path.join(tmp, "play.yml")
         results_file = os.path.join(tmp, "results.json")
         with open(playbook, "w") as handle:
-            json.dump([play], handle)  # JSON is YAML
+            json.dump(plays, handle)  # JSON is YAML
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_CALLBACKS_ENABLED="record_results",
                    ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, VIRTPLANE_TEST_RESULTS=results_file,
                    ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
@@ -66,6 +70,8 @@ def run_play(tasks, engine=None, check=False, diff=False, extra_env=None, hosts=
             argv.append("--check")
         if diff:
             argv.append("--diff")
+        if extra_vars:
+            argv.extend(["-e", json.dumps(extra_vars)])
         proc = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               check=False)
         results = []

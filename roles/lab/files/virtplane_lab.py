@@ -1,0 +1,468 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turn this Linux machine into N lab hypervisor hosts, or remove them.
+
+Each lab host is a network + mount + UTS namespace held open by an anchor process:
+- its own network namespace, with `eth0` (a veth into the lab bridge) on the management
+  subnet and `eth1` (a veth into the second lab bridge) as the "physical" NIC for guest networks;
+- its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt,
+  bind-mounted from a per-host directory (so several libvirtd coexist);
+- its own hostname, and an sshd on its address that accepts the lab key, so Ansible manages it
+  over SSH like any real host. libvirtd and friends are then the hypervisor role's business.
+
+Everything the lab creates is recorded in STATE_DIR/lab.json, and nothing else is touched: a
+bridge, namespace or directory of the same name that the lab did not create is refused.
+Output: one JSON object on stdout {"changed", "actions", "hosts", ...}; exit 1 with
+{"failed": true, "msg"} on error. `--check` predicts without changing anything.
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+MARKER = ".virtplane-lab"
+BRIDGE_ALIAS = "virtplane-lab"
+HOST_DIRS = {
+    "etc-libvirt": "/etc/libvirt",
+    "run-libvirt": "/run/libvirt",
+    "lib-libvirt": "/var/lib/libvirt",
+    "log-libvirt": "/var/log/libvirt",
+    "cache-libvirt": "/var/cache/libvirt",
+}
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+
+
+class LabError(Exception):
+    pass
+
+
+def run(*argv, check=True, capture=True):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise LabError("%s failed: %s" % (" ".join(argv), (proc.stderr or proc.stdout).strip()))
+    return proc.stdout if capture else ""
+
+
+def alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(path):
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def copy_directory_tree(source, target):
+    """Directories only, with their owners and modes; no files."""
+    for current, dirs, _files in os.walk(source):
+        for name in dirs:
+            src = os.path.join(current, name)
+            dst = os.path.join(target, os.path.relpath(src, source))
+            info = os.lstat(src)
+            if not os.path.isdir(dst):
+                os.mkdir(dst)
+            os.chown(dst, info.st_uid, info.st_gid)
+            os.chmod(dst, info.st_mode & 0o7777)
+
+
+def links():
+    return {link["ifname"]: link for link in json.loads(run("ip", "-j", "link", "show") or "[]")}
+
+
+def addresses():
+    """Every IPv4 network configured on this machine (root namespace), by interface."""
+    found = []
+    for entry in json.loads(run("ip", "-j", "-4", "addr", "show") or "[]"):
+        for info in entry.get("addr_info", []):
+            found.append((entry["ifname"], ipaddress.ip_interface("%s/%s" % (info["local"], info["prefixlen"]))))
+    return found
+
+
+def namespaces():
+    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+
+
+class Lab:
+    def __init__(self, args):
+        self.args = args
+        self.state_dir = args.state_dir
+        self.state_file = os.path.join(self.state_dir, "lab.json")
+        self.check = args.check
+        self.actions = []
+        self.state = self._load()
+
+    # --- bookkeeping -------------------------------------------------------------------
+
+    def _load(self):
+        if not os.path.exists(self.state_file):
+            return None
+        with open(self.state_file) as handle:
+            return json.load(handle)
+
+    def _save(self):
+        if self.check:
+            return
+        tmp = self.state_file + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.state, handle, indent=1, sort_keys=True)
+        os.replace(tmp, self.state_file)
+
+    def act(self, description, func=None, *fargs):
+        self.actions.append(description)
+        if not self.check and func is not None:
+            func(*fargs)
+
+    def owns_dir(self):
+        return os.path.exists(os.path.join(self.state_dir, MARKER))
+
+    # --- the plan ----------------------------------------------------------------------
+
+    def design(self):
+        """Names and addresses of everything the lab is made of."""
+        a = self.args
+        mgmt = ipaddress.ip_network(a.subnet, strict=True)
+        guest = ipaddress.ip_network(a.data_subnet, strict=True)
+        if mgmt.prefixlen > 28 or guest.prefixlen > 28:
+            raise LabError("subnets must be /28 or larger")
+        if mgmt.overlaps(guest):
+            raise LabError("subnet %s and data_subnet %s overlap" % (mgmt, guest))
+        hosts = []
+        for i in range(1, a.hosts + 1):
+            name = "%s%d" % (a.host_prefix, i)
+            hosts.append({
+                "name": name,
+                "netns": "%s-%s" % (a.prefix, name),
+                "veth": "%s-%s" % (a.prefix, name)[:15],
+                "veth2": ("%s2-%s" % (a.prefix, name))[:15],
+                "address": str(mgmt.network_address + 10 + i),
+                "address2": str(guest.network_address + 10 + i),
+                "prefixlen": mgmt.prefixlen,
+                "prefixlen2": guest.prefixlen,
+                "dir": os.path.join(self.state_dir, "hosts", name),
+            })
+        return {
+            "prefix": a.prefix,
+            "bridge": a.bridge,
+            "bridge2": a.bridge + "s",
+            "gateway": "%s/%d" % (mgmt.network_address + 1, mgmt.prefixlen),
+            "gateway2": "%s/%d" % (guest.network_address + 1, guest.prefixlen),
+            "subnet": str(mgmt),
+            "data_subnet": str(guest),
+            "shared_dir": os.path.join(self.state_dir, "shared"),
+            "key": os.path.join(self.state_dir, "id_ed25519"),
+            "hosts": hosts,
+        }
+
+    def preflight(self, design):
+        """Refuse, before changing anything, what the lab cannot or must not do."""
+        a = self.args
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (namespaces, bridges and mounts): run it as root")
+        limit = max(1, min(8, (os.cpu_count() or 1) * 2))
+        if not 1 <= a.hosts <= limit:
+            raise LabError("this machine can hold 1 to %d lab hosts (%d cores); %d were asked for"
+                           % (limit, os.cpu_count() or 1, a.hosts))
+        for field, value in (("prefix", a.prefix), ("host_prefix", a.host_prefix)):
+            if not NAME.match(value):
+                raise LabError("%s '%s' must be 1-10 lowercase letters, digits or '-'" % (field, value))
+        if not re.match(r"^[a-z][a-z0-9]{0,12}$", a.bridge):
+            raise LabError("bridge '%s' must be 1-13 lowercase letters or digits" % a.bridge)
+        for tool in ("ip", "nsenter", "unshare", "ssh-keygen", "/usr/sbin/sshd"):
+            if not shutil.which(tool):
+                raise LabError("%s is not installed (packages iproute2, util-linux, openssh-server)" % tool)
+        if os.path.isdir(self.state_dir) and os.listdir(self.state_dir) and not self.owns_dir():
+            raise LabError("directory %s exists and was not made by the lab; choose another lab state dir"
+                           % self.state_dir)
+        ours = self.state or {}
+        present = links()
+        for bridge in (design["bridge"], design["bridge2"]):
+            if bridge in present and present[bridge].get("ifalias") != BRIDGE_ALIAS:
+                raise LabError("a network interface named %s exists and was not made by the lab" % bridge)
+        known_ns = {h["netns"] for h in ours.get("hosts", [])}
+        for host in design["hosts"]:
+            if host["netns"] in namespaces() and host["netns"] not in known_ns:
+                raise LabError("network namespace %s exists and was not made by the lab" % host["netns"])
+            for veth in (host["veth"], host["veth2"]):
+                if veth in present and host["netns"] not in known_ns:
+                    raise LabError("a network interface named %s exists and was not made by the lab" % veth)
+        for subnet_field in ("subnet", "data_subnet"):
+            subnet = ipaddress.ip_network(design[subnet_field])
+            for ifname, iface in addresses():
+                if ifname in (design["bridge"], design["bridge2"]) and ifname in present \
+                        and present[ifname].get("ifalias") == BRIDGE_ALIAS:
+                    continue
+                if iface.network.overlaps(subnet):
+                    raise LabError("%s %s collides with %s on %s" % (subnet_field, subnet, iface, ifname))
+        if ours and ours.get("hosts") and ours.get("subnet") not in (None, design["subnet"]):
+            raise LabError("the lab exists with subnet %s: remove it (state: absent) before changing the subnet"
+                           % ours["subnet"])
+
+    # --- up ----------------------------------------------------------------------------
+
+    def up(self):
+        design = self.design()
+        self.preflight(design)
+        if not self.owns_dir():
+            self.act("create %s" % self.state_dir, self._make_state_dir)
+        if self.state is None:
+            self.state = {"hosts": []}
+        self.state.update({k: design[k] for k in ("prefix", "bridge", "bridge2", "subnet", "data_subnet",
+                                                  "shared_dir", "key")})
+        if not os.path.exists(design["key"]):
+            self.act("create the lab SSH key", run, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                     "virtplane-lab", "-f", design["key"])
+        for sub in ("", "images", "lockspace"):
+            path = os.path.join(design["shared_dir"], sub)
+            if not os.path.isdir(path):
+                self.act("create %s" % path, os.makedirs, path, 0o755, True)
+        present = links()
+        for bridge, gateway in ((design["bridge"], design["gateway"]), (design["bridge2"], design["gateway2"])):
+            if bridge not in present:
+                self.act("create bridge %s (%s)" % (bridge, gateway), self._make_bridge, bridge, gateway)
+            elif present[bridge].get("operstate") == "DOWN" and "UP" not in present[bridge].get("flags", []):
+                self.act("bring bridge %s up" % bridge, run, "ip", "link", "set", bridge, "up")
+        wanted = {h["name"] for h in design["hosts"]}
+        for old in [h for h in self.state["hosts"] if h["name"] not in wanted]:
+            self._remove_host(old)
+        for host in design["hosts"]:
+            self._ensure_host(host, design)
+        self._save()
+        return self.report(design)
+
+    def _make_state_dir(self):
+        os.makedirs(self.state_dir, 0o755, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)
+        with open(os.path.join(self.state_dir, MARKER), "w") as handle:
+            handle.write("made by the virtplane.kvm lab role; `state: absent` removes it\n")
+
+    def _make_bridge(self, bridge, gateway):
+        run("ip", "link", "add", bridge, "type", "bridge")
+        run("ip", "link", "set", bridge, "alias", BRIDGE_ALIAS)
+        run("ip", "addr", "add", gateway, "dev", bridge)
+        run("ip", "link", "set", bridge, "up")
+
+    def _recorded(self, name):
+        for host in self.state["hosts"]:
+            if host["name"] == name:
+                return host
+        return None
+
+    def healthy(self, recorded):
+        if not recorded or recorded["netns"] not in namespaces():
+            return False
+        return alive(recorded.get("anchor_pid")) and alive(read_pid(os.path.join(recorded["dir"], "sshd.pid")))
+
+    def _ensure_host(self, host, design):
+        recorded = self._recorded(host["name"])
+        if recorded and self.healthy(recorded) and recorded["address"] == host["address"]:
+            return
+        if recorded or host["netns"] in namespaces():
+            # left over from a killed run (its processes are gone) or changed: rebuild it whole
+            self._remove_host(recorded or dict(host, anchor_pid=0))
+        self.act("create lab host %s at %s" % (host["name"], host["address"]), self._make_host, host, design)
+
+    def _make_host(self, host, design):
+        # recorded first: a run killed half-way leaves a host the next run knows and rebuilds
+        host = dict(host, anchor_pid=0)
+        self.state["hosts"] = [h for h in self.state["hosts"] if h["name"] != host["name"]] + [host]
+        self._save()
+        try:
+            self._build_host(host, design)
+        except (LabError, OSError):
+            self._destroy_host(host)
+            self.state["hosts"] = [h for h in self.state["hosts"] if h["name"] != host["name"]]
+            self._save()
+            raise
+        self._save()
+
+    def _build_host(self, host, design):
+        for sub in HOST_DIRS:
+            os.makedirs(os.path.join(host["dir"], sub), 0o755, exist_ok=True)
+        etc = os.path.join(host["dir"], "etc-libvirt")
+        if not os.listdir(etc):
+            # a new host starts with the distribution's libvirt configuration, as after installing it
+            shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True, symlinks=True)
+            # ... and with the directories the packages made (owners matter: libvirt-qemu writes there)
+            for sub in ("lib-libvirt", "log-libvirt", "cache-libvirt"):
+                copy_directory_tree(HOST_DIRS[sub], os.path.join(host["dir"], sub))
+        self._write_sshd_config(host, design)
+        ns = host["netns"]
+        run("ip", "netns", "add", ns)
+        for veth, peer, bridge, address, prefixlen in (
+                (host["veth"], "eth0", design["bridge"], host["address"], host["prefixlen"]),
+                (host["veth2"], "eth1", design["bridge2"], host["address2"], host["prefixlen2"])):
+            run("ip", "link", "add", veth, "type", "veth", "peer", "name", peer, "netns", ns)
+            run("ip", "link", "set", veth, "master", bridge, "up")
+            run("ip", "-n", ns, "addr", "add", "%s/%d" % (address, prefixlen), "dev", peer)
+            run("ip", "-n", ns, "link", "set", peer, "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "route", "add", "default", "via", design["gateway"].split("/")[0])
+        mounts = " ".join("mkdir -p %s && mount --bind %s %s &&" % (target, os.path.join(host["dir"], sub), target)
+                          for sub, target in HOST_DIRS.items())
+        script = "%s hostname %s && exec sleep infinity" % (mounts, host["name"])
+        anchor = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
+             "/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            text=True)
+        host["anchor_pid"] = self._wait_for_anchor(anchor, host)
+        self.nsenter(host, "/usr/sbin/sshd", "-f", os.path.join(host["dir"], "sshd_config"))
+        self._wait_for_ssh(host)
+
+    def _wait_for_anchor(self, anchor, host):
+        """The pid of `sleep infinity` once the mounts and hostname are in place."""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if anchor.poll() is not None:
+                raise LabError("lab host %s did not start: %s" % (host["name"], anchor.stderr.read().strip()))
+            for pid in run("pgrep", "-s", str(anchor.pid), "-x", "sleep", check=False).split():
+                return int(pid)
+            time.sleep(0.05)
+        raise LabError("lab host %s did not start within 10 s" % host["name"])
+
+    def _wait_for_ssh(self, host):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if alive(read_pid(os.path.join(host["dir"], "sshd.pid"))):
+                return
+            time.sleep(0.05)
+        raise LabError("sshd of lab host %s did not start" % host["name"])
+
+    def _write_sshd_config(self, host, design):
+        key = os.path.join(host["dir"], "ssh_host_ed25519_key")
+        if not os.path.exists(key):
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key)
+        os.makedirs("/run/sshd", 0o755, exist_ok=True)  # privilege separation directory
+        with open(os.path.join(host["dir"], "sshd_config"), "w") as handle:
+            handle.write("\n".join([
+                "# lab host %s: reachable with the lab key only" % host["name"],
+                "ListenAddress %s" % host["address"],
+                "HostKey %s" % key,
+                "PidFile %s" % os.path.join(host["dir"], "sshd.pid"),
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "AuthorizedKeysFile %s.pub" % design["key"],
+                "Subsystem sftp internal-sftp",
+                "AcceptEnv LANG LC_*",
+                "",
+            ]))
+
+    def nsenter(self, host, *argv):
+        return run("nsenter", "--target", str(host["anchor_pid"]), "--mount", "--uts", "--net", *argv)
+
+    # --- down --------------------------------------------------------------------------
+
+    def _remove_host(self, host):
+        self.act("remove lab host %s" % host["name"], self._destroy_host, host)
+        if not self.check:
+            self.state["hosts"] = [h for h in self.state["hosts"] if h["name"] != host["name"]]
+            self._save()
+
+    def _destroy_host(self, host):
+        ns = host["netns"]
+        if ns in namespaces():
+            # everything running in the host: daemons, guests, the anchor
+            for _attempt in range(50):
+                pids = [int(p) for p in run("ip", "netns", "pids", ns, check=False).split()]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.1)
+            run("ip", "netns", "del", ns, check=False)
+        if alive(host.get("anchor_pid")):
+            os.kill(host["anchor_pid"], signal.SIGKILL)
+        present = links()
+        for veth in (host.get("veth"), host.get("veth2")):
+            if veth and veth in present:
+                run("ip", "link", "del", veth, check=False)
+
+    def down(self):
+        if self.state is None and not self.owns_dir():
+            design = self.design()
+            present = links()
+            for bridge in (design["bridge"], design["bridge2"]):
+                if bridge in present and present[bridge].get("ifalias") == BRIDGE_ALIAS:
+                    self.act("remove bridge %s" % bridge, run, "ip", "link", "del", bridge)
+            return self.report(None)
+        if os.path.isdir(self.state_dir) and not self.owns_dir():
+            raise LabError("directory %s was not made by the lab; not removing it" % self.state_dir)
+        state = self.state or {"hosts": []}
+        for host in list(state["hosts"]):
+            self._remove_host(host)
+        present = links()
+        for bridge in (state.get("bridge"), state.get("bridge2")):
+            if bridge and bridge in present and present[bridge].get("ifalias") == BRIDGE_ALIAS:
+                self.act("remove bridge %s" % bridge, run, "ip", "link", "del", bridge)
+        self.act("remove %s" % self.state_dir, shutil.rmtree, self.state_dir)
+        return self.report(None)
+
+    # --- report ------------------------------------------------------------------------
+
+    def report(self, design):
+        hosts = []
+        if design:
+            for host in design["hosts"]:
+                recorded = self._recorded(host["name"]) or host
+                hosts.append({"name": host["name"], "address": host["address"], "data_address": host["address2"],
+                              "netns": host["netns"], "anchor_pid": recorded.get("anchor_pid"),
+                              "dir": host["dir"]})
+        result = {"changed": bool(self.actions), "actions": self.actions, "hosts": hosts}
+        if design:
+            result.update(bridge=design["bridge"], data_bridge=design["bridge2"], key=design["key"],
+                          shared_dir=design["shared_dir"], gateway=design["gateway"].split("/")[0],
+                          data_gateway=design["gateway2"].split("/")[0])
+        return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state-dir", default="/var/lib/virtplane-lab")
+    parser.add_argument("--hosts", type=int, default=2)
+    parser.add_argument("--prefix", default="vplab")
+    parser.add_argument("--host-prefix", default="hv")
+    parser.add_argument("--bridge", default="vplab0")
+    parser.add_argument("--subnet", default="10.77.0.0/24")
+    parser.add_argument("--data-subnet", default="10.78.0.0/24")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        lab = Lab(args)
+        result = lab.up() if args.action == "up" else lab.down()
+    except (LabError, ValueError) as exc:
+        print(json.dumps({"failed": True, "msg": "Lab %s refused: %s" % (args.action, exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The lab for real: namespaces with their own libvirtd and sshd, guests that boot and answer ping.
+
+The tests build a lab of their own (prefix vptest, subnets 10.79/10.80, its own state directory)
+so that the demo's lab on this machine is left alone, and remove it at the end.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.support.playbook import ROOT, run_plays
+
+STATE_DIR = "/var/lib/virtplane-lab-test"
+LAB_VARS = {"lab_prefix": "vptest", "lab_bridge": "vptest0", "lab_subnet": "10.79.0.0/24",
+            "lab_data_subnet": "10.80.0.0/24", "lab_state_dir": STATE_DIR, "lab_hosts": 2}
+HOSTS = {"hv1": "10.79.0.11", "hv2": "10.79.0.12"}
+KEY = os.path.join(STATE_DIR, "id_ed25519")
+IMAGE = os.path.join(STATE_DIR, "shared", "images", "lab-guest")
+LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
+SSH = ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+       "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+pytestmark = pytest.mark.lab
+
+
+def lab_play(**extra):
+    return {"name": "lab", "hosts": "lab_machine", "gather_facts": False, "roles": ["virtplane.kvm.lab"],
+            "vars": dict(LAB_VARS, **extra)}
+
+
+def hypervisor_play():
+    return {"name": "hypervisors", "hosts": "hypervisors", "gather_facts": False,
+            "roles": ["virtplane.kvm.hypervisor"]}
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    """The test lab's inventory, shaped like inventories/lab."""
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    data = {"all": {"children": {
+        "lab_machine": {"hosts": {"localhost": local}},
+        "engine": {"hosts": {"localhost": local}},
+        "hypervisors": {
+            "hosts": {name: {"ansible_host": address} for name, address in HOSTS.items()},
+            "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": KEY,
+                     "ansible_ssh_common_args": " ".join(SSH[3:9]), "ansible_python_interpreter": "/usr/bin/python3",
+                     "hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
+                     "hypervisor_cluster": "lab", "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace",
+                     "hypervisor_probe_image_dir": IMAGE}}}}}
+    path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def lab_tool(*args, user=None):
+    tool = LAB_TOOL
+    if user:
+        # another user cannot read this checkout (it may sit in a private directory): give it a copy
+        copy_dir = tempfile.mkdtemp(prefix="virtplane-labtool-")
+        os.chmod(copy_dir, 0o755)
+        tool = shutil.copy(LAB_TOOL, copy_dir)
+    argv = ["/usr/bin/python3", tool, *args, "--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0",
+            "--subnet", "10.79.0.0/24", "--data-subnet", "10.80.0.0/24"]
+    if user:
+        argv = ["runuser", "-u", user, "--"] + argv
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    finally:
+        if user:
+            shutil.rmtree(os.path.dirname(tool))
+    return json.loads(proc.stdout)
+
+
+def leftovers():
+    """Whatever of the test lab exists on this machine."""
+    found = []
+    if os.path.isdir("/run/netns"):
+        found += [n for n in os.listdir("/run/netns") if n.startswith("vptest-")]
+    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
+    found += [link["ifname"] for link in links if link["ifname"].startswith("vptest")]
+    if os.path.exists(STATE_DIR):
+        found.append(STATE_DIR)
+    procs = subprocess.run(["pgrep", "-f", STATE_DIR], capture_output=True, text=True, check=False).stdout.split()
+    return found + ["process %s" % p for p in procs]
+
+
+@pytest.fixture(scope="module")
+def lab(inventory, engine_options_module):
+    """A 2-host test lab, its hosts configured by the hypervisor role and registered in an engine."""
+    lab_tool("down")  # a previous run that was killed may have left it half-made
+    run = run_plays([lab_play()], inventory=inventory)
+    assert run.rc == 0, run.output[-4000:]
+    run = run_plays([{"name": "engine objects", "hosts": "engine", "gather_facts": False, "tasks": [
+        {"virtplane.kvm.datacenter": {"name": "lab"}},
+        {"virtplane.kvm.cluster": {"name": "lab", "datacenter": "lab"}}]}, hypervisor_play()],
+        inventory=inventory, engine=engine_options_module)
+    assert run.rc == 0, run.output[-4000:]
+    yield {"inventory": inventory, "engine": engine_options_module, "first_run": run}
+    lab_tool("down")
+
+
+@pytest.fixture(scope="module")
+def engine_options_module(postgres):
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _provision
+
+    _provision.ensure_database(postgres.superuser_login(), "lab_tests", "virtplane", "lab-tests-password")
+    return {"host": postgres.socket_dir, "port": postgres.port, "database": "lab_tests", "user": "virtplane",
+            "password": "lab-tests-password"}
+
+
+def host_info(lab, **options):
+    run = run_plays([{"hosts": "engine", "gather_facts": False,
+                      "tasks": [{"name": "info", "virtplane.kvm.host_info": options}]}],
+                    inventory=lab["inventory"], engine=lab["engine"])
+    return run["info"]
+
+
+# --- bad input first: refused before anything exists -------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    ({"lab_hosts": 99}, "this machine can hold 1 to"),
+    ({"lab_bridge": "lo"}, "a network interface named lo exists and was not made by the lab"),
+    ({"lab_subnet": "127.0.0.0/24"}, "subnet 127.0.0.0/24 collides with 127.0.0.1/8 on lo"),
+])
+def test_bad_input_is_refused_before_anything_changes(inventory, extra, message):
+    lab_tool("down")
+    run = run_plays([lab_play(lab_guest_image=False, **extra)], inventory=inventory)
+    assert run.rc != 0
+    refusal = run["virtplane.kvm.lab : Explain a refusal"]
+    assert message in refusal["msg"], refusal["msg"]
+    assert leftovers() == []
+
+
+def test_refuses_a_directory_it_did_not_make():
+    os.makedirs(STATE_DIR)
+    try:
+        with open(os.path.join(STATE_DIR, "precious"), "w") as handle:
+            handle.write("not the lab's")
+        result = lab_tool("up")
+        assert result["msg"] == ("Lab up refused: directory %s exists and was not made by the lab; choose another "
+                                 "lab state dir" % STATE_DIR)
+        assert os.listdir(STATE_DIR) == ["precious"]
+    finally:
+        subprocess.run(["rm", "-rf", STATE_DIR], check=True)
+
+
+def test_needs_root():
+    result = lab_tool("up", user="nobody")
+    assert result["msg"].startswith("Lab up refused: the lab needs root")
+    assert leftovers() == []
+
+
+# --- the lab itself -----------------------------------------------------------------------
+
+def test_up_again_changes_nothing(lab):
+    again = run_plays([lab_play()], inventory=lab["inventory"])
+    assert again.rc == 0 and again.changed_tasks == []
+    check = run_plays([lab_play()], inventory=lab["inventory"], check=True)
+    assert check.rc == 0 and check.changed_tasks == []
+
+
+def test_hosts_answer_over_ssh_with_their_own_libvirt(lab):
+    for name, address in HOSTS.items():
+        out = subprocess.run(SSH + ["root@" + address, "hostname; virsh -c qemu:///system hostname; "
+                                    "cat /etc/libvirt/virtplane-domain-type"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        assert out[0] == name and out[1] == name
+        assert out[2] in ("kvm", "qemu:")
+    uuids = set()
+    for address in HOSTS.values():
+        libvirt = __import__("libvirt")
+        conn = libvirt.open("qemu+tcp://%s/system" % address)
+        uuids.add(ET.fromstring(conn.getCapabilities()).findtext("host/uuid"))
+        conn.close()
+    assert len(uuids) == 2  # each host its own UUID, or libvirt refuses migrations between them
+
+
+def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
+    hosts = host_info(lab, refresh=True)
+    assert not hosts["changed"]
+    assert [(h["name"], h["status"], h["libvirt_uri"]) for h in hosts["hosts"]] == [
+        ("hv1", "Up", "qemu+tcp://10.79.0.11/system"), ("hv2", "Up", "qemu+tcp://10.79.0.12/system")]
+    for host in hosts["hosts"]:
+        assert host["domain_type"] in ("kvm", "qemu") and host["hypervisor_type"] == "QEMU"
+        assert host["cpu_count"] >= 1 and host["memory_mib"] > 0 and host["numa_cells"]
+    again = run_plays([hypervisor_play()], inventory=lab["inventory"], engine=lab["engine"])
+    assert again.rc == 0, again.output[-3000:]
+    assert again.changed_tasks == []
+
+
+def guest_xml(name, address, domain_type):
+    domain = ET.Element("domain", type=domain_type)
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "memory", unit="MiB").text = "128"
+    ET.SubElement(domain, "vcpu").text = "1"
+    os_ = ET.SubElement(domain, "os")
+    ET.SubElement(os_, "type", arch="x86_64").text = "hvm"
+    ET.SubElement(os_, "kernel").text = IMAGE + "/vmlinuz"
+    ET.SubElement(os_, "initrd").text = IMAGE + "/initrd.img"
+    ET.SubElement(os_, "cmdline").text = "console=ttyS0 panic=-1 vp.ip=%s/24 vp.name=%s" % (address, name)
+    devices = ET.SubElement(domain, "devices")
+    nic = ET.SubElement(devices, "interface", type="bridge")
+    ET.SubElement(nic, "source", bridge="vpguest")
+    ET.SubElement(nic, "model", type="virtio")
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path="/var/log/libvirt/qemu/%s.serial" % name)
+    ET.SubElement(serial, "target", port="0")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def test_a_guest_boots_on_each_host_and_answers_ping(lab):
+    import libvirt
+
+    hosts = {h["name"]: h for h in host_info(lab)["hosts"]}
+    guests = []
+    for index, (name, address) in enumerate(HOSTS.items(), start=1):
+        netns = "vptest-" + name
+        # a bridge inside the host for its guests; logical networks will manage these
+        subprocess.run(["ip", "-n", netns, "link", "add", "vpguest", "type", "bridge"], check=False)
+        subprocess.run(["ip", "-n", netns, "addr", "replace", "10.81.%d.1/24" % index, "dev", "vpguest"], check=True)
+        subprocess.run(["ip", "-n", netns, "link", "set", "vpguest", "up"], check=True)
+        conn = libvirt.open("qemu+tcp://%s/system" % address)
+        guest_address = "10.81.%d.10" % index
+        domain = conn.createXML(guest_xml("guest-" + name, guest_address, hosts[name]["domain_type"]), 0)
+        serial = os.path.join(STATE_DIR, "hosts", name, "log-libvirt", "qemu", "guest-%s.serial" % name)
+        guests.append((name, netns, conn, domain, guest_address, serial))
+    try:
+        for _name, netns, _conn, _domain, guest_address, serial in guests:
+            deadline = time.time() + 90
+            console = ""
+            while time.time() < deadline and "VIRTPLANE-GUEST-READY" not in console:
+                time.sleep(0.5)
+                if os.path.exists(serial):
+                    with open(serial, errors="replace") as handle:
+                        console = handle.read()
+            assert "VIRTPLANE-GUEST-READY ip=%s" % guest_address in console, console[-2000:]
+            ping = subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "3", "-W", "2", guest_address],
+                                  capture_output=True, text=True, check=False)
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+            assert " 0% packet loss" in ping.stdout
+            time.sleep(2)
+            with open(serial, errors="replace") as handle:
+                beats = [int(line.split()[1]) for line in handle.read().replace("\r", "").splitlines()
+                         if line.startswith("heartbeat ")]
+            assert beats and beats == list(range(1, len(beats) + 1)), beats  # counting, never restarted
+    finally:
+        for _name, netns, conn, domain, _address, _serial in guests:
+            domain.destroy()
+            conn.close()
+            subprocess.run(["ip", "-n", netns, "link", "del", "vpguest"], check=False)
+
+
+def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
+    stop = subprocess.run(SSH + ["root@" + HOSTS["hv2"], "/usr/local/sbin/virtplane-service stop libvirtd"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert stop.returncode == 0, stop.stderr
+    try:
+        info = host_info(lab, refresh=True, probe_timeout=5)
+        assert info["changed"]
+        status = {h["name"]: (h["status"], h["status_reason"]) for h in info["hosts"]}
+        assert status["hv1"] == ("Up", "")
+        assert status["hv2"][0] == "NonResponsive"
+        assert status["hv2"][1].startswith("cannot connect to libvirt at qemu+tcp://10.79.0.12/system: ")
+        assert "Connection refused" in status["hv2"][1]
+    finally:
+        subprocess.run(SSH + ["root@" + HOSTS["hv2"], "/usr/local/sbin/virtplane-service start libvirtd"],
+                       capture_output=True, text=True, timeout=30, check=False)
+    info = host_info(lab, refresh=True)
+    assert [h["status"] for h in info["hosts"]] == ["Up", "Up"]
+
+
+def test_leftovers_of_a_killed_run_are_rebuilt(lab):
+    with open(os.path.join(STATE_DIR, "lab.json")) as handle:
+        hv1 = [h for h in json.load(handle)["hosts"] if h["name"] == "hv1"][0]
+    # what a session's end does to the lab: its processes die, namespaces and files stay
+    for pid in subprocess.run(["ip", "netns", "pids", hv1["netns"]], capture_output=True, text=True,
+                              check=True).stdout.split():
+        subprocess.run(["kill", "-9", pid], check=False)
+    time.sleep(0.5)
+    run = run_plays([lab_play()], inventory=lab["inventory"])
+    assert run.rc == 0, run.output[-3000:]
+    assert run["virtplane.kvm.lab : Build or repair the lab"]["changed"]
+    assert "create lab host hv1 at 10.79.0.11" in run["virtplane.kvm.lab : Build or repair the lab"]["stdout"]
+    hostname = subprocess.run(SSH + ["root@" + HOSTS["hv1"], "hostname"], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+    assert hostname == "hv1"
+
+
+def test_down_leaves_nothing_and_again_changes_nothing(lab):
+    run = run_plays([lab_play(lab_state="absent")], inventory=lab["inventory"])
+    assert run.rc == 0, run.output[-3000:]
+    assert leftovers() == []
+    again = run_plays([lab_play(lab_state="absent")], inventory=lab["inventory"])
+    assert again.rc == 0 and again.changed_tasks == []
