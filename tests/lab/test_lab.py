@@ -276,6 +276,30 @@ def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
     assert [h["status"] for h in info["hosts"]] == ["Up", "Up"]
 
 
+def test_tls_transport_with_the_engine_ca(lab):
+    pki = os.path.join(STATE_DIR, "pki")  # removed with the test lab
+    run = run_plays([
+        {"hosts": "engine", "gather_facts": False, "tasks": [
+            {"name": "CA", "ansible.builtin.include_role": {"name": "virtplane.kvm.engine", "tasks_from": "pki.yml"},
+             "vars": {"engine_pki_dir": pki, "engine_pki_organization": "virtplane", "engine_pki_ca_days": 30,
+                      "engine_pki_cert_days": 30}}]},
+        dict(hypervisor_play(), hosts="hv2",
+             vars={"hypervisor_libvirt_transport": "tls", "hypervisor_engine_pki_dir": pki})],
+        inventory=lab["inventory"], engine=lab["engine"])
+    assert run.rc == 0, run.output[-4000:]
+    listening = subprocess.run(["ip", "netns", "exec", "vptest-hv2", "ss", "-ltnH"], capture_output=True,
+                               text=True, check=True).stdout
+    assert "10.79.0.12:16514" in listening and "16509" not in listening  # TLS only, no plain TCP
+    hv2 = [h for h in host_info(lab, refresh=True)["hosts"] if h["name"] == "hv2"][0]
+    assert hv2["libvirt_uri"] == "qemu+tls://10.79.0.12/system?pkipath=%s/client" % pki
+    assert hv2["status"] == "Up", hv2["status_reason"]
+    assert os.stat(os.path.join(STATE_DIR, "hosts", "hv2", "etc-libvirt", "pki", "serverkey.pem")).st_mode & 0o077 == 0
+    # without the engine's client certificate the host refuses the connection
+    import libvirt
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open("qemu+tls://10.79.0.12/system?pkipath=%s" % os.path.join(STATE_DIR, "shared"))
+
+
 def test_leftovers_of_a_killed_run_are_rebuilt(lab):
     with open(os.path.join(STATE_DIR, "lab.json")) as handle:
         hv1 = [h for h in json.load(handle)["hosts"] if h["name"] == "hv1"][0]
