@@ -47,7 +47,7 @@ options:
           - File holding the password, as the engine role writes it (mode 0600, on the engine host only).
           - Falls back to E(VIRTPLANE_ENGINE_PASSWORD_FILE).
         type: path
-        default: /etc/virtplane/engine-db.secret
+        default: /etc/virtplane/engine-db/password
       sslmode:
         description:
           - libpq TLS mode for TCP connections. Falls back to E(VIRTPLANE_ENGINE_SSLMODE).

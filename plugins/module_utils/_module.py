@@ -54,6 +54,10 @@ class EngineModule(AnsibleModule):
             return operation(engine)
         except VirtplaneError as exc:
             self.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("field",)})
+        except _db.DatabaseError as exc:
+            # a constraint or serialization failure the service did not foresee (a concurrent change):
+            # still one message, and the transaction was rolled back
+            self.fail_json(msg="The engine database refused the change: %s" % _db.describe_error(exc))
         finally:
             if engine is not None:
                 engine.close()

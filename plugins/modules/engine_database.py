@@ -78,7 +78,7 @@ author:
 EXAMPLES = r"""
 - name: Engine database with the latest schema, its password generated on the engine host
   virtplane.kvm.engine_database:
-    owner_password_file: /etc/virtplane/engine-db.secret
+    owner_password_file: /etc/virtplane/engine-db/password
   become: true
   become_user: postgres
 """

@@ -29,7 +29,7 @@ def test_deploys_postgresql_and_the_engine_then_changes_nothing():
     run = run_play([ROLE, {"name": "summary", "virtplane.kvm.engine_info": {}}])
     assert run.rc == 0, run.output[-3000:]
     assert run["summary"]["schema_version"] >= 1
-    secret = "/etc/virtplane/engine-db.secret"
+    secret = "/etc/virtplane/engine-db/password"
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
     with open(secret) as handle:
         assert handle.read().strip() not in run.output

@@ -22,6 +22,8 @@ LAB_VARS = {"lab_prefix": "vptest", "lab_bridge": "vptest0", "lab_subnet": "10.7
             "lab_data_subnet": "10.80.0.0/24", "lab_state_dir": STATE_DIR, "lab_hosts": 2}
 HOSTS = {"hv1": "10.79.0.11", "hv2": "10.79.0.12"}
 KEY = os.path.join(STATE_DIR, "id_ed25519")
+# per lab host (/var/lib/libvirt is the host's own), so removing the lab removes them
+BIN = "/var/lib/libvirt/virtplane-bin"
 IMAGE = os.path.join(STATE_DIR, "shared", "images", "lab-guest")
 LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
 SSH = ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -53,7 +55,7 @@ def inventory(tmp_path_factory):
                      "ansible_ssh_common_args": " ".join(SSH[3:9]), "ansible_python_interpreter": "/usr/bin/python3",
                      "hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
                      "hypervisor_cluster": "lab", "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace",
-                     "hypervisor_probe_image_dir": IMAGE}}}}}
+                     "hypervisor_probe_image_dir": IMAGE, "hypervisor_bin_dir": BIN}}}}}
     path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
     path.write_text(json.dumps(data))
     return str(path)
@@ -149,6 +151,16 @@ def test_refuses_a_directory_it_did_not_make():
         assert os.listdir(STATE_DIR) == ["precious"]
     finally:
         subprocess.run(["rm", "-rf", STATE_DIR], check=True)
+
+
+def test_refuses_a_namespace_it_did_not_make():
+    subprocess.run(["ip", "netns", "add", "vptest-hv2"], check=True)
+    try:
+        result = lab_tool("up")
+        assert result["msg"] == "Lab up refused: network namespace vptest-hv2 exists and was not made by the lab"
+        assert not os.path.exists(STATE_DIR)
+    finally:
+        subprocess.run(["ip", "netns", "del", "vptest-hv2"], check=True)
 
 
 def test_needs_root():
@@ -257,8 +269,44 @@ def test_a_guest_boots_on_each_host_and_answers_ping(lab):
             subprocess.run(["ip", "-n", netns, "link", "del", "vpguest"], check=False)
 
 
+def test_a_disk_is_never_opened_by_two_qemu_processes(lab):
+    import libvirt
+
+    disk = os.path.join(STATE_DIR, "shared", "images", "locktest.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+    os.chmod(disk, 0o666)
+    hosts = {h["name"]: h for h in host_info(lab)["hosts"]}
+    domains = []
+    try:
+        for name in ("hv1", "hv2"):
+            root = ET.fromstring(guest_xml("lock-" + name, "10.81.9.%d" % len(domains), hosts[name]["domain_type"]))
+            devices = root.find("devices")
+            devices.remove(devices.find("interface"))
+            disk_el = ET.SubElement(devices, "disk", type="file", device="disk")
+            ET.SubElement(disk_el, "driver", name="qemu", type="qcow2")
+            ET.SubElement(disk_el, "source", file=disk)
+            ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
+            conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[name])
+            if name == "hv1":
+                domains.append((conn, conn.createXML(ET.tostring(root, encoding="unicode"), 0)))
+                continue
+            with pytest.raises(libvirt.libvirtError) as refused:
+                conn.createXML(ET.tostring(root, encoding="unicode"), 0)
+            conn.close()
+            # refused by a lock on the image (QEMU's own, beneath virtlockd's lease), never opened twice
+            assert 'Failed to get "write" lock' in str(refused.value) or "resource busy" in str(refused.value), \
+                str(refused.value)
+        # virtlockd took a lease for the disk in the shared lockspace
+        assert os.listdir(os.path.join(STATE_DIR, "shared", "lockspace"))
+    finally:
+        for conn, domain in domains:
+            domain.destroy()
+            conn.close()
+        os.unlink(disk)
+
+
 def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
-    stop = subprocess.run(SSH + ["root@" + HOSTS["hv2"], "/usr/local/sbin/virtplane-service stop libvirtd"],
+    stop = subprocess.run(SSH + ["root@" + HOSTS["hv2"], BIN + "/virtplane-service stop libvirtd"],
                           capture_output=True, text=True, timeout=30, check=False)
     assert stop.returncode == 0, stop.stderr
     try:
@@ -270,7 +318,7 @@ def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
         assert status["hv2"][1].startswith("cannot connect to libvirt at qemu+tcp://10.79.0.12/system: ")
         assert "Connection refused" in status["hv2"][1]
     finally:
-        subprocess.run(SSH + ["root@" + HOSTS["hv2"], "/usr/local/sbin/virtplane-service start libvirtd"],
+        subprocess.run(SSH + ["root@" + HOSTS["hv2"], BIN + "/virtplane-service start libvirtd"],
                        capture_output=True, text=True, timeout=30, check=False)
     info = host_info(lab, refresh=True)
     assert [h["status"] for h in info["hosts"]] == ["Up", "Up"]
@@ -294,10 +342,15 @@ def test_tls_transport_with_the_engine_ca(lab):
     assert hv2["libvirt_uri"] == "qemu+tls://10.79.0.12/system?pkipath=%s/client" % pki
     assert hv2["status"] == "Up", hv2["status_reason"]
     assert os.stat(os.path.join(STATE_DIR, "hosts", "hv2", "etc-libvirt", "pki", "serverkey.pem")).st_mode & 0o077 == 0
-    # without the engine's client certificate the host refuses the connection
+    # a client that trusts the CA but has no certificate of its own is refused by the host
     import libvirt
-    with pytest.raises(libvirt.libvirtError):
-        libvirt.open("qemu+tls://10.79.0.12/system?pkipath=%s" % os.path.join(STATE_DIR, "shared"))
+    anonymous = os.path.join(STATE_DIR, "anonymous-client")
+    os.makedirs(anonymous, exist_ok=True)
+    shutil.copy(os.path.join(pki, "cacert.pem"), anonymous)
+    with pytest.raises(libvirt.libvirtError) as refused:
+        libvirt.open("qemu+tls://10.79.0.12/system?pkipath=%s" % anonymous)
+    # the host closes the connection after the handshake when the client shows no certificate
+    assert "Unable to read TLS confirmation" in str(refused.value), str(refused.value)
 
 
 def test_leftovers_of_a_killed_run_are_rebuilt(lab):
@@ -315,6 +368,12 @@ def test_leftovers_of_a_killed_run_are_rebuilt(lab):
     hostname = subprocess.run(SSH + ["root@" + HOSTS["hv1"], "hostname"], capture_output=True, text=True,
                               timeout=30, check=True).stdout.strip()
     assert hostname == "hv1"
+    # its libvirtd died with it: the host is NonResponsive until the hypervisor role starts it again
+    hv1 = [h for h in host_info(lab, refresh=True, probe_timeout=5)["hosts"] if h["name"] == "hv1"][0]
+    assert hv1["status"] == "NonResponsive"
+    again = run_plays([dict(hypervisor_play(), hosts="hv1")], inventory=lab["inventory"], engine=lab["engine"])
+    assert again.rc == 0, again.output[-3000:]
+    assert [h["status"] for h in host_info(lab, refresh=True)["hosts"]] == ["Up", "Up"]
 
 
 def test_down_leaves_nothing_and_again_changes_nothing(lab):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import choose_domain_type, parse_capabilities
 
 KVM_HOST = """
@@ -63,5 +63,5 @@ def test_domain_type(hypervisor, offered, requested, expected):
 
 
 def test_forcing_kvm_where_it_is_not_offered_is_refused():
-    with pytest.raises(HypervisorError, match="domain type 'kvm' is not offered by this host"):
+    with pytest.raises(ValidationError, match="Invalid value for 'domain_type': 'kvm' is not offered by this host"):
         choose_domain_type("QEMU", ["qemu"], "kvm")

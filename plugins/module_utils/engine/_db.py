@@ -24,10 +24,14 @@ except ImportError:
     pgsql = None
     dict_row = None
     PSYCOPG_IMPORT_ERROR = traceback.format_exc()
+
+    class DatabaseError(Exception):
+        """Stands for psycopg.Error when psycopg is missing (nothing raises it then)."""
 else:
+    DatabaseError = psycopg.Error
     PSYCOPG_IMPORT_ERROR = None
 
-DEFAULT_PASSWORD_FILE = "/etc/virtplane/engine-db.secret"
+DEFAULT_PASSWORD_FILE = "/etc/virtplane/engine-db/password"
 
 ENGINE_DEFAULTS = {
     "host": "localhost",
@@ -80,6 +84,14 @@ def _libpq_cause(exc):
     if "Connection refused" in first or "No such file or directory" in first:
         return "%s (is PostgreSQL running and listening there?)" % first
     return first
+
+
+def describe_error(exc):
+    """A psycopg error on one line, with PostgreSQL's detail when it has one."""
+    diag = getattr(exc, "diag", None)
+    primary = (diag.message_primary if diag is not None else None) or str(exc).strip().splitlines()[0]
+    detail = diag.message_detail if diag is not None else None
+    return "%s (%s)" % (primary, detail) if detail else primary
 
 
 def connect_raw(options):

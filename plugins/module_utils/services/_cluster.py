@@ -34,6 +34,9 @@ RANGES = {"memory_overcommit_percent": (100, 400), "cpu_overcommit_ratio": (1, 6
 
 
 def validate(desired):
+    if desired.get("cpu_overcommit_ratio") is not None:
+        # stored as numeric(5,2): compare what will be stored, or every run would "change" it
+        desired["cpu_overcommit_ratio"] = round(float(desired["cpu_overcommit_ratio"]), 2)
     for field, (low, high) in RANGES.items():
         value = desired.get(field)
         if value is not None and not low <= value <= high:
@@ -52,9 +55,9 @@ def find(cur, name, lock=False):
     return cur.fetchone()
 
 
-def require(cur, name, action):
+def require(cur, name, action, lock=False):
     """The cluster row, or an error saying what could not be done without it."""
-    row = find(cur, name)
+    row = find(cur, name, lock=lock)
     if row is None:
         raise NotFoundError("cluster", name, action)
     return row
@@ -112,7 +115,7 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
 def _create(cur, name, datacenter, desired, check_mode):
     if datacenter is None:
         raise ValidationError("datacenter", "is required to create cluster '%s'" % name)
-    dc = _datacenter.find(cur, datacenter)
+    dc = _datacenter.find(cur, datacenter, lock=True)
     if dc is None:
         raise NotFoundError("data center", datacenter, "create cluster '%s'" % name)
     values = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None})

@@ -104,8 +104,10 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
     if address is None and current is None:
         address = urlsplit(uri).hostname
     with engine.transaction() as cur:
-        target = _cluster.require(cur, cluster or current["cluster"], action)
-        Engine.lock(cur, LOCK_CLUSTER, target["name"])
+        cluster_name = cluster or current["cluster"]
+        Engine.lock(cur, LOCK_CLUSTER, cluster_name)
+        # read after the lock: a cluster removed meanwhile is reported, not hit as a foreign key
+        target = _cluster.require(cur, cluster_name, action, lock=True)
         row = find(cur, name, lock=True)
         twin = _same_machine(cur, facts, name)
         if twin:
@@ -143,7 +145,8 @@ def _update(cur, row, cluster, config, facts, reason, check_mode):
     """Apply ``config`` (None values: keep) and what the probe found (``facts`` or ``reason``)."""
     name = row["name"]
     status, status_reason = observed_status(row["status"], facts, reason)
-    desired = dict(facts or {}, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
+    observed = {k: v for k, v in (facts or {}).items() if k != "cpu_mhz"}  # the current clock moves with load
+    desired = dict(observed, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
     changes = changed_fields(row, desired)
     if "cluster_id" in changes:
         vms = _vms_on(cur, row["id"])
@@ -239,7 +242,7 @@ def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15,
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(rows) or 1)) as pool:
         probes = list(pool.map(lambda r: probe(r["libvirt_uri"], probe_timeout, r["domain_type_setting"]), rows))
     changed, hosts = False, []
-    for row, (facts, reason) in zip(rows, probes, strict=True):
+    for row, (facts, reason) in zip(rows, probes):  # noqa: B905 - same length; strict= needs Python 3.10
         with engine.transaction() as cur:
             Engine.lock(cur, LOCK_CLUSTER, row["cluster"])
             current = find(cur, row["name"], lock=True)

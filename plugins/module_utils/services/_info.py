@@ -80,7 +80,7 @@ def _parse_since(value):
     except ValueError:
         raise ValidationError("since", "'%s' is not an ISO 8601 timestamp (e.g. 2026-01-31T08:00:00+00:00)" % value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017 - datetime.UTC needs Python 3.11
     return parsed
 
 

@@ -164,7 +164,7 @@ def choose_domain_type(hypervisor_type, offered, requested="auto"):
         return "test"
     if requested != "auto":
         if requested not in offered:
-            raise HypervisorError("domain type '%s' is not offered by this host (it offers: %s)"
+            raise ValidationError("domain_type", "'%s' is not offered by this host (it offers: %s)"
                                   % (requested, ", ".join(offered) or "none"))
         return requested
     return "kvm" if "kvm" in offered else "qemu"

@@ -28,7 +28,6 @@ import sys
 import time
 
 MARKER = ".virtplane-lab"
-BRIDGE_ALIAS = "virtplane-lab"
 HOST_DIRS = {
     "etc-libvirt": "/etc/libvirt",
     "run-libvirt": "/run/libvirt",
@@ -51,19 +50,11 @@ def run(*argv, check=True, capture=True):
     return proc.stdout if capture else ""
 
 
-def alive(pid):
-    if not pid:
-        return False
+def in_netns(pid, netns):
+    """Whether ``pid`` lives in network namespace ``netns`` (a pid number alone may have been reused)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().split()[2] != "Z"
-    except OSError:
+        return os.stat("/proc/%d/ns/net" % pid).st_ino == os.stat(os.path.join("/run/netns", netns)).st_ino
+    except (OSError, TypeError):
         return False
 
 
@@ -135,6 +126,11 @@ class Lab:
         if not self.check and func is not None:
             func(*fargs)
 
+    @property
+    def alias(self):
+        """Marks the lab's bridges; names the state directory so two labs never adopt each other's."""
+        return "virtplane-lab:" + os.path.abspath(self.state_dir)
+
     def owns_dir(self):
         return os.path.exists(os.path.join(self.state_dir, MARKER))
 
@@ -191,15 +187,15 @@ class Lab:
         if not re.match(r"^[a-z][a-z0-9]{0,12}$", a.bridge):
             raise LabError("bridge '%s' must be 1-13 lowercase letters or digits" % a.bridge)
         for tool in ("ip", "nsenter", "unshare", "ssh-keygen", "/usr/sbin/sshd"):
-            if not shutil.which(tool):
+            if not shutil.which(tool) and not self.check:  # a check runs before the role installs them
                 raise LabError("%s is not installed (packages iproute2, util-linux, openssh-server)" % tool)
-        if os.path.isdir(self.state_dir) and os.listdir(self.state_dir) and not self.owns_dir():
+        if os.path.exists(self.state_dir) and not self.owns_dir():
             raise LabError("directory %s exists and was not made by the lab; choose another lab state dir"
                            % self.state_dir)
         ours = self.state or {}
         present = links()
         for bridge in (design["bridge"], design["bridge2"]):
-            if bridge in present and present[bridge].get("ifalias") != BRIDGE_ALIAS:
+            if bridge in present and present[bridge].get("ifalias") != self.alias:
                 raise LabError("a network interface named %s exists and was not made by the lab" % bridge)
         known_ns = {h["netns"] for h in ours.get("hosts", [])}
         for host in design["hosts"]:
@@ -212,13 +208,14 @@ class Lab:
             subnet = ipaddress.ip_network(design[subnet_field])
             for ifname, iface in addresses():
                 if ifname in (design["bridge"], design["bridge2"]) and ifname in present \
-                        and present[ifname].get("ifalias") == BRIDGE_ALIAS:
+                        and present[ifname].get("ifalias") == self.alias:
                     continue
                 if iface.network.overlaps(subnet):
                     raise LabError("%s %s collides with %s on %s" % (subnet_field, subnet, iface, ifname))
-        if ours and ours.get("hosts") and ours.get("subnet") not in (None, design["subnet"]):
-            raise LabError("the lab exists with subnet %s: remove it (state: absent) before changing the subnet"
-                           % ours["subnet"])
+        for field in ("subnet", "data_subnet", "prefix", "bridge"):
+            if ours.get(field) not in (None, design[field]):
+                raise LabError("the lab exists with %s %s: remove it (state: absent) before changing it"
+                               % (field, ours[field]))
 
     # --- up ----------------------------------------------------------------------------
 
@@ -231,6 +228,7 @@ class Lab:
             self.state = {"hosts": []}
         self.state.update({k: design[k] for k in ("prefix", "bridge", "bridge2", "subnet", "data_subnet",
                                                   "shared_dir", "key")})
+        self._save()
         if not os.path.exists(design["key"]):
             self.act("create the lab SSH key", run, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
                      "virtplane-lab", "-f", design["key"])
@@ -260,7 +258,7 @@ class Lab:
 
     def _make_bridge(self, bridge, gateway):
         run("ip", "link", "add", bridge, "type", "bridge")
-        run("ip", "link", "set", bridge, "alias", BRIDGE_ALIAS)
+        run("ip", "link", "set", bridge, "alias", self.alias)
         run("ip", "addr", "add", gateway, "dev", bridge)
         run("ip", "link", "set", bridge, "up")
 
@@ -273,7 +271,9 @@ class Lab:
     def healthy(self, recorded):
         if not recorded or recorded["netns"] not in namespaces():
             return False
-        return alive(recorded.get("anchor_pid")) and alive(read_pid(os.path.join(recorded["dir"], "sshd.pid")))
+        ns = recorded["netns"]
+        sshd = read_pid(os.path.join(recorded["dir"], "sshd.pid"))
+        return in_netns(recorded.get("anchor_pid"), ns) and in_netns(sshd, ns)
 
     def _ensure_host(self, host, design):
         recorded = self._recorded(host["name"])
@@ -299,6 +299,10 @@ class Lab:
         self._save()
 
     def _build_host(self, host, design):
+        # pid files and sockets of a host that died are stale: a new host starts with an empty /run
+        shutil.rmtree(os.path.join(host["dir"], "run-libvirt"), ignore_errors=True)
+        if os.path.exists(os.path.join(host["dir"], "sshd.pid")):
+            os.unlink(os.path.join(host["dir"], "sshd.pid"))
         for sub in HOST_DIRS:
             os.makedirs(os.path.join(host["dir"], sub), 0o755, exist_ok=True)
         etc = os.path.join(host["dir"], "etc-libvirt")
@@ -346,7 +350,7 @@ class Lab:
     def _wait_for_ssh(self, host):
         deadline = time.time() + 10
         while time.time() < deadline:
-            if alive(read_pid(os.path.join(host["dir"], "sshd.pid"))):
+            if in_netns(read_pid(os.path.join(host["dir"], "sshd.pid")), host["netns"]):
                 return
             time.sleep(0.05)
         raise LabError("sshd of lab host %s did not start" % host["name"])
@@ -397,8 +401,6 @@ class Lab:
                         pass
                 time.sleep(0.1)
             run("ip", "netns", "del", ns, check=False)
-        if alive(host.get("anchor_pid")):
-            os.kill(host["anchor_pid"], signal.SIGKILL)
         present = links()
         for veth in (host.get("veth"), host.get("veth2")):
             if veth and veth in present:
@@ -409,7 +411,7 @@ class Lab:
             design = self.design()
             present = links()
             for bridge in (design["bridge"], design["bridge2"]):
-                if bridge in present and present[bridge].get("ifalias") == BRIDGE_ALIAS:
+                if bridge in present and present[bridge].get("ifalias") == self.alias:
                     self.act("remove bridge %s" % bridge, run, "ip", "link", "del", bridge)
             return self.report(None)
         if os.path.isdir(self.state_dir) and not self.owns_dir():
@@ -418,8 +420,9 @@ class Lab:
         for host in list(state["hosts"]):
             self._remove_host(host)
         present = links()
-        for bridge in (state.get("bridge"), state.get("bridge2")):
-            if bridge and bridge in present and present[bridge].get("ifalias") == BRIDGE_ALIAS:
+        # the recorded bridges, and this run's names too: a run killed before recording them
+        for bridge in {state.get("bridge"), state.get("bridge2"), self.args.bridge, self.args.bridge + "s"}:
+            if bridge and bridge in present and present[bridge].get("ifalias") == self.alias:
                 self.act("remove bridge %s" % bridge, run, "ip", "link", "del", bridge)
         self.act("remove %s" % self.state_dir, shutil.rmtree, self.state_dir)
         return self.report(None)
