@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -348,12 +349,19 @@ class Lab:
         raise LabError("lab host %s did not start within 10 s" % host["name"])
 
     def _wait_for_ssh(self, host):
-        deadline = time.time() + 10
+        """Until sshd answers at the host's address from this machine, as Ansible will reach it."""
+        # a rebuilt host has a new MAC behind an old address: forget the old neighbour entry
+        run("ip", "neigh", "flush", "to", host["address"], check=False)
+        deadline = time.time() + 30
         while time.time() < deadline:
             if in_netns(read_pid(os.path.join(host["dir"], "sshd.pid")), host["netns"]):
-                return
-            time.sleep(0.05)
-        raise LabError("sshd of lab host %s did not start" % host["name"])
+                try:
+                    socket.create_connection((host["address"], 22), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise LabError("sshd of lab host %s does not answer at %s:22" % (host["name"], host["address"]))
 
     def _write_sshd_config(self, host, design):
         key = os.path.join(host["dir"], "ssh_host_ed25519_key")
