@@ -429,7 +429,8 @@ class Lab:
             self._remove_host(host)
         present = links()
         # the recorded bridges, and this run's names too: a run killed before recording them
-        for bridge in {state.get("bridge"), state.get("bridge2"), self.args.bridge, self.args.bridge + "s"}:
+        names = (state.get("bridge"), state.get("bridge2"), self.args.bridge, self.args.bridge + "s")
+        for bridge in dict.fromkeys(names):
             if bridge and bridge in present and present[bridge].get("ifalias") == self.alias:
                 self.act("remove bridge %s" % bridge, run, "ip", "link", "del", bridge)
         self.act("remove %s" % self.state_dir, shutil.rmtree, self.state_dir)
