@@ -39,7 +39,6 @@ class EngineModule(AnsibleModule):
     def __init__(self, argument_spec, needs_libvirt=False, **kwargs):
         spec = dict(engine=ENGINE_OPTION)
         spec.update(argument_spec)
-        kwargs.setdefault("supports_check_mode", True)
         super().__init__(argument_spec=spec, **kwargs)
         if _db.PSYCOPG_IMPORT_ERROR:
             self.fail_json(msg=missing_required_lib("psycopg (version 3)"), exception=_db.PSYCOPG_IMPORT_ERROR)

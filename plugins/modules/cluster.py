@@ -160,7 +160,7 @@ def main():
         migration_max_parallel=dict(type="int"),
         ha_reservation=dict(type="bool"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    ))
+    ), supports_check_mode=True)
     p = module.params
 
     def operation(engine):

@@ -92,7 +92,7 @@ def main():
         description=dict(type="str"),
         storage_type=dict(type="str", choices=["shared", "local"]),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    ))
+    ), supports_check_mode=True)
     p = module.params
 
     def operation(engine):

@@ -100,7 +100,7 @@ def main():
         code=dict(type="str"),
         since=dict(type="str"),
         limit=dict(type="int", default=100),
-    ))
+    ), supports_check_mode=True)
     p = module.params
 
     def operation(engine):

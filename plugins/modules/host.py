@@ -134,7 +134,7 @@ def main():
         domain_type=dict(type="str", choices=["auto", "kvm", "qemu"]),
         probe_timeout=dict(type="int", default=15),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-    ), needs_libvirt=True)
+    ), needs_libvirt=True, supports_check_mode=True)
     p = module.params
 
     def operation(engine):

@@ -92,7 +92,7 @@ def main():
         cluster=dict(type="str"),
         refresh=dict(type="bool", default=False),
         probe_timeout=dict(type="int", default=15),
-    ), needs_libvirt=True)
+    ), needs_libvirt=True, supports_check_mode=True)
     p = module.params
 
     def operation(engine):
