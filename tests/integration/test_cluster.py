@@ -88,3 +88,11 @@ def test_remove_with_hosts_is_refused_with_the_list_of_hosts(engine_options, sql
     assert len(sql("SELECT * FROM cluster")) == 1
     assert len(sql("SELECT * FROM host")) == 2
     assert sql("SELECT * FROM event WHERE code = 'CLUSTER_REMOVED'") == []
+
+
+def test_ratio_with_more_precision_than_stored_is_idempotent(engine_options, sql):
+    ratio = cluster(datacenter="paris", cpu_overcommit_ratio=1.333)
+    run = run_play([DC, dict(name="create", **ratio), dict(name="again", **ratio)], engine=engine_options)
+    assert run["create"]["cluster"]["cpu_overcommit_ratio"] == 1.33
+    assert not run["again"]["changed"]
+    assert sql("SELECT count(*) AS n FROM event WHERE code = 'CLUSTER_UPDATED'")[0]["n"] == 0
