@@ -17,6 +17,9 @@ description:
     not answer fails and records nothing; for a registered host that stops answering, the status
     becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
   - A host in V(Maintenance) stays there; a host with running VMs is not removed or moved.
+  - Registering or checking a host also realizes the storage domains and logical networks of its cluster on
+    it. A host that cannot realize one of them (or a required network) is V(NonOperational) with the reason,
+    and V(Up) again once the cause is fixed and the host checked again.
 extends_documentation_fragment:
   - virtplane.kvm.engine
 options:
@@ -52,6 +55,12 @@ options:
       - Seconds to wait for the host's libvirt to answer.
     type: int
     default: 15
+  network_nic:
+    description:
+      - The host's NIC that carries bridge-mode logical networks (untagged, as VLAN sub-interfaces or as
+        the underlay of VXLAN segments), for example V(eth1).
+      - A host without one is V(NonOperational) while its cluster requires a bridge-mode network.
+    type: str
   state:
     description:
       - V(present) registers or updates the host and refreshes its status and capabilities; V(absent) removes it.
@@ -133,6 +142,7 @@ def main():
         address=dict(type="str"),
         domain_type=dict(type="str", choices=["auto", "kvm", "qemu"]),
         probe_timeout=dict(type="int", default=15),
+        network_nic=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     ), needs_libvirt=True, supports_check_mode=True)
     p = module.params
@@ -142,7 +152,8 @@ def main():
             return _host.ensure_absent(engine, p["name"], module.check_mode)
         return _host.ensure_present(engine, p["name"], cluster=p["cluster"], libvirt_uri=p["libvirt_uri"],
                                     address=p["address"], domain_type=p["domain_type"],
-                                    probe_timeout=p["probe_timeout"], check_mode=module.check_mode)
+                                    probe_timeout=p["probe_timeout"], check_mode=module.check_mode,
+                                    network_nic=p["network_nic"])
 
     module.exit_outcome(module.run(operation), "host")
 

@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._provision import password_matches, scram_verifier
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _common
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     changed_fields,
     refuse_dependants,
@@ -46,3 +47,27 @@ def test_scram_verifier_round_trip():
 def test_md5_passwords_of_older_servers_are_recognized():
     # md5 of password + user name, as PostgreSQL stored it before SCRAM
     assert password_matches("md5" + "53f48b7c4b76a86ce72276c5755f217d", "secret", "postgres")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("10GiB", 10 * 1024 ** 3), ("512MiB", 512 * 1024 ** 2), ("1.5G", 1536 * 1024 ** 2), ("20GB", 20 * 10 ** 9),
+    ("4096", 4096), (4096, 4096), ("1 TiB", 1024 ** 4), ("64k", 65536),
+])
+def test_sizes_with_units(value, expected):
+    assert _common.parse_size("size", value) == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "is not a usable size"), ("0GiB", "is not a usable size"), ("10 parsecs", "unknown unit 'parsecs'"),
+    ("-1GiB", "is not a size"), ("GiB", "is not a size"), (True, "is not a size"),
+])
+def test_bad_sizes_name_the_field_and_cause(value, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        _common.parse_size("size", value)
+    assert caught.value.field == "size"
+
+
+@pytest.mark.parametrize("path", ["relative/dir", "/a/../b", "/a/", "/a b", "/a;b", "/a$(x)", "/a<b>", "/a`b`"])
+def test_paths_with_metacharacters_or_not_normalized_are_refused(path):
+    with pytest.raises(ValidationError):
+        _common.validate_path("posixfs.path", path)

@@ -316,12 +316,29 @@ ALTER TABLE host ADD COLUMN domain_type_setting text NOT NULL DEFAULT 'auto'
     CHECK (domain_type_setting IN ('auto', 'kvm', 'qemu'));
 """
 
+_ATTACHMENTS = """
+-- a storage domain is attached to the clusters whose hosts use it; a 'dir' domain lives on one host
+CREATE TABLE storage_domain_cluster (
+    storage_domain_id   uuid NOT NULL REFERENCES storage_domain (id) ON DELETE CASCADE,
+    cluster_id          uuid NOT NULL REFERENCES cluster (id) ON DELETE RESTRICT,
+    PRIMARY KEY (storage_domain_id, cluster_id)
+);
+ALTER TABLE storage_domain ADD COLUMN description text NOT NULL DEFAULT '';
+ALTER TABLE storage_domain ADD COLUMN host_id uuid REFERENCES host (id) ON DELETE RESTRICT;
+-- the NIC of a host that carries its logical networks (oVirt's "setup networks" in its simplest form)
+ALTER TABLE host ADD COLUMN network_nic text CHECK (network_nic ~ '^[A-Za-z0-9_.-]{1,15}$');
+ALTER TABLE host_network ADD COLUMN libvirt_name text;
+-- an iSCSI domain offers fixed LUNs: a disk there is a LUN taken over, not a volume created
+ALTER TABLE disk ADD COLUMN lun integer;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
     Migration(3, "audit events and jobs", _AUDIT),
     # the administrator's choice (auto/kvm/qemu) survives later refreshes of the host
     Migration(4, "host domain type setting", _HOST_DOMAIN_TYPE_SETTING),
+    Migration(5, "storage domain attachments, host network NIC, iSCSI LUN disks", _ATTACHMENTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from urllib.parse import urlsplit
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
@@ -30,7 +31,8 @@ FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt
          "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
          "memory_mib", "numa_cells")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
-VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "status", "status_reason") + FACTS
+VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic", "status",
+           "status_reason") + FACTS
 
 
 _SELECT = ("SELECT h.*, c.name AS cluster, d.name AS datacenter FROM host h"
@@ -64,13 +66,38 @@ def probe(uri, timeout, domain_type="auto"):
         return None, str(exc)
 
 
-def observed_status(row_status, facts, reason):
-    """The status a probe implies; Maintenance is an administrator's decision and stays."""
+def observed_status(row_status, facts, reason, problems=()):
+    """The status a probe implies; Maintenance is an administrator's decision and stays.
+
+    ``problems`` are what the host lacks of its cluster's storage domains and required networks:
+    such a host answers but is not used (NonOperational) until they are fixed.
+    """
     if facts is None:
         return "NonResponsive", reason
     if row_status in ("Maintenance", "PreparingForMaintenance"):
         return row_status, ""
+    if problems:
+        return "NonOperational", "; ".join(problems)
     return "Up", ""
+
+
+def converge(cur, host, check_mode=False, timeout=15):
+    """Realize the cluster's storage domains and networks on the host: (actions, problems)."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network, _storage
+
+    try:
+        conn = _client.open_connection(host["libvirt_uri"], timeout)
+    except HypervisorError as exc:
+        return [], [str(exc)]
+    try:
+        actions, problems = _storage.realize_on_host(cur, conn, host, check_mode)
+        net_actions, net_problems = _network.realize_on_host(cur, conn, host, check_mode)
+        return actions + net_actions, problems + net_problems
+    finally:
+        try:
+            conn.close()
+        except Exception:  # a broken connection must not hide the outcome
+            pass
 
 
 def _same_machine(cur, facts, name):
@@ -82,8 +109,11 @@ def _same_machine(cur, facts, name):
 
 
 def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type=None,
-                   probe_timeout=15, check_mode=False):
+                   probe_timeout=15, check_mode=False, network_nic=None):
     validate_name("name", name)
+    if network_nic is not None and not re.match(r"^[A-Za-z0-9_.-]{1,15}$", network_nic):
+        raise ValidationError("network_nic", "'%s' is not a network interface name (1-15 letters, digits, '.', "
+                                             "'_' or '-')" % network_nic)
     if cluster is not None:
         validate_name("cluster", cluster)
     if libvirt_uri is not None:
@@ -114,26 +144,40 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
             raise ConflictError("Cannot %s: libvirt at %s is the same machine as host '%s' (host UUID %s)"
                                 % (action, uri, twin, facts["hardware_uuid"]))
         if row is None:
-            return _register(cur, name, target, uri, address, setting, facts, check_mode)
-        return _update(cur, row, target, dict(libvirt_uri=uri, address=address, domain_type_setting=setting),
-                       facts, reason, check_mode)
+            return _register(cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
+                             network_nic)
+        converged = ([], [])
+        if facts is not None and row["status"] not in ("Maintenance", "PreparingForMaintenance"):
+            converged = converge(cur, dict(row, cluster_id=target["id"], libvirt_uri=uri,
+                                           network_nic=network_nic or row["network_nic"]), check_mode, probe_timeout)
+        return _update(cur, row, target, dict(libvirt_uri=uri, address=address, domain_type_setting=setting,
+                                              network_nic=network_nic),
+                       facts, reason, check_mode, converged)
 
 
-def _register(cur, name, cluster, uri, address, setting, facts, check_mode):
+def _register(cur, name, cluster, uri, address, setting, facts, check_mode, timeout=15, network_nic=None):
     values = dict(facts, name=name, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
-                  domain_type_setting=setting, status="Up", status_reason="")
+                  domain_type_setting=setting, network_nic=network_nic, status="Up", status_reason="")
     after = view(dict(values, cluster=cluster["name"], datacenter=cluster["datacenter"]))
     after.pop("id")
     resource = dict(after, id=None)
+    actions = ["register"]
     if not check_mode:
         row = insert_row(cur, "host", dict(values, last_seen_at=_now(cur)))
+        # the cluster's storage domains and networks come to the new host now
+        realized, problems = converge(cur, row, False, timeout)
+        actions += realized
+        if problems:
+            status, status_reason = observed_status("Up", facts, None, problems)
+            row = update_row(cur, "host", row["id"], {"status": status, "status_reason": status_reason})
+            after.update(status=status, status_reason=status_reason)
         resource = view(dict(row, cluster=cluster["name"], datacenter=cluster["datacenter"]))
         _events.record(cur, "HOST_ADDED", "Host %s was added to cluster %s (%s, %d CPUs, %d MiB)"
                        % (name, cluster["name"], facts["domain_type"], facts["cpu_count"], facts["memory_mib"]),
                        object_type="host", object_id=row["id"], object_name=name,
                        datacenter=cluster["datacenter"], cluster=cluster["name"], host=name)
     visible = {k: after[k] for k in VISIBLE}
-    return Outcome(True, {}, visible, resource, ["register"])
+    return Outcome(True, {}, visible, resource, actions)
 
 
 def _now(cur):
@@ -141,10 +185,14 @@ def _now(cur):
     return cur.fetchone()["now"]
 
 
-def _update(cur, row, cluster, config, facts, reason, check_mode):
-    """Apply ``config`` (None values: keep) and what the probe found (``facts`` or ``reason``)."""
+def _update(cur, row, cluster, config, facts, reason, check_mode, converged=([], [])):
+    """Apply ``config`` (None values: keep) and what the probe found (``facts`` or ``reason``).
+
+    ``converged`` is what realizing the cluster's resources did and found missing (actions, problems).
+    """
     name = row["name"]
-    status, status_reason = observed_status(row["status"], facts, reason)
+    realized, problems = converged
+    status, status_reason = observed_status(row["status"], facts, reason, problems)
     observed = {k: v for k, v in (facts or {}).items() if k != "cpu_mhz"}  # the current clock moves with load
     desired = dict(observed, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
     changes = changed_fields(row, desired)
@@ -160,7 +208,7 @@ def _update(cur, row, cluster, config, facts, reason, check_mode):
     if not changes:
         if facts is not None and not check_mode:
             cur.execute("UPDATE host SET last_seen_at = now() WHERE id = %s", (row["id"],))
-        return Outcome(False, resource=view(row))
+        return Outcome(bool(realized), resource=view(row), actions=list(realized))
     if not check_mode:
         if "status" in changes:
             changes["status_changed_at"] = _now(cur)
@@ -170,6 +218,7 @@ def _update(cur, row, cluster, config, facts, reason, check_mode):
         shown_new = dict(updated, cluster=cluster["name"], datacenter=cluster["datacenter"])
         _record_update(cur, row, cluster, before, after)
     actions = ["update"] if set(changes) - {"status", "status_reason", "status_changed_at", "last_seen_at"} else []
+    actions += realized
     if "status" in before:
         actions.append("status %s -> %s" % (before["status"], after["status"]))
     return Outcome(True, before, after, view(shown_new), actions)
@@ -250,7 +299,10 @@ def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15,
                 continue  # removed meanwhile
             cluster_row = {"id": current["cluster_id"], "name": current["cluster"],
                            "datacenter": current["datacenter"]}
-            outcome = _update(cur, current, cluster_row, {}, facts, reason, check_mode)
+            converged = ([], [])
+            if facts is not None and current["status"] not in ("Maintenance", "PreparingForMaintenance"):
+                converged = converge(cur, current, check_mode, probe_timeout)
+            outcome = _update(cur, current, cluster_row, {}, facts, reason, check_mode, converged)
         changed = changed or outcome.changed
         hosts.append(outcome.resource)
     return changed, hosts

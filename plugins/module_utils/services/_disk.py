@@ -1,0 +1,346 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Disks: volumes in a storage domain, each with exactly one engine row.
+
+A disk is created inside the engine transaction that inserts its row: if the volume cannot be
+made (or filled by an import), the volume is deleted and the row rolled back; if the row cannot
+be committed, the volume is deleted. So storage never holds a disk the engine does not know,
+and the engine never lists a disk storage does not have.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
+    ConflictError,
+    HypervisorError,
+    NotFoundError,
+    ValidationError,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage as _domains
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
+    Outcome,
+    parse_size,
+    plain,
+    validate_name,
+    validate_path,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client, _storage
+
+FORMATS = ("qcow2", "raw")
+BUSES = ("virtio", "scsi", "sata")
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def human(size):
+    for unit, factor in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return "%d %s" % (size // factor, unit)
+    return "%d bytes" % size
+
+
+def inspect_image(path):
+    """(format, virtual size, file size) of a local image: qcow2 by its header, anything else raw."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(32)
+        length = os.path.getsize(path)
+    except OSError as exc:
+        raise ValidationError("source", "cannot read '%s' on the engine host: %s" % (path, exc.strerror))
+    if header[:4] == QCOW2_MAGIC and len(header) >= 32:
+        return "qcow2", struct.unpack(">Q", header[24:32])[0], length
+    return "raw", length, length
+
+
+_SELECT = ("SELECT k.*, s.name AS storage_domain, s.type AS domain_type, s.params AS domain_params,"
+           " s.state AS domain_state, s.host_id AS domain_host_id, d.name AS datacenter,"
+           " v.name AS vm, vd.bus, vd.target, vd.bootable"
+           " FROM disk k JOIN storage_domain s ON s.id = k.storage_domain_id"
+           " JOIN datacenter d ON d.id = s.datacenter_id"
+           " LEFT JOIN vm_disk vd ON vd.disk_id = k.id LEFT JOIN vm v ON v.id = vd.vm_id")
+
+
+def find(cur, name, domain_name):
+    cur.execute(_SELECT + " WHERE k.name = %s AND s.name = %s", (name, domain_name))
+    return cur.fetchone()
+
+
+def view(row):
+    return {"id": plain(row["id"]), "name": row["name"], "storage_domain": row["storage_domain"],
+            "datacenter": row["datacenter"], "format": row["format"], "size_bytes": row["size_bytes"],
+            "size": human(row["size_bytes"]), "preallocated": row["preallocated"],
+            "volume_name": row["volume_name"], "lun": row["lun"], "status": row["status"], "vm": row["vm"],
+            "bus": row["bus"], "target": row["target"], "bootable": row["bootable"]}
+
+
+def _domain(cur, domain_name, datacenter, action):
+    row = _domains.find(cur, domain_name, datacenter)
+    if row is None:
+        raise NotFoundError("storage domain", domain_name, action)
+    return row
+
+
+def _hosts_with_pool(cur, domain_id):
+    cur.execute("SELECT h.* FROM storage_domain_host sh JOIN host h ON h.id = sh.host_id"
+                " WHERE sh.storage_domain_id = %s AND sh.active AND h.status IN ('Up', 'NonOperational')"
+                " ORDER BY h.name", (domain_id,))
+    return cur.fetchall()
+
+
+class _HostSession:
+    """A connection to the first host that has the domain's pool active."""
+
+    def __init__(self, cur, domain, timeout):
+        self.hosts = _hosts_with_pool(cur, domain["id"])
+        if not self.hosts:
+            raise HypervisorError("storage domain '%s' is not active on any Up host" % domain["name"])
+        reasons = []
+        for host in self.hosts:
+            try:
+                self.conn = _client.open_connection(host["libvirt_uri"], timeout)
+            except HypervisorError as exc:
+                reasons.append("%s: %s" % (host["name"], exc))
+                continue
+            self.host = host
+            self.pool = _storage.open_pool(self.conn, _storage.pool_name(domain["name"]))
+            return
+        raise HypervisorError("no host with storage domain '%s' answers: %s" % (domain["name"], "; ".join(reasons)))
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:  # a broken connection must not hide the outcome
+            pass
+
+    def refresh_others(self, domain_name, timeout):
+        """Other hosts see a new volume of a shared pool only after a refresh."""
+        for host in self.hosts:
+            if host["id"] == self.host["id"]:
+                continue
+            try:
+                conn = _client.open_connection(host["libvirt_uri"], timeout)
+                try:
+                    _storage.open_pool(conn, _storage.pool_name(domain_name))
+                finally:
+                    conn.close()
+            except HypervisorError:
+                pass  # the next check of that host refreshes it
+
+
+def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=None, source=None, lun=None,
+                   timeout=15, check_mode=False, progress=None):
+    validate_name("name", name)
+    validate_name("storage_domain", domain_name)
+    size_bytes = parse_size("size", size) if size is not None else None
+    if fmt is not None and fmt not in FORMATS:
+        raise ValidationError("format", "'%s' is not one of %s" % (fmt, ", ".join(FORMATS)))
+    image = None
+    if source is not None:
+        validate_path("source", source)
+        image = inspect_image(source)
+    with engine.transaction() as cur:
+        domain = _domain(cur, domain_name, datacenter, "create disk '%s'" % name)
+        current = find(cur, name, domain_name)
+    if current is not None:
+        return _update(engine, current, domain, size_bytes, fmt, timeout, check_mode)
+    if domain["state"] != "active":
+        raise ConflictError("Cannot create disk '%s': storage domain '%s' is in maintenance" % (name, domain_name))
+    if domain["type"] not in _storage.CREATES_VOLUMES:
+        if lun is None:
+            raise ValidationError("lun", "storage domain '%s' is %s: its LUNs are fixed by the target and libvirt "
+                                         "cannot create volumes on it; give the number of an existing LUN to use it "
+                                         "as disk '%s'" % (domain_name, domain["type"], name))
+        return _adopt_lun(engine, name, domain, lun, timeout, check_mode)
+    if lun is not None:
+        raise ValidationError("lun", "only an iSCSI storage domain has LUNs; '%s' is %s"
+                              % (domain_name, domain["type"]))
+    if image is not None:
+        detected, virtual, _length = image
+        if fmt is not None and fmt != detected:
+            raise ValidationError("format", "'%s' is a %s image, not %s: convert it first (qemu-img convert)"
+                                  % (source, detected, fmt))
+        fmt = detected
+        if size_bytes is not None and size_bytes < virtual:
+            raise ValidationError("size", "%s is smaller than the image's virtual size %s"
+                                  % (human(size_bytes), human(virtual)))
+    elif size_bytes is None:
+        raise ValidationError("size", "is required to create disk '%s' (or give source to import an image)" % name)
+    fmt = fmt or "qcow2"
+    preallocated = fmt == "raw" and image is None
+    volume = "%s.%s" % (name, "qcow2" if fmt == "qcow2" else "img")
+    created_size = image[1] if image else size_bytes
+    final_size = max(size_bytes or 0, created_size)
+    after = {"name": name, "storage_domain": domain_name, "format": fmt, "size_bytes": final_size,
+             "size": human(final_size), "preallocated": preallocated}
+    actions = ["import %s (%s)" % (source, human(image[2])) if image else "create %s %s" % (fmt, human(final_size))]
+    if check_mode:
+        return Outcome(True, {}, after, dict(after, id=None, volume_name=volume, status="ok"), actions)
+    return _create(engine, name, domain, volume, fmt, preallocated, created_size, final_size, source, image,
+                   timeout, progress, after, actions)
+
+
+def _create(engine, name, domain, volume, fmt, preallocated, created_size, final_size, source, image, timeout,
+            progress, after, actions):
+    made = None
+    session = None
+    progress_points = []
+    try:
+        with engine.transaction() as cur:
+            Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+            session = _HostSession(cur, domain, timeout)
+            if _storage.find_volume(session.pool, volume) is not None:
+                raise ConflictError("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the "
+                                    "engine has no disk for; it is neither adopted nor overwritten"
+                                    % (name, domain["name"], volume))
+            cur.execute("INSERT INTO disk (storage_domain_id, name, format, preallocated, size_bytes, volume_name,"
+                        " status) VALUES (%s, %s, %s, %s, %s, %s, 'locked') RETURNING id",
+                        (domain["id"], name, fmt, preallocated, final_size, volume))
+            disk_id = cur.fetchone()["id"]
+            made = _storage.create_volume(session.pool, volume, created_size, fmt, preallocated)
+            if image is not None:
+                def report(sent, total):
+                    percent = sent * 100 // total
+                    if not progress_points or percent >= progress_points[-1]["percent"] + 10 or sent == total:
+                        progress_points.append({"percent": percent, "bytes": sent})
+                        if progress:
+                            progress(sent, total)
+                _storage.upload_volume(session.conn, made, source, image[2], report)
+            if final_size > created_size:
+                _storage.resize_volume(made, final_size)
+            view_now = _storage.volume_view(made)
+            cur.execute("UPDATE disk SET status = 'ok', updated_at = now() WHERE id = %s", (disk_id,))
+            _events.record(cur, "DISK_CREATED", "Disk %s (%s, %s) was %s in storage domain %s on host %s"
+                           % (name, fmt, human(final_size), "imported from %s" % source if image else "created",
+                              domain["name"], session.host["name"]), object_type="disk", object_id=disk_id,
+                           object_name=name, datacenter=domain["datacenter"],
+                           details={"volume": view_now, "progress": progress_points})
+            resource = view(find(cur, name, domain["name"]))
+        made = None  # committed: the volume is the engine's now
+        session.refresh_others(domain["name"], timeout)
+    finally:
+        if made is not None:
+            try:
+                _storage.delete_volume(made)
+            except HypervisorError:
+                pass
+        if session is not None:
+            session.close()
+    resource["path"] = view_now["path"]
+    resource["allocation_bytes"] = view_now["allocation_bytes"]
+    return Outcome(True, {}, after, resource, actions + (["progress %d%%" % p["percent"] for p in progress_points]))
+
+
+def _adopt_lun(engine, name, domain, lun, timeout, check_mode):
+    with engine.transaction() as cur:
+        cur.execute("SELECT name FROM disk WHERE storage_domain_id = %s AND lun = %s", (domain["id"], lun))
+        other = cur.fetchone()
+        if other:
+            raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
+                                % (lun, domain["name"], name, other["name"]))
+        session = _HostSession(cur, domain, timeout)
+        try:
+            volumes = _storage.list_volumes(session.pool)
+        finally:
+            session.close()
+    found = {vol: info for vol, info in volumes.items() if vol.rsplit(":", 1)[-1] == str(lun)}
+    if not found:
+        raise ValidationError("lun", "storage domain '%s' has no LUN %d (it offers: %s)"
+                              % (domain["name"], lun, ", ".join(sorted(volumes)) or "none"))
+    volume, info = sorted(found.items())[0]
+    after = {"name": name, "storage_domain": domain["name"], "format": "raw", "size_bytes": info["capacity_bytes"],
+             "size": human(info["capacity_bytes"]), "lun": lun}
+    if check_mode:
+        return Outcome(True, {}, after, dict(after, id=None, volume_name=volume, status="ok"), ["use LUN %d" % lun])
+    with engine.transaction() as cur:
+        cur.execute("INSERT INTO disk (storage_domain_id, name, format, preallocated, size_bytes, volume_name, lun)"
+                    " VALUES (%s, %s, 'raw', true, %s, %s, %s) RETURNING id",
+                    (domain["id"], name, info["capacity_bytes"], volume, lun))
+        disk_id = cur.fetchone()["id"]
+        _events.record(cur, "DISK_CREATED", "LUN %d of storage domain %s is disk %s" % (lun, domain["name"], name),
+                       object_type="disk", object_id=disk_id, object_name=name, datacenter=domain["datacenter"])
+        resource = view(find(cur, name, domain["name"]))
+    return Outcome(True, {}, after, resource, ["use LUN %d" % lun])
+
+
+def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
+    name = current["name"]
+    if fmt is not None and fmt != current["format"]:
+        raise ConflictError("Cannot change format of disk '%s' from %s to %s: convert it into a new disk"
+                            % (name, current["format"], fmt))
+    if size_bytes is None or size_bytes == current["size_bytes"]:
+        return Outcome(False, resource=view(current))
+    if size_bytes < current["size_bytes"]:
+        raise ValidationError("size", "disk '%s' is %s: shrinking it to %s would destroy data; disks only grow"
+                              % (name, human(current["size_bytes"]), human(size_bytes)))
+    if current["lun"] is not None:
+        raise ConflictError("Cannot resize disk '%s': it is LUN %d of an iSCSI target, sized by the target"
+                            % (name, current["lun"]))
+    before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
+    after = {"size_bytes": size_bytes, "size": human(size_bytes)}
+    actions = ["grow %s -> %s" % (before["size"], after["size"])]
+    if check_mode:
+        return Outcome(True, before, after, dict(view(current), **after), actions)
+    with engine.transaction() as cur:
+        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        session = _HostSession(cur, domain, timeout)
+        try:
+            vol = _storage.find_volume(session.pool, current["volume_name"])
+            if vol is None:
+                raise HypervisorError("Cannot resize disk '%s': its volume %s is missing from storage domain '%s' "
+                                      "on host %s" % (name, current["volume_name"], domain["name"],
+                                                      session.host["name"]))
+            cur.execute("UPDATE disk SET size_bytes = %s, updated_at = now() WHERE id = %s",
+                        (size_bytes, current["id"]))
+            _storage.resize_volume(vol, size_bytes)
+        finally:
+            session.close()
+        _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (name, before["size"], after["size"]),
+                       object_type="disk", object_id=current["id"], object_name=name,
+                       datacenter=domain["datacenter"], details={"before": before, "after": after})
+        resource = view(find(cur, name, domain["name"]))
+    return Outcome(True, before, after, resource, actions)
+
+
+def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
+    validate_name("name", name)
+    with engine.transaction() as cur:
+        domain = _domain(cur, domain_name, datacenter, "remove disk '%s'" % name)
+        current = find(cur, name, domain_name)
+    if current is None:
+        return Outcome(False)
+    if current["vm"]:
+        raise ConflictError("Cannot remove disk '%s': it is attached to VM %s; detach it first" % (name, current["vm"]))
+    before = view(current)
+    actions = ["remove"] if current["lun"] is not None else ["delete volume %s" % current["volume_name"]]
+    if check_mode:
+        return Outcome(True, before, {}, None, actions)
+    with engine.transaction() as cur:
+        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        cur.execute("DELETE FROM disk WHERE id = %s", (current["id"],))
+        _events.record(cur, "DISK_REMOVED", "Disk %s was removed from storage domain %s" % (name, domain_name),
+                       object_type="disk", object_id=current["id"], object_name=name, datacenter=domain["datacenter"])
+        if current["lun"] is None:
+            # the row goes only if the volume does: both in this transaction
+            session = _HostSession(cur, domain, timeout)
+            try:
+                vol = _storage.find_volume(session.pool, current["volume_name"])
+                if vol is not None:
+                    _storage.delete_volume(vol)
+            finally:
+                session.close()
+    return Outcome(True, before, {}, None, actions)
+
+
+def disk_info(engine, names=None, domain_name=None):
+    with engine.transaction() as cur:
+        cur.execute(_SELECT + " WHERE (%s::text IS NULL OR s.name = %s) ORDER BY s.name, k.name",
+                    (domain_name, domain_name))
+        rows = [r for r in cur.fetchall() if not names or r["name"] in names]
+    missing = sorted(set(names or []) - {r["name"] for r in rows})
+    if missing:
+        raise NotFoundError("disk", ", ".join(missing))
+    return [view(r) for r in rows]

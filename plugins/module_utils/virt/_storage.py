@@ -1,0 +1,323 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Storage domains as libvirt storage pools, and disks as volumes in them.
+
+Pool XML is built and read through ElementTree, never by string formatting, and compared on
+the fields the collection owns (type, source, target): what libvirt adds (uuid, capacity,
+permissions) is not ours to fight over.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import _message, libvirt
+
+POOL_TYPES = {"dir": "dir", "posixfs": "dir", "nfs": "netfs", "logical": "logical", "iscsi": "iscsi-direct",
+              "rbd": "rbd"}
+# Types whose volumes libvirt creates; on the others the volumes are given (iSCSI LUNs).
+CREATES_VOLUMES = ("dir", "posixfs", "nfs", "logical", "rbd")
+NFS_MOUNT_ROOT = "/var/lib/virtplane/mnt"
+
+
+def pool_name(domain_name):
+    return "vp-" + domain_name
+
+
+def pool_spec(domain_type, params, host_name=None):
+    """The owned fields of the pool for ``domain_type`` on one host, as a flat dict."""
+    spec = {"type": POOL_TYPES[domain_type]}
+    if domain_type in ("dir", "posixfs"):
+        spec["target"] = params["path"]
+    elif domain_type == "nfs":
+        spec.update(host=params["server"], dir=params["export"], format="nfs", target=params["path"])
+    elif domain_type == "logical":
+        spec.update(name=params["volume_group"], format="lvm2", target="/dev/" + params["volume_group"],
+                    devices=list(params.get("devices") or []))
+    elif domain_type == "iscsi":
+        host, _sep, port = params["portal"].partition(":")
+        spec.update(host=host, port=port or "3260", device=params["target"],
+                    initiator="%s:%s" % (params["initiator_prefix"], host_name))
+    elif domain_type == "rbd":
+        spec.update(name=params["pool"], hosts=list(params["monitors"]), auth_user=params.get("user"),
+                    secret_uuid=params.get("secret_uuid"))
+    return spec
+
+
+def _sub(parent, tag, text=None, **attrs):
+    node = ET.SubElement(parent, tag, {k: str(v) for k, v in attrs.items() if v is not None})
+    if text is not None:
+        node.text = str(text)
+    return node
+
+
+def pool_xml(name, spec):
+    root = ET.Element("pool", type=spec["type"])
+    _sub(root, "name", name)
+    source = _sub(root, "source")
+    if spec["type"] == "netfs":
+        _sub(source, "host", name=spec["host"])
+        _sub(source, "dir", path=spec["dir"])
+        _sub(source, "format", type=spec["format"])
+    elif spec["type"] == "logical":
+        for device in spec["devices"]:
+            _sub(source, "device", path=device)
+        _sub(source, "name", spec["name"])
+        _sub(source, "format", type=spec["format"])
+    elif spec["type"] == "iscsi-direct":
+        _sub(source, "host", name=spec["host"], port=spec["port"])
+        _sub(source, "device", path=spec["device"])
+        _sub(_sub(source, "initiator"), "iqn", name=spec["initiator"])
+    elif spec["type"] == "rbd":
+        _sub(source, "name", spec["name"])
+        for monitor in spec["hosts"]:
+            host, _sep, port = monitor.partition(":")
+            _sub(source, "host", name=host, port=port or None)
+        if spec.get("auth_user"):
+            auth = _sub(source, "auth", type="ceph", username=spec["auth_user"])
+            _sub(auth, "secret", uuid=spec["secret_uuid"])
+    if spec.get("target"):
+        _sub(_sub(root, "target"), "path", spec["target"])
+    return ET.tostring(root, encoding="unicode")
+
+
+def read_pool_spec(xml_text):
+    """The owned fields of a pool as libvirt reports it (the inverse of pool_xml)."""
+    root = ET.fromstring(xml_text)
+    kind = root.get("type")
+    spec = {"type": kind}
+    source = root.find("source")
+    target = root.findtext("target/path")
+    if kind == "netfs":
+        spec.update(host=source.find("host").get("name"), dir=source.find("dir").get("path"),
+                    format=source.find("format").get("type"))
+    elif kind == "logical":
+        spec.update(name=source.findtext("name"), format=source.find("format").get("type"),
+                    devices=[d.get("path") for d in source.findall("device")])
+    elif kind == "iscsi-direct":
+        host = source.find("host")
+        spec.update(host=host.get("name"), port=host.get("port") or "3260", device=source.find("device").get("path"),
+                    initiator=source.find("initiator/iqn").get("name"))
+    elif kind == "rbd":
+        auth = source.find("auth")
+        monitors = [h.get("name") + (":" + h.get("port") if h.get("port") else "") for h in source.findall("host")]
+        spec.update(name=source.findtext("name"), hosts=monitors,
+                    auth_user=auth.get("username") if auth is not None else None,
+                    secret_uuid=auth.find("secret").get("uuid") if auth is not None else None)
+    if target and kind != "rbd" and kind != "iscsi-direct":
+        spec["target"] = target
+    return spec
+
+
+def _pool(conn, name):
+    try:
+        return conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return None
+        raise HypervisorError(_message(exc))
+
+
+def pool_state(conn, name):
+    """(spec, view) of the pool named ``name`` on ``conn``; (None, None) when it is not defined."""
+    pool = _pool(conn, name)
+    if pool is None:
+        return None, None
+    try:
+        spec = read_pool_spec(pool.XMLDesc(0))
+        active = bool(pool.isActive())
+        if active:
+            pool.refresh(0)
+        _state, capacity, allocation, available = pool.info()
+        view = {"active": active, "autostart": bool(pool.autostart()), "capacity_bytes": capacity,
+                "allocation_bytes": allocation, "available_bytes": available}
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    return spec, view
+
+
+def probe_pool(conn, name, spec):
+    """Start a transient copy of the pool and stop it: None if it works, else libvirt's reason.
+
+    This is how the engine learns, before changing anything, that a path is missing on a host
+    or that a host cannot realize a type (no NFS client, no LVM): the host itself says so.
+    """
+    try:
+        pool = conn.storagePoolCreateXML(pool_xml(name, spec), 0)
+    except libvirt.libvirtError as exc:
+        return _message(exc)
+    try:
+        pool.destroy()
+    except libvirt.libvirtError:
+        pass
+    return None
+
+
+def realize_pool(conn, name, spec):
+    """Define, start and autostart the pool; returns the actions taken (empty: nothing to do)."""
+    actions = []
+    try:
+        pool = _pool(conn, name)
+        if pool is not None and read_pool_spec(pool.XMLDesc(0)) != spec:
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+            pool = None
+            actions.append("redefine")
+        if pool is None:
+            pool = conn.storagePoolDefineXML(pool_xml(name, spec), 0)
+            if not actions:
+                actions.append("define")
+        if not pool.isActive():
+            pool.create(0)
+            actions.append("start")
+        if not pool.autostart():
+            pool.setAutostart(1)
+            actions.append("autostart")
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    return actions
+
+
+def deactivate_pool(conn, name):
+    """Stop the pool and its autostart, keep the definition (maintenance)."""
+    actions = []
+    try:
+        pool = _pool(conn, name)
+        if pool is None:
+            return actions
+        if pool.isActive():
+            pool.destroy()
+            actions.append("stop")
+        if pool.autostart():
+            pool.setAutostart(0)
+            actions.append("no autostart")
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    return actions
+
+
+def remove_pool(conn, name):
+    """Stop and undefine the pool; the data under it stays (a pool is a view of storage)."""
+    actions = deactivate_pool(conn, name)
+    try:
+        pool = _pool(conn, name)
+        if pool is not None:
+            pool.undefine()
+            actions.append("undefine")
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    return actions
+
+
+# -- volumes ------------------------------------------------------------------------------
+
+def volume_xml(name, size_bytes, fmt, preallocated):
+    root = ET.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", size_bytes, unit="bytes")
+    _sub(root, "allocation", size_bytes if preallocated else 0, unit="bytes")
+    _sub(_sub(root, "target"), "format", type=fmt)
+    return ET.tostring(root, encoding="unicode")
+
+
+def open_pool(conn, name):
+    pool = _pool(conn, name)
+    if pool is None:
+        raise HypervisorError("storage pool %s is not defined on this host" % name)
+    try:
+        if not pool.isActive():
+            raise HypervisorError("storage pool %s is not active on this host" % name)
+        pool.refresh(0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    return pool
+
+
+def find_volume(pool, name):
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return None
+        raise HypervisorError(_message(exc))
+
+
+def volume_view(vol):
+    try:
+        kind, capacity, allocation = vol.info()
+        root = ET.fromstring(vol.XMLDesc(0))
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    fmt = root.find("target/format")
+    return {"path": vol.path(), "capacity_bytes": capacity, "allocation_bytes": allocation,
+            "format": fmt.get("type") if fmt is not None else None}
+
+
+def list_volumes(pool):
+    try:
+        pool.refresh(0)
+        return {vol.name(): volume_view(vol) for vol in pool.listAllVolumes(0)}
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
+def create_volume(pool, name, size_bytes, fmt, preallocated):
+    try:
+        return pool.createXML(volume_xml(name, size_bytes, fmt, preallocated), 0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
+def delete_volume(vol):
+    try:
+        vol.delete(0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
+def resize_volume(vol, size_bytes):
+    try:
+        vol.resize(size_bytes, 0)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
+def upload_volume(conn, vol, source_path, length, progress, chunk=4 * 1024 * 1024):
+    """Stream ``source_path`` into the volume; ``progress(sent, total)`` after every chunk."""
+    stream = conn.newStream(0)
+    sent = 0
+    try:
+        vol.upload(stream, 0, length, 0)
+        with open(source_path, "rb") as handle:
+            while sent < length:
+                data = handle.read(min(chunk, length - sent))
+                if not data:
+                    raise HypervisorError("%s ended after %d of %d bytes" % (source_path, sent, length))
+                _send(stream, data)
+                sent += len(data)
+                progress(sent, length)
+        stream.finish()
+    except libvirt.libvirtError as exc:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise HypervisorError(_message(exc))
+    except Exception:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise
+    return sent
+
+
+def _send(stream, data):
+    view = memoryview(data)
+    while view:
+        done = stream.send(view.tobytes())
+        if done < 0:
+            raise HypervisorError("the volume upload stream failed")
+        view = view[done:]

@@ -1,0 +1,156 @@
+#!/usr/bin/python
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: disk
+short_description: Manage disks (volumes) in virtplane storage domains
+version_added: 0.1.0
+description:
+  - Create a disk in a storage domain (V(qcow2) thin or V(raw) preallocated), grow it, import it from an
+    image file on the engine host, take over a LUN of an iSCSI domain, or remove it.
+  - Disks only grow; a smaller O(size) is refused. A disk attached to a VM is not removed.
+  - A disk never exists on storage without its engine record, nor the reverse. When any step fails the
+    volume is deleted and nothing is recorded.
+  - An import streams the file through the host's libvirt and reports its progress in RV(actions) and
+    in the audit log.
+extends_documentation_fragment:
+  - virtplane.kvm.engine
+options:
+  name:
+    description: Name of the disk, unique in its storage domain.
+    type: str
+    required: true
+  storage_domain:
+    description: Storage domain of the disk.
+    type: str
+    required: true
+  datacenter:
+    description: Data center of the storage domain, when its name exists in several.
+    type: str
+  size:
+    description:
+      - Virtual size with a unit, for example V(10GiB), V(512MiB), V(20GB) (decimal) or a number of bytes.
+      - Required to create a disk unless O(source) is given (then it defaults to the image's virtual size).
+        A larger value grows the disk; a smaller one is refused.
+    type: str
+  format:
+    description:
+      - V(qcow2) is thin (storage is allocated as the guest writes), V(raw) is allocated in full when created.
+      - Defaults to V(qcow2), or to the format of O(source). The format of a disk cannot change.
+    type: str
+    choices: [qcow2, raw]
+  source:
+    description:
+      - Path of an image file on the engine host to import when the disk is created (ignored afterwards).
+        Its format (qcow2 or raw) is read from the file.
+    type: path
+  lun:
+    description:
+      - For an V(iscsi) storage domain, the number of the target's LUN this disk is. libvirt cannot create
+        volumes on an iSCSI target, so that is the only way to have a disk there.
+    type: int
+  state:
+    description: V(present) or V(absent).
+    type: str
+    choices: [present, absent]
+    default: present
+  timeout:
+    description: Seconds to wait for a host's libvirt to answer.
+    type: int
+    default: 15
+attributes:
+  check_mode:
+    support: full
+    description: Reports the disk that would be created or the growth, changing nothing.
+  diff_mode:
+    support: full
+    description: Shows size and format changes.
+author:
+  - virtplane.kvm maintainers (@virtplane)
+"""
+
+EXAMPLES = r"""
+- name: A 10 GiB thin disk
+  virtplane.kvm.disk:
+    name: web01-data
+    storage_domain: shared
+    size: 10GiB
+
+- name: Grow it
+  virtplane.kvm.disk:
+    name: web01-data
+    storage_domain: shared
+    size: 20GiB
+
+- name: Import a cloud image
+  virtplane.kvm.disk:
+    name: debian12-base
+    storage_domain: shared
+    source: /srv/images/debian-12-genericcloud-amd64.qcow2
+
+- name: LUN 1 of an iSCSI domain as a disk
+  virtplane.kvm.disk:
+    name: db01-data
+    storage_domain: san1
+    lun: 1
+"""
+
+RETURN = r"""
+disk:
+  description: The disk after the change (predicted in check mode); empty after removal.
+  returned: always
+  type: dict
+  sample:
+    name: web01-data
+    storage_domain: shared
+    datacenter: dc1
+    format: qcow2
+    size_bytes: 21474836480
+    size: 20 GiB
+    preallocated: false
+    volume_name: web01-data.qcow2
+    lun: null
+    status: ok
+    vm: null
+actions:
+  description: What was done (or would be done in check mode); an import lists its progress.
+  returned: always
+  type: list
+  elements: str
+  sample: ["import /srv/images/base.qcow2 (312 MiB)", "progress 10%", "progress 100%"]
+"""
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk
+
+
+def main():
+    module = EngineModule(dict(
+        name=dict(type="str", required=True),
+        storage_domain=dict(type="str", required=True),
+        datacenter=dict(type="str"),
+        size=dict(type="str"),
+        format=dict(type="str", choices=["qcow2", "raw"]),
+        source=dict(type="path"),
+        lun=dict(type="int"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        timeout=dict(type="int", default=15),
+    ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("lun", "source"), ("lun", "size")])
+    p = module.params
+
+    def operation(engine):
+        if p["state"] == "absent":
+            return _disk.ensure_absent(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
+                                       module.check_mode)
+        return _disk.ensure_present(engine, p["name"], p["storage_domain"], datacenter=p["datacenter"],
+                                    size=p["size"], fmt=p["format"], source=p["source"], lun=p["lun"],
+                                    timeout=p["timeout"], check_mode=module.check_mode)
+
+    module.exit_outcome(module.run(operation), "disk")
+
+
+if __name__ == "__main__":
+    main()
