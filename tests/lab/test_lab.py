@@ -1,4 +1,5 @@
-"""The lab for real: namespaces with their own libvirtd and sshd, guests that boot and answer ping.
+"""The lab for real: namespaces with their own libvirtd and sshd, guests that boot and answer ping,
+an iSCSI target whose LUNs every host sees.
 
 The tests build a lab of their own (prefix vptest, subnets 10.79/10.80, its own state directory)
 so that the demo's lab on this machine is left alone, and remove it at the end.
@@ -15,6 +16,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.support.lab import guest_xml as lab_guest_xml
+from tests.support.lab import read_console
 from tests.support.playbook import ROOT, run_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-test"
@@ -26,6 +29,10 @@ KEY = os.path.join(STATE_DIR, "id_ed25519")
 BIN = "/var/lib/libvirt/virtplane-bin"
 IMAGE = os.path.join(STATE_DIR, "shared", "images", "lab-guest")
 LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
+# the test lab's iSCSI target: tgtd in vptest-storage at .2 of the data subnet, 2 LUNs of 1 GiB
+ISCSI_PORTAL = "10.80.0.2:3260"
+ISCSI_TARGET = "iqn.2026-11.dev.virtplane.lab:vptest"
+GIB = 1024 ** 3
 SSH = ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
        "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 
@@ -207,24 +214,28 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
     assert again.changed_tasks == []
 
 
-def guest_xml(name, address, domain_type):
-    domain = ET.Element("domain", type=domain_type)
-    ET.SubElement(domain, "name").text = name
-    ET.SubElement(domain, "memory", unit="MiB").text = "128"
-    ET.SubElement(domain, "vcpu").text = "1"
-    os_ = ET.SubElement(domain, "os")
-    ET.SubElement(os_, "type", arch="x86_64").text = "hvm"
-    ET.SubElement(os_, "kernel").text = IMAGE + "/vmlinuz"
-    ET.SubElement(os_, "initrd").text = IMAGE + "/initrd.img"
-    ET.SubElement(os_, "cmdline").text = "console=ttyS0 panic=-1 vp.ip=%s/24 vp.name=%s" % (address, name)
-    devices = ET.SubElement(domain, "devices")
-    nic = ET.SubElement(devices, "interface", type="bridge")
-    ET.SubElement(nic, "source", bridge="vpguest")
-    ET.SubElement(nic, "model", type="virtio")
-    serial = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial, "source", path="/var/log/libvirt/qemu/%s.serial" % name)
-    ET.SubElement(serial, "target", port="0")
-    return ET.tostring(domain, encoding="unicode")
+def running(pid):
+    """Whether process ``pid`` exists and is no zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, TypeError):
+        return False
+
+
+def recorded_storage():
+    with open(os.path.join(STATE_DIR, "lab.json")) as handle:
+        return json.load(handle)["storage"]
+
+
+def domain_type(host):
+    """What the hypervisor role found guests can use on ``host``: kvm or qemu (TCG)."""
+    with open(os.path.join(STATE_DIR, "hosts", host, "etc-libvirt", "virtplane-domain-type")) as handle:
+        return handle.read().split()[0].rstrip(":")  # "kvm", or "qemu: <why not kvm>"
+
+
+def guest_xml(name, address, kind, cmdline="", network=None):
+    return lab_guest_xml(name, address, kind, IMAGE, cmdline=cmdline, network=network)
 
 
 def test_a_guest_boots_on_each_host_and_answers_ping(lab):
@@ -267,6 +278,119 @@ def test_a_guest_boots_on_each_host_and_answers_ping(lab):
             domain.destroy()
             conn.close()
             subprocess.run(["ip", "-n", netns, "link", "del", "vpguest"], check=False)
+
+
+def test_a_guest_pings_its_peer_on_a_libvirt_network(lab):
+    """vp.ping=: guest A reports on its console that it reaches guest B (both on hv1, booting together)."""
+    import libvirt
+
+    conn = libvirt.open("qemu+tcp://%s/system" % HOSTS["hv1"])
+    # isolated: no <forward>, no address of the host on it; the two guests only
+    network = conn.networkCreateXML("<network><name>vpping</name><bridge name='vpping0'/></network>")
+    kind = domain_type("hv1")
+    serials = {name: os.path.join(STATE_DIR, "hosts", "hv1", "log-libvirt", "qemu", "%s.serial" % name)
+               for name in ("ping-a", "ping-b")}
+    for serial in serials.values():
+        if os.path.exists(serial):
+            os.unlink(serial)
+    domains = []
+    try:
+        domains.append(conn.createXML(guest_xml("ping-b", "10.81.50.11", kind, network="vpping"), 0))
+        domains.append(conn.createXML(guest_xml("ping-a", "10.81.50.10", kind, cmdline="vp.ping=10.81.50.11",
+                                                network="vpping"), 0))
+        deadline = time.time() + 90
+        console = ""
+        while time.time() < deadline and "VIRTPLANE-GUEST-PING 10.81.50.11 ok" not in console:
+            time.sleep(0.5)
+            console = read_console(serials["ping-a"])
+        assert "VIRTPLANE-GUEST-READY ip=10.81.50.10" in console, console[-2000:]
+        assert "VIRTPLANE-GUEST-PING 10.81.50.11 ok" in console, console[-2000:]
+        assert "VIRTPLANE-GUEST-READY ip=10.81.50.11" in read_console(serials["ping-b"])
+        # a guest without vp.ping pings nobody
+        assert "VIRTPLANE-GUEST-PING" not in read_console(serials["ping-b"])
+    finally:
+        for domain in domains:
+            domain.destroy()
+        network.destroy()
+        conn.close()
+    assert "vpping0" not in subprocess.run(["ip", "-n", "vptest-hv1", "-br", "link"], capture_output=True,
+                                           text=True, check=True).stdout
+
+
+def iscsi_pool_xml(host):
+    address, port = ISCSI_PORTAL.split(":")
+    return ("<pool type='iscsi-direct'><name>lab-iscsi</name><source><host name='%s' port='%s'/>"
+            "<device path='%s'/><initiator><iqn name='iqn.2026-11.dev.virtplane.lab:%s'/></initiator></source>"
+            "</pool>" % (address, port, ISCSI_TARGET, host))
+
+
+def test_the_iscsi_luns_are_seen_by_every_host_at_once(lab):
+    import libvirt
+
+    iscsi = lab_tool("up", "--check")["iscsi"]
+    assert (iscsi["portal"], iscsi["target"]) == (ISCSI_PORTAL, ISCSI_TARGET)
+    assert [(lun["lun"], lun["size_bytes"]) for lun in iscsi["luns"]] == [(1, GIB), (2, GIB)]
+    pools = []
+    try:
+        for name, address in HOSTS.items():
+            conn = libvirt.open("qemu+tcp://%s/system" % address)
+            pools.append((conn, conn.storagePoolCreateXML(iscsi_pool_xml(name), 0)))
+        keys = []
+        for _conn, pool in pools:  # both pools active together, on the same LUNs
+            assert pool.isActive()
+            volumes = {volume.name(): volume for volume in pool.listAllVolumes()}
+            # LUN 0 is tgt's controller (it cannot be removed): listed, 0 bytes
+            assert sorted(volumes) == ["unit:0:0:0", "unit:0:0:1", "unit:0:0:2"], sorted(volumes)
+            assert volumes["unit:0:0:0"].info()[1] == 0
+            # libvirt 9.0's iscsi-direct takes the last LBA for the number of blocks: one 512-byte block short
+            assert [volumes["unit:0:0:%d" % n].info()[1] for n in (1, 2)] == [GIB - 512, GIB - 512]
+            assert pool.info()[1] == 2 * (GIB - 512)  # the pool's capacity
+            keys.append(sorted(volume.key() for volume in volumes.values()))
+        # the same LUNs on both hosts: volume keys name the portal, the target and the LUN
+        assert keys[0] == keys[1]
+        assert "ip-%s-iscsi-%s-lun-1" % (ISCSI_PORTAL, ISCSI_TARGET) in keys[0]
+    finally:
+        for conn, pool in pools:
+            pool.destroy()
+            conn.close()
+    # sparse files: a LUN takes no space until written
+    for lun in iscsi["luns"]:
+        assert os.stat(lun["path"]).st_blocks * 512 < 64 * 1024 ** 2
+
+
+def qemu_io(netns, command, lun):
+    """A qemu-io command on LUN ``lun`` of the lab's target, from lab host namespace ``netns``."""
+    url = "iscsi://%s/%s/%d" % (ISCSI_PORTAL, ISCSI_TARGET, lun)
+    return subprocess.run(["ip", "netns", "exec", netns, "qemu-io", "-f", "raw", "-c", command, url],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_killed_tgtd_is_restarted_with_the_same_luns(lab):
+    written = qemu_io("vptest-hv1", "write -P 0x5a 1M 64k", 2)
+    assert written.returncode == 0 and "wrote 65536/65536" in written.stdout, written.stdout + written.stderr
+    old = recorded_storage()["tgtd_pid"]
+    assert running(old)
+    # what a session's end does: the processes die, the namespace and the files stay
+    for pid in subprocess.run(["ip", "netns", "pids", "vptest-storage"], capture_output=True, text=True,
+                              check=True).stdout.split():
+        subprocess.run(["kill", "-9", pid], check=False)
+    deadline = time.time() + 5
+    while running(old) and time.time() < deadline:
+        time.sleep(0.1)
+    expected = ["start tgtd at %s" % ISCSI_PORTAL, "create iSCSI target %s" % ISCSI_TARGET,
+                "export LUN 1 (%s/iscsi/lun1.img)" % STATE_DIR, "export LUN 2 (%s/iscsi/lun2.img)" % STATE_DIR,
+                "allow initiators from 10.80.0.0/24"]
+    check = lab_tool("up", "--check")
+    assert check["actions"] == expected
+    assert not running(recorded_storage()["tgtd_pid"])  # a check changes nothing
+    up = lab_tool("up")
+    assert up["actions"] == expected
+    new = up["iscsi"]["tgtd_pid"]
+    assert new != old and running(new) and recorded_storage()["tgtd_pid"] == new
+    assert lab_tool("up")["actions"] == []
+    # the data written before is there, read from another host
+    read = qemu_io("vptest-hv2", "read -P 0x5a 1M 64k", 2)
+    assert read.returncode == 0 and "read 65536/65536" in read.stdout, read.stdout + read.stderr
 
 
 def test_a_disk_is_never_opened_by_two_qemu_processes(lab):
@@ -377,8 +501,14 @@ def test_leftovers_of_a_killed_run_are_rebuilt(lab):
 
 
 def test_down_leaves_nothing_and_again_changes_nothing(lab):
+    tgtd = recorded_storage()["tgtd_pid"]
+    assert running(tgtd)
+    luns = [os.path.join(STATE_DIR, "iscsi", "lun%d.img" % n) for n in (1, 2)]
+    assert all(os.path.exists(path) for path in luns)
     run = run_plays([lab_play(lab_state="absent")], inventory=lab["inventory"])
     assert run.rc == 0, run.output[-3000:]
     assert leftovers() == []
+    assert not running(tgtd)
+    assert not any(os.path.exists(path) for path in luns)
     again = run_plays([lab_play(lab_state="absent")], inventory=lab["inventory"])
     assert again.rc == 0 and again.changed_tasks == []
