@@ -52,10 +52,26 @@ options:
       - For an V(iscsi) storage domain, the number of the target's LUN this disk is. libvirt cannot create
         volumes on an iSCSI target, so that is the only way to have a disk there.
     type: int
-  state:
-    description: V(present) or V(absent).
+  vm:
+    description:
+      - Attach the disk to this VM (recorded in the engine). When the VM runs, the disk is plugged into the
+        guest at once; if the guest refuses, nothing is recorded. A disk attached to another VM is refused.
     type: str
-    choices: [present, absent]
+  bus:
+    description: Bus of the disk in the VM when it is attached.
+    type: str
+    choices: [virtio, scsi, sata]
+    default: virtio
+  bootable:
+    description: Whether the VM boots from this disk.
+    type: bool
+    default: false
+  state:
+    description:
+      - V(present) creates (and with O(vm) attaches) the disk; V(detached) takes it off its VM (unplugged
+        from the running guest) and keeps it; V(absent) removes it (refused while attached).
+    type: str
+    choices: [present, detached, absent]
     default: present
   timeout:
     description: Seconds to wait for a host's libvirt to answer.
@@ -91,6 +107,12 @@ EXAMPLES = r"""
     storage_domain: shared
     source: /srv/images/debian-12-genericcloud-amd64.qcow2
 
+- name: Attach it to a VM (plugged in at once if the VM runs)
+  virtplane.kvm.disk:
+    name: web01-data
+    storage_domain: shared
+    vm: web01
+
 - name: LUN 1 of an iSCSI domain as a disk
   virtplane.kvm.disk:
     name: db01-data
@@ -124,7 +146,7 @@ actions:
 """
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _common, _disk
 
 
 def main():
@@ -136,7 +158,10 @@ def main():
         format=dict(type="str", choices=["qcow2", "raw"]),
         source=dict(type="path"),
         lun=dict(type="int"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
+        vm=dict(type="str"),
+        bus=dict(type="str", choices=["virtio", "scsi", "sata"], default="virtio"),
+        bootable=dict(type="bool", default=False),
+        state=dict(type="str", choices=["present", "detached", "absent"], default="present"),
         timeout=dict(type="int", default=15),
     ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("lun", "source"), ("lun", "size")])
     p = module.params
@@ -145,9 +170,17 @@ def main():
         if p["state"] == "absent":
             return _disk.ensure_absent(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
                                        module.check_mode)
-        return _disk.ensure_present(engine, p["name"], p["storage_domain"], datacenter=p["datacenter"],
-                                    size=p["size"], fmt=p["format"], source=p["source"], lun=p["lun"],
-                                    timeout=p["timeout"], check_mode=module.check_mode)
+        if p["state"] == "detached":
+            return _disk.ensure_detached(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
+                                         module.check_mode)
+        outcome = _disk.ensure_present(engine, p["name"], p["storage_domain"], datacenter=p["datacenter"],
+                                       size=p["size"], fmt=p["format"], source=p["source"], lun=p["lun"],
+                                       timeout=p["timeout"], check_mode=module.check_mode)
+        if p["vm"] is None or (module.check_mode and outcome.resource.get("id") is None):
+            return outcome
+        attached = _disk.ensure_attached(engine, p["name"], p["storage_domain"], p["vm"], p["datacenter"], p["bus"],
+                                         p["bootable"], p["timeout"], module.check_mode)
+        return _common.merge_outcomes(outcome, attached)
 
     module.exit_outcome(module.run(operation), "disk")
 

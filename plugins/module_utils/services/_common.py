@@ -71,6 +71,13 @@ class Outcome:
         return {"before": self.before, "after": self.after}
 
 
+def merge_outcomes(first, second):
+    """One result for two steps on the same object (create, then attach)."""
+    return Outcome(first.changed or second.changed, dict(first.before, **second.before),
+                   dict(first.after, **second.after), second.resource or first.resource,
+                   first.actions + second.actions)
+
+
 def _sql():
     from psycopg import sql  # imported here: psycopg's absence is reported by engine._db
     return sql

@@ -251,6 +251,9 @@ def _adopt_lun(engine, name, domain, lun, timeout, check_mode):
         raise ValidationError("lun", "storage domain '%s' has no LUN %d (it offers: %s)"
                               % (domain["name"], lun, ", ".join(sorted(volumes)) or "none"))
     volume, info = sorted(found.items())[0]
+    if not info["capacity_bytes"]:
+        raise ValidationError("lun", "LUN %d of storage domain '%s' has no capacity: it is the target's controller, "
+                                     "not a disk" % (lun, domain["name"]))
     after = {"name": name, "storage_domain": domain["name"], "format": "raw", "size_bytes": info["capacity_bytes"],
              "size": human(info["capacity_bytes"]), "lun": lun}
     if check_mode:
@@ -333,6 +336,101 @@ def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_
             finally:
                 session.close()
     return Outcome(True, before, {}, None, actions)
+
+
+_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
+
+
+def _next_target(cur, vm_id, bus):
+    cur.execute("SELECT target FROM vm_disk WHERE vm_id = %s", (vm_id,))
+    used = {r["target"] for r in cur.fetchall()}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        target = _PREFIX[bus] + letter
+        if target not in used:
+            return target
+    raise ConflictError("the VM has no free %s disk slot left" % bus)
+
+
+def _live(cur, vm_row, disk, target, bus, attach, timeout):
+    """Apply an attachment change to the running guest; None when the VM does not run."""
+    if vm_row["status"] not in ("Up", "Paused") or vm_row["run_host_id"] is None:
+        return None
+    cur.execute("SELECT * FROM host WHERE id = %s", (vm_row["run_host_id"],))
+    host = cur.fetchone()
+    device = _storage.disk_device_xml(_storage.pool_name(disk["storage_domain"]), disk["volume_name"],
+                                      disk["format"], target, bus)
+    try:
+        conn = _client.open_connection(host["libvirt_uri"], timeout)
+        try:
+            _storage.change_live_disk(conn, vm_row["name"], device, attach)
+        finally:
+            conn.close()
+    except HypervisorError as exc:
+        raise HypervisorError("Cannot %s disk '%s' %s running VM '%s' on host %s: %s"
+                              % ("plug" if attach else "unplug", disk["name"], "into" if attach else "from",
+                                 vm_row["name"], host["name"], exc))
+    return host["name"]
+
+
+def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio", bootable=False, timeout=15,
+                    check_mode=False):
+    """Record the disk on ``vm`` and, when the VM runs, plug it into the guest now."""
+    validate_name("name", name)
+    validate_name("vm", vm)
+    if bus not in BUSES:
+        raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
+    action = "attach disk '%s' to VM '%s'" % (name, vm)
+    with engine.transaction() as cur:
+        _domain(cur, domain_name, datacenter, action)
+        current = find(cur, name, domain_name)
+        if current is None:
+            raise NotFoundError("disk", name, action)
+        cur.execute("SELECT * FROM vm WHERE name = %s FOR UPDATE", (vm,))
+        vm_row = cur.fetchone()
+        if vm_row is None:
+            raise NotFoundError("VM", vm, action)
+        if current["vm"] == vm:
+            return Outcome(False, resource=view(current))
+        if current["vm"]:
+            raise ConflictError("Cannot %s: it is attached to VM %s; detach it first" % (action, current["vm"]))
+        target = _next_target(cur, vm_row["id"], bus)
+        before, after = {"vm": None}, {"vm": vm, "target": target, "bus": bus}
+        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
+        actions = ["attach as %s" % target] + (["plug into the running guest"] if running else [])
+        if check_mode:
+            return Outcome(True, before, after, dict(view(current), **after), actions)
+        cur.execute("INSERT INTO vm_disk (vm_id, disk_id, bus, target, bootable) VALUES (%s, %s, %s, %s, %s)",
+                    (vm_row["id"], current["id"], bus, target, bootable))
+        # the live change last: if the guest refuses, the record rolls back with the error
+        host = _live(cur, vm_row, current, target, bus, True, timeout)
+        _events.record(cur, "DISK_ATTACHED", "Disk %s was attached to VM %s as %s%s"
+                       % (name, vm, target, " (live on host %s)" % host if host else ""), object_type="disk",
+                       object_id=current["id"], object_name=name, vm=vm)
+        return Outcome(True, before, after, view(find(cur, name, domain_name)), actions)
+
+
+def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
+    validate_name("name", name)
+    with engine.transaction() as cur:
+        _domain(cur, domain_name, datacenter, "detach disk '%s'" % name)
+        current = find(cur, name, domain_name)
+        if current is None:
+            raise NotFoundError("disk", name, "detach disk '%s'" % name)
+        if not current["vm"]:
+            return Outcome(False, resource=view(current))
+        cur.execute("SELECT * FROM vm WHERE name = %s FOR UPDATE", (current["vm"],))
+        vm_row = cur.fetchone()
+        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
+        before, after = {"vm": current["vm"], "target": current["target"]}, {"vm": None, "target": None}
+        actions = ["detach from %s" % current["vm"]] + (["unplug from the running guest"] if running else [])
+        if check_mode:
+            return Outcome(True, before, after, dict(view(current), vm=None, target=None, bus=None), actions)
+        cur.execute("DELETE FROM vm_disk WHERE disk_id = %s", (current["id"],))
+        host = _live(cur, vm_row, current, current["target"], current["bus"], False, timeout)
+        _events.record(cur, "DISK_DETACHED", "Disk %s was detached from VM %s%s"
+                       % (name, current["vm"], " (live on host %s)" % host if host else ""), object_type="disk",
+                       object_id=current["id"], object_name=name, vm=current["vm"])
+        return Outcome(True, before, after, view(find(cur, name, domain_name)), actions)
 
 
 def disk_info(engine, names=None, domain_name=None):

@@ -321,3 +321,38 @@ def _send(stream, data):
         if done < 0:
             raise HypervisorError("the volume upload stream failed")
         view = view[done:]
+
+
+def disk_device_xml(pool, volume, fmt, target, bus):
+    """A guest disk that names its pool volume: libvirt resolves it on whichever host runs the guest."""
+    root = ET.Element("disk", type="volume", device="disk")
+    _sub(root, "driver", name="qemu", type=fmt)
+    _sub(root, "source", pool=pool, volume=volume)
+    _sub(root, "target", dev=target, bus=bus)
+    return ET.tostring(root, encoding="unicode")
+
+
+def change_live_disk(conn, domain_name, device_xml, attach):
+    """Attach or detach a disk of the running guest ``domain_name`` (live only: the engine owns the definition)."""
+    try:
+        dom = conn.lookupByName(domain_name)
+        if attach:
+            dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        else:
+            dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
+def live_disk_targets(conn, domain_name):
+    """{target dev: (pool, volume)} of the running guest's volume disks."""
+    try:
+        root = ET.fromstring(conn.lookupByName(domain_name).XMLDesc(0))
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+    found = {}
+    for disk in root.findall("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None and source is not None:
+            found[target.get("dev")] = (source.get("pool"), source.get("volume"))
+    return found

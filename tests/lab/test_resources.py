@@ -1,0 +1,330 @@
+"""Storage domains, disks and logical networks on real lab hosts.
+
+A lab of its own (prefix vpres, subnets 10.83/10.84): three hosts, of which hv1 and hv2 are
+configured and registered first and hv3 joins later. The hosts use TCG directly (no KVM probe):
+what is under test here is storage and networks, not the domain type.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
+from tests.support.lab import guest_xml, read_console, wait_for_console
+from tests.support.playbook import ROOT, run_plays
+
+STATE_DIR = "/var/lib/virtplane-lab-res"
+PREFIX = "vpres"
+LAB_VARS = {"lab_prefix": PREFIX, "lab_bridge": "vpres0", "lab_subnet": "10.83.0.0/24",
+            "lab_data_subnet": "10.84.0.0/24", "lab_state_dir": STATE_DIR, "lab_hosts": 3}
+HOSTS = {"hv1": "10.83.0.11", "hv2": "10.83.0.12", "hv3": "10.83.0.13"}
+KEY = os.path.join(STATE_DIR, "id_ed25519")
+IMAGE = os.path.join(STATE_DIR, "shared", "images", "lab-guest")
+SHARED = os.path.join(STATE_DIR, "shared", "domains", "shared")
+LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
+ISCSI = {"portal": "10.84.0.2:3260", "target": "iqn.2026-11.dev.virtplane.lab:vpres"}
+MIB = 1024 ** 2
+SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+pytestmark = pytest.mark.lab
+
+
+def lab_tool(*args):
+    argv = ["/usr/bin/python3", LAB_TOOL, *args, "--state-dir", STATE_DIR, "--prefix", PREFIX, "--bridge", "vpres0",
+            "--subnet", "10.83.0.0/24", "--data-subnet", "10.84.0.0/24"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory):
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    host_vars = {"ansible_user": "root", "ansible_ssh_private_key_file": KEY, "ansible_ssh_common_args": SSH_OPTIONS,
+                 "ansible_python_interpreter": "/usr/bin/python3", "hypervisor_libvirt_transport": "tcp",
+                 "hypervisor_allow_plain_tcp": True, "hypervisor_cluster": "lab", "hypervisor_domain_type": "qemu",
+                 "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace", "hypervisor_probe_image_dir": IMAGE,
+                 "hypervisor_bin_dir": "/var/lib/libvirt/virtplane-bin", "hypervisor_network_nic": "eth1"}
+    data = {"all": {"children": {
+        "lab_machine": {"hosts": {"localhost": local}},
+        "engine": {"hosts": {"localhost": local}},
+        "hypervisors": {"children": {
+            "first": {"hosts": {n: {"ansible_host": HOSTS[n]} for n in ("hv1", "hv2")}},
+            "later": {"hosts": {"hv3": {"ansible_host": HOSTS["hv3"]}}}},
+            "vars": host_vars}}}}
+    path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def engine_options_module(postgres):
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _provision
+
+    _provision.ensure_database(postgres.superuser_login(), "lab_resources", "virtplane", "lab-resources-password")
+    return {"host": postgres.socket_dir, "port": postgres.port, "database": "lab_resources", "user": "virtplane",
+            "password": "lab-resources-password"}
+
+
+@pytest.fixture(scope="module")
+def dc(inventory, engine_options_module):
+    lab_tool("down")  # what a killed run left behind
+    run = run_plays([{"name": "lab", "hosts": "lab_machine", "gather_facts": False, "roles": ["virtplane.kvm.lab"],
+                      "vars": LAB_VARS}], inventory=inventory)
+    assert run.rc == 0, run.output[-4000:]
+    os.makedirs(SHARED, exist_ok=True)
+    run = run_plays([{"name": "engine objects", "hosts": "engine", "gather_facts": False, "tasks": [
+        {"virtplane.kvm.datacenter": {"name": "lab"}},
+        {"virtplane.kvm.cluster": {"name": "lab", "datacenter": "lab"}}]},
+        {"name": "hypervisors", "hosts": "first", "gather_facts": False, "roles": ["virtplane.kvm.hypervisor"]}],
+        inventory=inventory, engine=engine_options_module)
+    assert run.rc == 0, run.output[-4000:]
+    yield {"inventory": inventory, "engine": engine_options_module}
+    lab_tool("down")
+
+
+def engine_tasks(dc, tasks, check=False, diff=False):
+    run = run_plays([{"hosts": "engine", "gather_facts": False, "tasks": tasks}], inventory=dc["inventory"],
+                    engine=dc["engine"], check=check, diff=diff)
+    return run
+
+
+def resources():
+    return [
+        {"name": "shared", "virtplane.kvm.storage_domain": {"name": "shared", "datacenter": "lab", "type": "posixfs",
+                                                            "posixfs": {"path": SHARED}}},
+        {"name": "san", "virtplane.kvm.storage_domain": {"name": "san", "datacenter": "lab", "type": "iscsi",
+                                                         "iscsi": ISCSI}},
+        {"name": "app", "virtplane.kvm.logical_network": {"name": "app", "datacenter": "lab", "vxlan": 100,
+                                                          "subnet": "192.168.100.0/24",
+                                                          "clusters": [{"name": "lab"}]}},
+    ]
+
+
+def pools(host):
+    import libvirt
+
+    conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
+    try:
+        return {p.name(): bool(p.isActive()) for p in conn.listAllStoragePools()}, \
+            {n.name(): bool(n.isActive()) for n in conn.listAllNetworks()}
+    finally:
+        conn.close()
+
+
+def test_domains_and_a_vxlan_network_on_both_hosts(dc):
+    run = engine_tasks(dc, resources(), check=True, diff=True)
+    assert run.rc == 0, run.output[-3000:]
+    assert all(run[t]["changed"] for t in ("shared", "san", "app"))
+    assert run["shared"]["actions"] == ["create", "define pool on hv1", "define pool on hv2"]
+    assert run["app"]["diff"]["after"]["vxlan_vni"] == 100
+    for host in ("hv1", "hv2"):  # check mode touched no host
+        host_pools, host_networks = pools(host)
+        assert "vp-shared" not in host_pools and "vp-san" not in host_pools and "vp-app" not in host_networks
+
+    run = engine_tasks(dc, resources(), diff=True)
+    assert run.rc == 0, run.output[-3000:]
+    for task in ("shared", "san"):
+        domain = run[task]["storage_domain"]
+        assert domain["status"] == "active", domain
+        assert [(h["host"], h["active"]) for h in domain["hosts"]] == [("hv1", True), ("hv2", True)]
+    # the target's two LUNs of 1 GiB (less the sector tgt keeps), seen by both hosts at once
+    capacities = {h["capacity_bytes"] for h in run["san"]["storage_domain"]["hosts"]}
+    assert len(capacities) == 1 and 2 * 1024 ** 3 - 4096 <= capacities.pop() <= 2 * 1024 ** 3
+    network = run["app"]["logical_network"]
+    assert network["status"] == "realized" and [h["host"] for h in network["hosts"]] == ["hv1", "hv2"]
+    for host in ("hv1", "hv2"):
+        host_pools, host_networks = pools(host)
+        assert host_pools["vp-shared"] and host_pools["vp-san"] and host_networks["vp-app"]
+        links = subprocess.run(["ip", "-n", "%s-%s" % (PREFIX, host), "-j", "link"], capture_output=True, text=True,
+                               check=True).stdout
+        bridge = network["bridge"]
+        vxlan = [link for link in json.loads(links) if link["ifname"] == "vx100"]
+        assert vxlan and vxlan[0].get("master") == bridge and vxlan[0]["mtu"] == 1450
+
+    again = engine_tasks(dc, resources())
+    assert again.changed_tasks == [], again.changed_tasks
+    check = engine_tasks(dc, resources(), check=True)
+    assert check.changed_tasks == []
+
+
+def test_a_path_missing_on_one_host_is_refused_naming_it(dc, sql_lab):
+    # /var/lib/libvirt is each lab host's own: this directory exists on hv1 only
+    os.makedirs(os.path.join(STATE_DIR, "hosts", "hv1", "lib-libvirt", "images", "only-hv1"), exist_ok=True)
+    options = {"name": "local", "datacenter": "lab", "type": "posixfs",
+               "posixfs": {"path": "/var/lib/libvirt/images/only-hv1"}}
+    run = engine_tasks(dc, [{"name": "local", "ignore_errors": True, "virtplane.kvm.storage_domain": options}])
+    message = run["local"]["msg"]
+    assert message.startswith("Cannot create storage domain 'local': hosts hv2 cannot realize this posixfs domain: "
+                              "hv2: cannot open directory '/var/lib/libvirt/images/only-hv1'"), message
+    assert sql_lab("SELECT name FROM storage_domain WHERE name = 'local'") == []
+    assert "vp-local" not in pools("hv1")[0]  # nothing half-made on the host that had the path
+
+    # the same directory as a 'dir' domain of hv1 alone; NFS, which no lab host can mount, is refused
+    local = dict(options, type="dir", host="hv1", dir=options.pop("posixfs"))
+    nfs = {"name": "nas", "datacenter": "lab", "type": "nfs", "nfs": {"server": "10.84.0.1", "export": "/vm"}}
+    run = engine_tasks(dc, [{"name": "dir", "virtplane.kvm.storage_domain": local},
+                            {"name": "nfs", "ignore_errors": True, "virtplane.kvm.storage_domain": nfs}])
+    assert [(h["host"], h["active"]) for h in run["dir"]["storage_domain"]["hosts"]] == [("hv1", True)]
+    assert run["dir"]["storage_domain"]["status"] == "active"
+    assert "vp-local" in pools("hv1")[0] and "vp-local" not in pools("hv2")[0]
+    assert run["nfs"]["msg"].startswith("Cannot create storage domain 'nas': hosts hv1, hv2 cannot realize this nfs "
+                                        "domain: hv1: "), run["nfs"]["msg"]
+    run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.storage_domain": {"name": "local", "state": "absent"}}])
+    assert run["remove"]["changed"] and "vp-local" not in pools("hv1")[0]
+
+
+def test_a_pool_lost_on_one_host_is_reported_and_restored(dc):
+    import libvirt
+
+    conn = libvirt.open("qemu+tcp://%s/system" % HOSTS["hv2"])
+    try:
+        conn.storagePoolLookupByName("vp-shared").destroy()  # behind the engine's back
+    finally:
+        conn.close()
+    run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.storage_domain_info": {"name": ["shared"],
+                                                                                  "refresh": True}}])
+    shared = run["info"]["storage_domains"][0]
+    assert (shared["status"], shared["missing_on"]) == ("partial", ["hv2"])
+    run = engine_tasks(dc, [{"name": "check hosts", "virtplane.kvm.host_info": {"refresh": True}},
+                            {"name": "info", "virtplane.kvm.storage_domain_info": {"name": ["shared"]}}])
+    assert run["info"]["storage_domains"][0]["status"] == "active"
+    assert pools("hv2")[0]["vp-shared"]
+
+
+def disk(name, domain="shared", **options):
+    return {"name": name, "ignore_errors": True,
+            "virtplane.kvm.disk": dict(name=name, storage_domain=domain, **options)}
+
+
+def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path):
+    image = str(tmp_path / "base.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "96M"], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 24M", image], check=True, capture_output=True)
+    run = engine_tasks(dc, [disk("data", size="64MiB"), disk("base", source=image)])
+    assert run.rc == 0, run.output[-3000:]
+    assert run["data"]["disk"]["size_bytes"] == 64 * MIB and run["data"]["disk"]["format"] == "qcow2"
+    assert run["base"]["actions"][0].startswith("import %s" % image) and run["base"]["actions"][-1] == "progress 100%"
+    assert run["base"]["disk"]["size_bytes"] == 96 * MIB
+    compare = subprocess.run(["qemu-img", "compare", image, os.path.join(SHARED, "base.qcow2")],
+                             capture_output=True, text=True, check=False)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+
+    run = engine_tasks(dc, [disk("data", size="128MiB"), disk("data", size="128MiB")], diff=True)
+    grown = [r for r in run.results if r["task"] == "data"]
+    assert grown[0]["result"]["diff"] == {"before": {"size_bytes": 64 * MIB, "size": "64 MiB"},
+                                          "after": {"size_bytes": 128 * MIB, "size": "128 MiB"}}
+    assert not grown[1]["result"]["changed"]
+    info = subprocess.run(["qemu-img", "info", "--output=json", os.path.join(SHARED, "data.qcow2")],
+                          capture_output=True, text=True, check=True).stdout
+    assert json.loads(info)["virtual-size"] == 128 * MIB
+    run = engine_tasks(dc, [disk("data", size="32MiB"), disk("lun-by-size", domain="san", size="1GiB"),
+                            disk("lun1", domain="san", lun=1),
+                            {"name": "remove shared", "ignore_errors": True,
+                             "virtplane.kvm.storage_domain": {"name": "shared", "state": "absent"}}])
+    assert "shrinking it to 32 MiB would destroy data" in run["data"]["msg"]
+    assert "libvirt cannot create volumes on it" in run["lun-by-size"]["msg"]
+    assert run["lun1"]["disk"]["lun"] == 1 and 1024 ** 3 - 4096 <= run["lun1"]["disk"]["size_bytes"] <= 1024 ** 3
+    assert run["remove shared"]["msg"] == ("Cannot remove storage domain 'shared': it still has disks base, data")
+
+    run = engine_tasks(dc, [dict(disk(n, state="absent"), ignore_errors=False) for n in ("data", "base")]
+                       + [dict(disk("lun1", domain="san", state="absent"), ignore_errors=False)])
+    assert run.rc == 0, run.output[-3000:]
+    assert not os.path.exists(os.path.join(SHARED, "data.qcow2")) and not os.path.exists(
+        os.path.join(SHARED, "base.qcow2"))
+
+
+def test_guests_on_the_vxlan_network_reach_each_other_across_hosts(dc, sql_lab):
+    import libvirt
+
+    guests = []
+    try:
+        for host, address, peer in (("hv2", "192.168.100.12", None), ("hv1", "192.168.100.11", "192.168.100.12")):
+            conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
+            name = "app-" + host
+            serial = os.path.join(STATE_DIR, "hosts", host, "log-libvirt", "qemu", "%s.serial" % name)
+            if os.path.exists(serial):
+                os.unlink(serial)
+            xml = guest_xml(name, address, "qemu", IMAGE, cmdline="vp.ping=%s" % peer if peer else "",
+                            network="vp-app")
+            guests.append((conn, conn.createXML(xml, 0), serial))
+        console = wait_for_console(guests[1][2], "VIRTPLANE-GUEST-PING 192.168.100.12 ok", timeout=120)
+        assert "VIRTPLANE-GUEST-PING 192.168.100.12 ok" in console, console[-2000:]
+        assert "VIRTPLANE-GUEST-READY ip=192.168.100.12" in read_console(guests[0][2])
+        # a disk attached to the running VM is plugged into its guest at once, and unplugged again
+        sql_lab("INSERT INTO vm (cluster_id, name, vcpus, memory_mib, status, run_host_id)"
+                " SELECT c.id, 'app-hv1', 1, 128, 'Up', h.id FROM cluster c, host h"
+                " WHERE c.name = 'lab' AND h.name = 'hv1' RETURNING id")
+        run = engine_tasks(dc, [{"name": "attach", "virtplane.kvm.disk": {
+            "name": "hot", "storage_domain": "shared", "size": "64MiB", "vm": "app-hv1"}}], diff=True)
+        assert run.rc == 0, run.output[-3000:]
+        assert run["attach"]["disk"]["vm"] == "app-hv1" and run["attach"]["disk"]["target"] == "vda"
+        assert run["attach"]["actions"] == ["create qcow2 64 MiB", "attach as vda", "plug into the running guest"]
+        assert _storage.live_disk_targets(guests[1][0], "app-hv1")["vda"] == ("vp-shared", "hot.qcow2")
+        run = engine_tasks(dc, [{"name": "detach", "virtplane.kvm.disk": {
+            "name": "hot", "storage_domain": "shared", "state": "detached"}},
+            {"name": "remove", "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared", "state": "absent"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["detach"]["actions"] == ["detach from app-hv1", "unplug from the running guest"]
+        deadline = time.time() + 15  # the guest acknowledges the unplug
+        while time.time() < deadline and "vda" in _storage.live_disk_targets(guests[1][0], "app-hv1"):
+            time.sleep(0.5)
+        assert "vda" not in _storage.live_disk_targets(guests[1][0], "app-hv1")
+    finally:
+        for conn, domain, _serial in guests:
+            domain.destroy()
+            conn.close()
+        sql_lab("DELETE FROM vm WHERE name = 'app-hv1' RETURNING id")
+
+
+def test_a_vlan_network_the_kernel_cannot_carry_makes_hosts_nonoperational_until_removed(dc, sql_lab):
+    vlan = {"name": "tagged", "datacenter": "lab", "vlan": 42, "clusters": [{"name": "lab"}]}
+    run = engine_tasks(dc, [{"name": "vlan", "virtplane.kvm.logical_network": vlan}])
+    assert run.rc == 0, run.output[-3000:]
+    hosts = sql_lab("SELECT name, status, status_reason FROM host ORDER BY name")
+    assert [(h["name"], h["status"]) for h in hosts] == [("hv1", "NonOperational"), ("hv2", "NonOperational")]
+    assert "required network tagged is not realized" in hosts[0]["status_reason"]
+    assert "no 802.1Q VLAN support" in hosts[0]["status_reason"]
+    assert run["vlan"]["logical_network"]["status"] == "missing"
+
+    run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.logical_network": {"name": "tagged",
+                                                                                 "state": "absent"}}])
+    assert run.rc == 0, run.output[-3000:]
+    assert {h["status"] for h in sql_lab("SELECT status FROM host")} == {"Up"}
+    events = sql_lab("SELECT message FROM event WHERE code = 'HOST_STATUS_CHANGED' ORDER BY id")
+    assert any("NonOperational" in e["message"] for e in events) and events[-1]["message"].endswith("is Up")
+
+
+def test_a_host_that_joins_later_gets_the_domains_and_networks(dc, sql_lab):
+    run = run_plays([{"name": "hv3", "hosts": "later", "gather_facts": False, "roles": ["virtplane.kvm.hypervisor"]}],
+                    inventory=dc["inventory"], engine=dc["engine"])
+    assert run.rc == 0, run.output[-4000:]
+    run = engine_tasks(dc, [{"name": "domains", "virtplane.kvm.storage_domain_info": {"refresh": True}},
+                            {"name": "networks", "virtplane.kvm.logical_network_info": {}}])
+    domains = {d["name"]: d for d in run["domains"]["storage_domains"]}
+    for name in ("shared", "san"):
+        assert domains[name]["status"] == "active", domains[name]
+        assert [h["host"] for h in domains[name]["hosts"] if h["active"]] == ["hv1", "hv2", "hv3"]
+    network = run["networks"]["logical_networks"][0]
+    assert network["status"] == "realized" and [h["host"] for h in network["hosts"]] == ["hv1", "hv2", "hv3"]
+    assert sql_lab("SELECT status FROM host WHERE name = 'hv3'")[0]["status"] == "Up"
+    host_pools, host_networks = pools("hv3")
+    assert host_pools["vp-shared"] and host_pools["vp-san"] and host_networks["vp-app"]
+
+
+@pytest.fixture(scope="module")
+def sql_lab(engine_options_module):
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+
+    engine = _db.connect(engine_options_module)
+
+    def query(statement, *args):
+        with engine.transaction() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall()
+
+    yield query
+    engine.close()
