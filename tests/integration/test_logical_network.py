@@ -101,6 +101,18 @@ def test_overlapping_subnets_in_one_data_center_are_refused(engine_options, sql)
     assert [r["name"] for r in sql("SELECT name FROM logical_network")] == ["front"]
 
 
+def test_one_vlan_or_vxlan_segment_is_one_network(engine_options, sql):
+    run = run_play(BASE + [dict(name="first", **network("front", vxlan=100)),
+                           dict(name="same vni", ignore_errors=True, **network("back", vxlan=100)),
+                           dict(name="vlan", **network("tagged", vlan=10)),
+                           dict(name="same vlan", ignore_errors=True, **network("tagged2", vlan=10))],
+                   engine=engine_options)
+    assert run["same vni"]["msg"] == ("Invalid value for 'vxlan': VXLAN segment 100 is already logical network "
+                                      "'front' in data center 'paris'")
+    assert run["same vlan"]["msg"].startswith("Invalid value for 'vlan': VLAN 10 is already logical network 'tagged'")
+    assert sorted(r["name"] for r in sql("SELECT name FROM logical_network")) == ["front", "tagged"]
+
+
 def test_a_host_without_a_nic_for_a_required_network_is_nonoperational_until_it_has_one(engine_options, sql):
     run = run_play(BASE + [
         {"name": "hv1", "virtplane.kvm.host": {"name": "hv1", "cluster": "prod", "libvirt_uri": "test:///default"}},

@@ -110,6 +110,11 @@ def _overlap(cur, datacenter_id, network_id, subnet):
     return None
 
 
+# one segment, one network: two networks on the same VLAN or VNI would share (and fight over) a device
+_SAME_SEGMENT = {
+    column: "SELECT name FROM logical_network WHERE datacenter_id = %%s AND %s = %%s AND id IS DISTINCT FROM %%s"
+            % column for column in ("vlan_id", "vxlan_vni")}
+
 _SELECT = ("SELECT n.*, d.name AS datacenter FROM logical_network n JOIN datacenter d ON d.id = n.datacenter_id")
 
 
@@ -202,6 +207,13 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
             if clash:
                 raise ValidationError("subnet", "%s overlaps subnet %s of logical network '%s' in data center '%s'"
                                       % (target["subnet"], clash[1], clash[0], datacenter))
+        for column, field, label in (("vlan_id", "vlan", "VLAN"), ("vxlan_vni", "vxlan", "VXLAN segment")):
+            if target[column] is not None:
+                cur.execute(_SAME_SEGMENT[column], (dc["id"], target[column], current["id"] if current else None))
+                taken = cur.fetchone()
+                if taken:
+                    raise ValidationError(field, "%s %s is already logical network '%s' in data center '%s'"
+                                          % (label, target[column], taken["name"], datacenter))
         cur.execute("SELECT name FROM logical_network WHERE datacenter_id = %s AND bridge = %s"
                     " AND id IS DISTINCT FROM %s", (dc["id"], target["bridge"], current["id"] if current else None))
         other = cur.fetchone()
