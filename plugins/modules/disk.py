@@ -173,11 +173,17 @@ def main():
         if p["state"] == "detached":
             return _disk.ensure_detached(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
                                          module.check_mode)
+        planned = None
+        if p["vm"] is not None:  # refused before the disk is created, not after
+            planned = _disk.check_attachable(engine, p["storage_domain"], p["vm"], p["datacenter"], p["bus"])
         outcome = _disk.ensure_present(engine, p["name"], p["storage_domain"], datacenter=p["datacenter"],
                                        size=p["size"], fmt=p["format"], source=p["source"], lun=p["lun"],
                                        timeout=p["timeout"], check_mode=module.check_mode)
-        if p["vm"] is None or (module.check_mode and outcome.resource.get("id") is None):
+        if p["vm"] is None:
             return outcome
+        if module.check_mode and outcome.resource.get("id") is None:  # a disk that does not exist yet
+            return _common.merge_outcomes(outcome, _common.Outcome(True, {"vm": None}, {"vm": p["vm"]},
+                                                                   dict(outcome.resource, vm=p["vm"]), planned))
         attached = _disk.ensure_attached(engine, p["name"], p["storage_domain"], p["vm"], p["datacenter"], p["bus"],
                                          p["bootable"], p["timeout"], module.check_mode)
         return _common.merge_outcomes(outcome, attached)

@@ -143,3 +143,12 @@ def test_a_host_without_a_nic_for_a_required_network_is_nonoperational_until_it_
                     dict(name="remove again", **network(state="absent"))], engine=engine_options)
     assert run["remove"]["changed"] and not run["remove again"]["changed"]
     assert sql("SELECT * FROM host_network") == []
+
+
+def test_one_field_of_an_existing_network_changes_alone(engine_options):
+    run = run_play(BASE + [dict(name="create", **network("lan", mode="isolated", subnet="10.5.0.0/24")),
+                           dict(name="gateway", **network("lan", gateway="10.5.0.1")),
+                           dict(name="nat", **network("lan", mode="nat"))], engine=engine_options, diff=True)
+    assert run.rc == 0, run.output
+    assert run["gateway"]["diff"] == {"before": {"gateway": None}, "after": {"gateway": "10.5.0.1"}}
+    assert run["nat"]["diff"] == {"before": {"mode": "isolated"}, "after": {"mode": "nat"}}

@@ -186,3 +186,24 @@ def test_disk_input_checks(engine_options, sql):
     assert run["nowhere"]["msg"] == "Cannot create disk 'd1': storage domain 'nowhere' does not exist"
     assert "'source': cannot read '/nonexistent/image.qcow2' on the engine host" in run["missing source"]["msg"]
     assert sql("SELECT * FROM disk") == []
+
+
+def test_dependants_of_domains_clusters_and_hosts(engine_options, sql):
+    run = run_play(BASE + HOST + [
+        dict(name="everywhere", **domain(type="posixfs", posixfs={"path": "/srv/shared"})),
+        dict(name="local", **domain("local", type="dir", host="hv1", dir={"path": "/srv"})),
+        dict(name="attach to nothing", ignore_errors=True, **{"virtplane.kvm.disk": {
+            "name": "d1", "storage_domain": "shared", "size": "1GiB", "vm": "nowhere"}}),
+        {"name": "remove empty cluster", "virtplane.kvm.cluster": {"name": "empty", "state": "absent"}},
+        {"name": "remove host", "ignore_errors": True, "virtplane.kvm.host": {"name": "hv1", "state": "absent"}},
+    ], engine=engine_options)
+    assert run["local"]["storage_domain"]["clusters"] == ["prod"]
+    # the VM is checked before the disk is made: nothing is created
+    assert run["attach to nothing"]["msg"] == "Cannot attach a disk to VM 'nowhere': VM 'nowhere' does not exist"
+    assert sql("SELECT * FROM disk") == []
+    # a cluster without hosts goes, and its storage attachments with it
+    assert "detach storage domain shared" in run["remove empty cluster"]["actions"]
+    assert sql("SELECT c.name FROM storage_domain_cluster sc JOIN cluster c ON c.id = sc.cluster_id") == [
+        {"name": "prod"}, {"name": "prod"}]
+    assert run["remove host"]["msg"] == ("Cannot remove host 'hv1': it holds the 'dir' storage domains local; "
+                                         "remove them first")

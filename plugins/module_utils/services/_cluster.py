@@ -142,8 +142,13 @@ def ensure_absent(engine, name, check_mode=False):
         hosts = _host_names(cur, row["id"])
         refuse_dependants("remove", "cluster", name, [("hosts", hosts), ("VMs", vms)])
         before = _view(row, row["datacenter"], hosts)
+        # with no hosts no pool is realized for it: its storage domain attachments simply go
+        cur.execute("SELECT s.name FROM storage_domain_cluster sc JOIN storage_domain s ON s.id = sc.storage_domain_id"
+                    " WHERE sc.cluster_id = %s ORDER BY s.name", (row["id"],))
+        detached = ["detach storage domain %s" % r["name"] for r in cur.fetchall()]
         if not check_mode:
+            cur.execute("DELETE FROM storage_domain_cluster WHERE cluster_id = %s", (row["id"],))
             cur.execute("DELETE FROM cluster WHERE id = %s", (row["id"],))
             _events.record(cur, "CLUSTER_REMOVED", "Cluster %s was removed" % name, object_type="cluster",
                            object_id=row["id"], object_name=name, datacenter=row["datacenter"], cluster=name)
-        return Outcome(True, before, {}, None, ["remove"])
+        return Outcome(True, before, {}, None, ["remove"] + detached)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import ipaddress
+import posixpath
 import re
 import uuid
 
@@ -154,8 +155,8 @@ def validate_text(field, value, what="value"):
 
 def validate_path(field, value):
     validate_text(field, value, "path")
-    if not value.startswith("/") or "/../" in value + "/" or value.rstrip("/") != value and value != "/":
-        raise ValidationError(field, "'%s' must be an absolute, normalized path (no '..', no trailing '/')"
+    if not value.startswith("/") or posixpath.normpath(value) != value:
+        raise ValidationError(field, "'%s' must be an absolute, normalized path (no '..', '.', '//' or trailing '/')"
                               % value)
     return value
 

@@ -64,8 +64,9 @@ _SELECT = ("SELECT k.*, s.name AS storage_domain, s.type AS domain_type, s.param
            " LEFT JOIN vm_disk vd ON vd.disk_id = k.id LEFT JOIN vm v ON v.id = vd.vm_id")
 
 
-def find(cur, name, domain_name):
-    cur.execute(_SELECT + " WHERE k.name = %s AND s.name = %s", (name, domain_name))
+def find(cur, name, domain):
+    """The disk ``name`` of storage domain row ``domain`` (domain names repeat across data centers)."""
+    cur.execute(_SELECT + " WHERE k.name = %s AND k.storage_domain_id = %s", (name, domain["id"]))
     return cur.fetchone()
 
 
@@ -144,7 +145,10 @@ def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=No
         image = inspect_image(source)
     with engine.transaction() as cur:
         domain = _domain(cur, domain_name, datacenter, "create disk '%s'" % name)
-        current = find(cur, name, domain_name)
+        current = find(cur, name, domain)
+    if current is not None and lun is not None and current["lun"] != lun:
+        raise ConflictError("Disk '%s' is %s; it cannot become LUN %d: remove it and take the LUN as a new disk"
+                            % (name, "LUN %d" % current["lun"] if current["lun"] is not None else "a volume", lun))
     if current is not None:
         return _update(engine, current, domain, size_bytes, fmt, timeout, check_mode)
     if domain["state"] != "active":
@@ -169,7 +173,10 @@ def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=No
                                   % (human(size_bytes), human(virtual)))
     elif size_bytes is None:
         raise ValidationError("size", "is required to create disk '%s' (or give source to import an image)" % name)
-    fmt = fmt or "qcow2"
+    raw_only = domain["type"] in ("logical", "rbd")  # LVM volumes and RBD images hold raw data only
+    if raw_only and fmt == "qcow2":
+        raise ValidationError("format", "a %s storage domain holds raw volumes only; use format raw" % domain["type"])
+    fmt = fmt or ("raw" if raw_only else "qcow2")
     preallocated = fmt == "raw" and image is None
     volume = "%s.%s" % (name, "qcow2" if fmt == "qcow2" else "img")
     created_size = image[1] if image else size_bytes
@@ -218,7 +225,7 @@ def _create(engine, name, domain, volume, fmt, preallocated, created_size, final
                               domain["name"], session.host["name"]), object_type="disk", object_id=disk_id,
                            object_name=name, datacenter=domain["datacenter"],
                            details={"volume": view_now, "progress": progress_points})
-            resource = view(find(cur, name, domain["name"]))
+            resource = view(find(cur, name, domain))
         made = None  # committed: the volume is the engine's now
         session.refresh_others(domain["name"], timeout)
     finally:
@@ -259,13 +266,19 @@ def _adopt_lun(engine, name, domain, lun, timeout, check_mode):
     if check_mode:
         return Outcome(True, {}, after, dict(after, id=None, volume_name=volume, status="ok"), ["use LUN %d" % lun])
     with engine.transaction() as cur:
+        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        cur.execute("SELECT name FROM disk WHERE storage_domain_id = %s AND lun = %s", (domain["id"], lun))
+        other = cur.fetchone()
+        if other:  # taken by a run that finished meanwhile
+            raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
+                                % (lun, domain["name"], name, other["name"]))
         cur.execute("INSERT INTO disk (storage_domain_id, name, format, preallocated, size_bytes, volume_name, lun)"
                     " VALUES (%s, %s, 'raw', true, %s, %s, %s) RETURNING id",
                     (domain["id"], name, info["capacity_bytes"], volume, lun))
         disk_id = cur.fetchone()["id"]
         _events.record(cur, "DISK_CREATED", "LUN %d of storage domain %s is disk %s" % (lun, domain["name"], name),
                        object_type="disk", object_id=disk_id, object_name=name, datacenter=domain["datacenter"])
-        resource = view(find(cur, name, domain["name"]))
+        resource = view(find(cur, name, domain))
     return Outcome(True, {}, after, resource, ["use LUN %d" % lun])
 
 
@@ -304,7 +317,7 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
         _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (name, before["size"], after["size"]),
                        object_type="disk", object_id=current["id"], object_name=name,
                        datacenter=domain["datacenter"], details={"before": before, "after": after})
-        resource = view(find(cur, name, domain["name"]))
+        resource = view(find(cur, name, domain))
     return Outcome(True, before, after, resource, actions)
 
 
@@ -312,7 +325,7 @@ def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_
     validate_name("name", name)
     with engine.transaction() as cur:
         domain = _domain(cur, domain_name, datacenter, "remove disk '%s'" % name)
-        current = find(cur, name, domain_name)
+        current = find(cur, name, domain)
     if current is None:
         return Outcome(False)
     if current["vm"]:
@@ -363,6 +376,8 @@ def _live(cur, vm_row, disk, target, bus, attach, timeout):
         conn = _client.open_connection(host["libvirt_uri"], timeout)
         try:
             _storage.change_live_disk(conn, vm_row["name"], device, attach)
+            if not attach:
+                _storage.wait_disk_gone(conn, vm_row["name"], target, timeout)
         finally:
             conn.close()
     except HypervisorError as exc:
@@ -370,6 +385,34 @@ def _live(cur, vm_row, disk, target, bus, attach, timeout):
                               % ("plug" if attach else "unplug", disk["name"], "into" if attach else "from",
                                  vm_row["name"], host["name"], exc))
     return host["name"]
+
+
+def _attachable_vm(cur, domain, vm, action):
+    """The VM row, if a disk of ``domain`` can go on it: it exists and its cluster uses the domain."""
+    cur.execute("SELECT v.*, c.name AS cluster FROM vm v JOIN cluster c ON c.id = v.cluster_id WHERE v.name = %s"
+                " FOR UPDATE OF v", (vm,))
+    vm_row = cur.fetchone()
+    if vm_row is None:
+        raise NotFoundError("VM", vm, action)
+    cur.execute("SELECT 1 FROM storage_domain_cluster WHERE storage_domain_id = %s AND cluster_id = %s",
+                (domain["id"], vm_row["cluster_id"]))
+    if cur.fetchone() is None:
+        raise ValidationError("vm", "VM '%s' is in cluster %s, which does not use storage domain '%s'"
+                              % (vm, vm_row["cluster"], domain["name"]))
+    return vm_row
+
+
+def check_attachable(engine, domain_name, vm, datacenter=None, bus="virtio"):
+    """Refuse an attachment before the disk is even created (bad input changes nothing)."""
+    validate_name("vm", vm)
+    if bus not in BUSES:
+        raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
+    with engine.transaction() as cur:
+        domain = _domain(cur, domain_name, datacenter, "attach a disk to VM '%s'" % vm)
+        vm_row = _attachable_vm(cur, domain, vm, "attach a disk to VM '%s'" % vm)
+        target = _next_target(cur, vm_row["id"], bus)
+        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
+    return ["attach as %s" % target] + (["plug into the running guest"] if running else [])
 
 
 def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio", bootable=False, timeout=15,
@@ -381,15 +424,17 @@ def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio"
         raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
     action = "attach disk '%s' to VM '%s'" % (name, vm)
     with engine.transaction() as cur:
-        _domain(cur, domain_name, datacenter, action)
-        current = find(cur, name, domain_name)
+        domain = _domain(cur, domain_name, datacenter, action)
+        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        current = find(cur, name, domain)
         if current is None:
             raise NotFoundError("disk", name, action)
-        cur.execute("SELECT * FROM vm WHERE name = %s FOR UPDATE", (vm,))
-        vm_row = cur.fetchone()
-        if vm_row is None:
-            raise NotFoundError("VM", vm, action)
+        vm_row = _attachable_vm(cur, domain, vm, action)
         if current["vm"] == vm:
+            if current["bus"] != bus or current["bootable"] != bootable:
+                raise ConflictError("Cannot change bus or bootable of disk '%s' on VM '%s' in place (now %s%s): "
+                                    "detach it and attach it again" % (name, vm, current["bus"],
+                                                                      ", bootable" if current["bootable"] else ""))
             return Outcome(False, resource=view(current))
         if current["vm"]:
             raise ConflictError("Cannot %s: it is attached to VM %s; detach it first" % (action, current["vm"]))
@@ -406,14 +451,15 @@ def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio"
         _events.record(cur, "DISK_ATTACHED", "Disk %s was attached to VM %s as %s%s"
                        % (name, vm, target, " (live on host %s)" % host if host else ""), object_type="disk",
                        object_id=current["id"], object_name=name, vm=vm)
-        return Outcome(True, before, after, view(find(cur, name, domain_name)), actions)
+        return Outcome(True, before, after, view(find(cur, name, domain)), actions)
 
 
 def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
-        _domain(cur, domain_name, datacenter, "detach disk '%s'" % name)
-        current = find(cur, name, domain_name)
+        domain = _domain(cur, domain_name, datacenter, "detach disk '%s'" % name)
+        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        current = find(cur, name, domain)
         if current is None:
             raise NotFoundError("disk", name, "detach disk '%s'" % name)
         if not current["vm"]:
@@ -426,11 +472,12 @@ def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, chec
         if check_mode:
             return Outcome(True, before, after, dict(view(current), vm=None, target=None, bus=None), actions)
         cur.execute("DELETE FROM vm_disk WHERE disk_id = %s", (current["id"],))
+        # commits only once the guest has let go of the disk: until then it may still write to it
         host = _live(cur, vm_row, current, current["target"], current["bus"], False, timeout)
         _events.record(cur, "DISK_DETACHED", "Disk %s was detached from VM %s%s"
                        % (name, current["vm"], " (live on host %s)" % host if host else ""), object_type="disk",
                        object_id=current["id"], object_name=name, vm=current["vm"])
-        return Outcome(True, before, after, view(find(cur, name, domain_name)), actions)
+        return Outcome(True, before, after, view(find(cur, name, domain)), actions)
 
 
 def disk_info(engine, names=None, domain_name=None):

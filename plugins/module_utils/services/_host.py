@@ -146,6 +146,11 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
         if row is None:
             return _register(cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
                              network_nic)
+        if row["cluster_id"] != target["id"]:
+            vms = _vms_on(cur, row["id"])
+            if vms:  # before converge: moving would withdraw the networks these VMs use
+                raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or "
+                                    "stop them first" % (name, target["name"], ", ".join(vms)))
         converged = ([], [])
         if facts is not None and row["status"] not in ("Maintenance", "PreparingForMaintenance"):
             converged = converge(cur, dict(row, cluster_id=target["id"], libvirt_uri=uri,
@@ -254,6 +259,11 @@ def ensure_absent(engine, name, check_mode=False):
         if vms:
             raise ConflictError("Cannot remove host '%s': VMs %s run on it; migrate them or stop them first"
                                 % (name, ", ".join(vms)))
+        cur.execute("SELECT name FROM storage_domain WHERE host_id = %s ORDER BY name", (row["id"],))
+        local = [r["name"] for r in cur.fetchall()]
+        if local:
+            raise ConflictError("Cannot remove host '%s': it holds the 'dir' storage domains %s; remove them first"
+                                % (name, ", ".join(local)))
         before = view(row)
         if not check_mode:
             cur.execute("DELETE FROM host WHERE id = %s", (row["id"],))

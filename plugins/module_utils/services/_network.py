@@ -38,7 +38,7 @@ FIELDS = ("description", "mode", "vlan_id", "vxlan_vni", "mtu", "subnet", "gatew
 _BRIDGE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
 NIC_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 # what cannot change while VMs use the network: their taps are on the bridge
-DISRUPTIVE = ("mode", "vlan_id", "vxlan_vni", "bridge")
+DISRUPTIVE = ("mode", "vlan_id", "vxlan_vni", "bridge", "mtu")
 
 
 def derive_bridge(datacenter, name):
@@ -53,8 +53,13 @@ def _netaddr():
     return netaddr
 
 
-def validate(desired, name, datacenter):
-    """Range, address and name checks on the desired fields (None: unset)."""
+def validate(desired, name, datacenter, complete=True):
+    """Range, address and name checks on the desired fields (None: unset).
+
+    ``complete``: the fields are the whole network (stored values merged in), so rules between
+    fields (a gateway needs a subnet, NAT needs both) apply; on the raw input they would refuse a
+    change of one field of an existing network.
+    """
     vlan, vni, mtu = desired.get("vlan_id"), desired.get("vxlan_vni"), desired.get("mtu")
     if vlan is not None and not 1 <= vlan <= 4094:
         raise ValidationError("vlan", "%s is not a usable VLAN id: use 1-4094 (0 and 4095 are reserved)" % vlan)
@@ -65,7 +70,7 @@ def validate(desired, name, datacenter):
     if mtu is not None and not 68 <= mtu <= 9216:
         raise ValidationError("mtu", "%s is outside 68-9216" % mtu)
     mode = desired.get("mode") or "bridge"
-    if mode != "bridge" and (vlan or vni):
+    if complete and mode != "bridge" and (vlan or vni):
         raise ValidationError("mode", "a %s network is local to each host: VLAN and VXLAN need mode bridge" % mode)
     bridge = desired.get("bridge")
     if bridge is not None and (not _BRIDGE.match(bridge) or bridge in (".", "..")):
@@ -92,9 +97,14 @@ def validate(desired, name, datacenter):
             if address not in network or (network.size > 2 and address in (network.network, network.broadcast)):
                 raise ValidationError("gateway", "%s is not a host address of subnet %s" % (gateway, network.cidr))
             desired["gateway"] = str(address)
-    elif gateway is not None:
+    elif gateway is not None and complete:
         raise ValidationError("gateway", "needs a subnet")
-    if mode == "nat" and (subnet is None or gateway is None):
+    elif gateway is not None:
+        try:
+            desired["gateway"] = str(netaddr.IPAddress(gateway))
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise ValidationError("gateway", "'%s' is not an IP address" % gateway)
+    if complete and mode == "nat" and (subnet is None or gateway is None):
         raise ValidationError("subnet", "a nat network needs a subnet and a gateway (the host's address on it)")
 
 
@@ -177,7 +187,7 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
     validate_name("name", name)
     validate_name("datacenter", datacenter)
     desired = dict(desired)
-    validate(desired, name, datacenter)
+    validate(desired, name, datacenter, complete=False)
     clusters = None if clusters is None else _normalize_clusters(clusters)
     with engine.transaction() as cur:
         current = find(cur, name, datacenter)
@@ -240,10 +250,20 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
                 if users:
                     raise ConflictError("Cannot change %s of logical network '%s': VMs %s have NICs on it"
                                         % (", ".join(disruptive), name, ", ".join(users)))
+        if current is not None:
+            dropped = sorted({c["name"] for c in old_clusters} - {c["name"] for c in clusters})
+            cur.execute("SELECT DISTINCT v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id JOIN cluster c"
+                        " ON c.id = v.cluster_id WHERE n.network_id = %s AND c.name = ANY(%s) ORDER BY v.name",
+                        (current["id"], dropped))
+            users = [r["name"] for r in cur.fetchall()]
+            if users:
+                raise ConflictError("Cannot take logical network '%s' from clusters %s: VMs %s have NICs on it"
+                                    % (name, ", ".join(dropped), ", ".join(users)))
         affected = _hosts_of(cur, sorted({c["name"] for c in clusters} | {c["name"] for c in old_clusters}))
     affected = [h for h in affected if h["status"] in ("Up", "NonOperational")]
     host_plan = _plan_hosts(affected, name, target, clusters, timeout)
-    host_actions = ["%s on %s" % (a, h) for h, a in sorted(host_plan.items()) if a]
+    # a host that does not answer now is checked (and marked) by the host refresh below, not an action
+    host_actions = ["%s on %s" % (a, h) for h, a in sorted(host_plan.items()) if a and not a.startswith("check (")]
     before = {k: before_cfg.get(k) for k in changes} if current else {}
     after = dict(changes) if current else dict(after_cfg)
     actions = ([] if current else ["create"]) + (["update"] if current and changes else []) + host_actions

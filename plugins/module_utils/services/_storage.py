@@ -257,7 +257,11 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
     if failed:
         raise HypervisorError("Cannot %s: hosts %s did not answer: %s"
                               % (action, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
-    if wanted_state == "active":
+    if wanted_state == "maintenance" and (current is None or current["state"] != "maintenance"):
+        _refuse_in_use(engine, current or {"id": None, "name": name}, "put storage domain '%s' into maintenance" % name)
+    # the probe starts a transient pool: harmless for a directory or an iSCSI login, but a mount or a
+    # volume group activation is a change to the host, which check mode must not make
+    if wanted_state == "active" and not (check_mode and kind in ("nfs", "logical", "rbd")):
         to_probe = [h for h in targets if not observed[h["name"]][0]["matches"]]
         probes = _hosts.on_hosts(to_probe, lambda conn, h: _probe(conn, h, name, specs[h["name"]]), timeout)
         problems = {n: (r or e) for n, (r, e) in probes.items() if r or e}
@@ -305,6 +309,16 @@ def _planned_host_actions(targets, observed, wanted_state):
         else:
             planned[h["name"]] = []
     return planned
+
+
+def _refuse_in_use(engine, current, action):
+    with engine.transaction() as cur:
+        cur.execute("SELECT DISTINCT v.name FROM vm v JOIN vm_disk vd ON vd.vm_id = v.id JOIN disk k ON"
+                    " k.id = vd.disk_id WHERE k.storage_domain_id = %s AND v.status NOT IN ('Down', 'Suspended')"
+                    " ORDER BY v.name", (current["id"],))
+        vms = [r["name"] for r in cur.fetchall()]
+    if vms:
+        raise ConflictError("Cannot %s: running VMs %s use its disks" % (action, ", ".join(vms)))
 
 
 def _refuse_detach_in_use(engine, current, leaving):
@@ -375,8 +389,12 @@ def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets,
                                                                       desired["state"]), timeout)
         failed = _hosts.failures(outcomes)
         if failed:
-            created = [h for h in targets if "define" in ((outcomes[h["name"]][0] or {}).get("actions") or [])]
+            done = {h["name"]: (outcomes[h["name"]][0] or {}).get("actions") or [] for h in targets}
+            created = [h for h in targets if "define" in done[h["name"]]]
             _hosts.on_hosts(created, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)), timeout)
+            stopped = [h for h in targets if "stop" in done[h["name"]]]  # maintenance half-done: back to active
+            _hosts.on_hosts(stopped, lambda conn, h: _storage.realize_pool(conn, _storage.pool_name(name),
+                                                                           specs[h["name"]]), timeout)
             raise HypervisorError("Cannot %s storage domain '%s': %s" % ("create" if current is None else "update",
                                                                         name, _hosts.describe_failures(failed)))
         removed = _hosts.on_hosts(leaving, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
@@ -401,30 +419,29 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
         current = find(cur, name, datacenter)
         if current is None:
             return Outcome(False)
+        Engine.lock(cur, LOCK_DATACENTER, current["datacenter"])
+        # under the lock: no disk can be created in the domain while its pools are taken away
         refuse_dependants("remove", "storage domain", name, [("disks", _disks_of(cur, current["id"]))])
         cur.execute("SELECT h.* FROM host h JOIN storage_domain_host sh ON sh.host_id = h.id"
                     " WHERE sh.storage_domain_id = %s ORDER BY h.name", (current["id"],))
         holders = cur.fetchall()
         before = _config(current, _clusters_of(cur, current["id"]))
-    reachable = [h for h in holders if h["status"] != "NonResponsive"]
-    if check_mode:
-        return Outcome(True, before, {}, None, ["remove"] + ["remove pool on %s" % h["name"] for h in reachable])
-    outcomes = _hosts.on_hosts(reachable, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
-                               timeout)
-    failed = _hosts.failures(outcomes)
-    if failed:
-        raise HypervisorError("Cannot remove storage domain '%s': the pool could not be removed from hosts %s: %s"
-                              % (name, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, current["datacenter"])
-        refuse_dependants("remove", "storage domain", name, [("disks", _disks_of(cur, current["id"]))])
+        reachable = [h for h in holders if h["status"] != "NonResponsive"]
+        actions = ["remove"] + ["remove pool on %s" % h["name"] for h in reachable]
+        if check_mode:
+            return Outcome(True, before, {}, None, actions)
+        outcomes = _hosts.on_hosts(reachable, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
+                                   timeout)
+        failed = _hosts.failures(outcomes)
+        if failed:
+            raise HypervisorError("Cannot remove storage domain '%s': the pool could not be removed from hosts %s: "
+                                  "%s" % (name, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
         cur.execute("DELETE FROM storage_domain WHERE id = %s", (current["id"],))
         skipped = sorted(h["name"] for h in holders if h not in reachable)
         _events.record(cur, "STORAGE_DOMAIN_REMOVED", "Storage domain %s was removed" % name,
                        severity="warning" if skipped else "normal", object_type="storage_domain",
                        object_id=current["id"], object_name=name, datacenter=current["datacenter"],
                        details={"pool_left_on_unreachable_hosts": skipped})
-    actions = ["remove"] + ["remove pool on %s" % h for h in sorted(outcomes)]
     return Outcome(True, before, {}, None, actions)
 
 

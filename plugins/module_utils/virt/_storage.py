@@ -144,7 +144,7 @@ def probe_pool(conn, name, spec):
     or that a host cannot realize a type (no NFS client, no LVM): the host itself says so.
     """
     try:
-        pool = conn.storagePoolCreateXML(pool_xml(name, spec), 0)
+        pool = conn.storagePoolCreateXML(pool_xml(name, spec), _create_flags(spec))
     except libvirt.libvirtError as exc:
         return _message(exc)
     try:
@@ -154,9 +154,19 @@ def probe_pool(conn, name, spec):
     return None
 
 
+def _create_flags(spec):
+    # a netfs pool mounts on its target directory: libvirt makes it (build) when it is missing
+    return libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD if spec["type"] == "netfs" else 0
+
+
 def realize_pool(conn, name, spec):
-    """Define, start and autostart the pool; returns the actions taken (empty: nothing to do)."""
+    """Define, start and autostart the pool; returns the actions taken (empty: nothing to do).
+
+    A pool this call defined is undefined again if it cannot start: no host keeps a pool the
+    engine does not know about.
+    """
     actions = []
+    pool = None
     try:
         pool = _pool(conn, name)
         if pool is not None and read_pool_spec(pool.XMLDesc(0)) != spec:
@@ -170,12 +180,17 @@ def realize_pool(conn, name, spec):
             if not actions:
                 actions.append("define")
         if not pool.isActive():
-            pool.create(0)
+            pool.create(_create_flags(spec))
             actions.append("start")
         if not pool.autostart():
             pool.setAutostart(1)
             actions.append("autostart")
     except libvirt.libvirtError as exc:
+        if pool is not None and actions[:1] in (["define"], ["redefine"]):
+            try:
+                pool.undefine()
+            except libvirt.libvirtError:
+                pass
         raise HypervisorError(_message(exc))
     return actions
 
@@ -305,12 +320,12 @@ def upload_volume(conn, vol, source_path, length, progress, chunk=4 * 1024 * 102
         except libvirt.libvirtError:
             pass
         raise HypervisorError(_message(exc))
-    except Exception:
+    except OSError as exc:
         try:
             stream.abort()
         except libvirt.libvirtError:
             pass
-        raise
+        raise HypervisorError("cannot read %s: %s" % (source_path, exc.strerror or exc))
     return sent
 
 
@@ -342,6 +357,17 @@ def change_live_disk(conn, domain_name, device_xml, attach):
             dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
     except libvirt.libvirtError as exc:
         raise HypervisorError(_message(exc))
+
+
+def wait_disk_gone(conn, domain_name, target, timeout):
+    """A guest acknowledges an unplug in its own time; the disk is free only once it has."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while target in live_disk_targets(conn, domain_name):
+        if time.monotonic() > deadline:
+            raise HypervisorError("the guest did not release disk %s within %d s" % (target, timeout))
+        time.sleep(0.5)
 
 
 def live_disk_targets(conn, domain_name):
