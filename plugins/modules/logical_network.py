@@ -18,7 +18,7 @@ description:
     V(nat) and V(isolated) networks are bridged by libvirt on each host alone.
   - After the change every affected host is checked. A host that cannot realize a required network (no
     802.1Q support for a VLAN, no NIC, ...) becomes V(NonOperational) with the reason; it is V(Up) again once
-    the cause is fixed. RV(logical_network.status) says whether every host has the network.
+    the cause is fixed. C(status) in RV(logical_network) says whether every host has the network.
 extends_documentation_fragment:
   - virtplane.kvm.engine
 options:

@@ -10,8 +10,8 @@ short_description: Report logical networks and whether each host has them
 version_added: 0.1.0
 description:
   - Lists logical networks with their cluster assignments and, per host, whether the network is realized
-    and the last error. RV(logical_networks[].status) is V(realized), V(partial) (with
-    RV(logical_networks[].missing_on)), V(missing) or V(unattached).
+    and the last error. C(status) of each network is V(realized), V(partial) (with
+    C(missing_on) naming the hosts), V(missing) or V(unattached).
   - To check the hosts again, use M(virtplane.kvm.host_info) with O(virtplane.kvm.host_info#module:refresh=true).
 extends_documentation_fragment:
   - virtplane.kvm.engine

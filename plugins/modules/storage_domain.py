@@ -138,7 +138,6 @@ options:
           - UUID of the libvirt secret, defined on every host, that holds the user's key. The key is
             referenced, never passed to or stored by the engine.
         type: str
-        no_log: true
   state:
     description:
       - V(present) realizes the domain and keeps its pools active; V(maintenance) keeps it defined but stops

@@ -11,8 +11,8 @@ version_added: 0.1.0
 description:
   - Lists storage domains with their clusters, disks and, per host, whether its pool is active, its
     capacity, allocation, free space and the last error.
-  - RV(storage_domains[].status) is V(active) when every host that should have the domain has it
-    active, V(partial) (with RV(storage_domains[].missing_on) naming the hosts) or V(inactive) otherwise,
+  - C(status) of each domain is V(active) when every host that should have the domain has it
+    active, V(partial) (with C(missing_on) naming the hosts) or V(inactive) otherwise,
     V(maintenance), or V(unattached) when no host uses it.
   - With O(refresh=true) every host is asked now and its answer recorded.
 extends_documentation_fragment:

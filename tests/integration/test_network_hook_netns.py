@@ -64,7 +64,7 @@ def network_xml(metadata, forward="bridge", mtu="1450"):
 def run_hook(netns, operation, xml):
     """The hook as libvirt runs it: `network NAME OPERATION SUB_OPERATION -`, the XML on stdin."""
     return subprocess.run(["ip", "netns", "exec", netns, HOOK, "vp-blue", *operation.split(), "-"],
-                          input=xml, capture_output=True, text=True, timeout=30)
+                          input=xml, capture_output=True, text=True, timeout=30, check=False)
 
 
 def links(netns):

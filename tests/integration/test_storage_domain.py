@@ -71,8 +71,8 @@ def test_create_check_then_real_with_diff_and_host_view(engine_options, sql):
     assert run["create"]["actions"] == ["create", "define pool on hv1"]
     assert run["create"]["diff"]["before"] == {}
 
-    run = run_play([dict(name="detach", **domain(type="posixfs", posixfs={"path": "/srv/shared"},
-                                                  clusters=["empty"], description="backups"))],
+    detach = domain(type="posixfs", posixfs={"path": "/srv/shared"}, clusters=["empty"], description="backups")
+    run = run_play([dict(name="detach", **detach)],
                    engine=engine_options, diff=True)
     assert run["detach"]["diff"] == {"before": {"clusters": ["empty", "prod"], "description": ""},
                                      "after": {"clusters": ["empty"], "description": "backups"}}
@@ -133,8 +133,8 @@ def test_fields_libvirt_cannot_change_in_place_are_refused_with_the_reason(engin
 
 
 def test_removal_is_refused_while_disks_remain_and_lists_them(engine_options, sql, engine):
-    run = run_play(BASE + [dict(name="create", **domain(type="posixfs", posixfs={"path": "/srv/a"},
-                                                          clusters=["empty"]))], engine=engine_options)
+    create = domain(type="posixfs", posixfs={"path": "/srv/a"}, clusters=["empty"])
+    run = run_play(BASE + [dict(name="create", **create)], engine=engine_options)
     domain_id = run["create"]["storage_domain"]["id"]
     with engine.transaction() as cur:
         for name in ("web01-root", "db01-data"):

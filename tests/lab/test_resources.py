@@ -185,8 +185,8 @@ def test_a_pool_lost_on_one_host_is_reported_and_restored(dc):
         conn.storagePoolLookupByName("vp-shared").destroy()  # behind the engine's back
     finally:
         conn.close()
-    run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.storage_domain_info": {"name": ["shared"],
-                                                                                  "refresh": True}}])
+    info = {"name": ["shared"], "refresh": True}
+    run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.storage_domain_info": info}])
     shared = run["info"]["storage_domains"][0]
     assert (shared["status"], shared["missing_on"]) == ("partial", ["hv2"])
     run = engine_tasks(dc, [{"name": "check hosts", "virtplane.kvm.host_info": {"refresh": True}},

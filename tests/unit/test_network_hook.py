@@ -244,7 +244,8 @@ def test_vlan_device_names_fit_the_kernel_limit(nic, vlan, expected):
 def test_truncated_vlan_names_differ_per_nic_and_are_used_in_the_plan():
     first, second = hook.vlan_device_name("enp129s0f1np1", 10), hook.vlan_device_name("enp129s0f1np2", 10)
     assert first != second
-    commands = hook.plan("start", spec(**dict(VLAN, nic="enp129s0f1np1")), facts(Link("enp129s0f1np1", up=True)))
+    vlan_spec = spec(uplink="vlan", nic="enp129s0f1np1", vlan="10")
+    commands = hook.plan("start", vlan_spec, facts(Link("enp129s0f1np1", up=True)))
     assert ["ip", "link", "add", "link", "enp129s0f1np1", "name", first, "type", "vlan", "id", "10"] in commands
 
 

@@ -432,9 +432,9 @@ def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio"
         vm_row = _attachable_vm(cur, domain, vm, action)
         if current["vm"] == vm:
             if current["bus"] != bus or current["bootable"] != bootable:
-                raise ConflictError("Cannot change bus or bootable of disk '%s' on VM '%s' in place (now %s%s): "
-                                    "detach it and attach it again" % (name, vm, current["bus"],
-                                                                      ", bootable" if current["bootable"] else ""))
+                now = current["bus"] + (", bootable" if current["bootable"] else "")
+                raise ConflictError("Cannot change bus or bootable of disk '%s' on VM '%s' in place (now %s): "
+                                    "detach it and attach it again" % (name, vm, now))
             return Outcome(False, resource=view(current))
         if current["vm"]:
             raise ConflictError("Cannot %s: it is attached to VM %s; detach it first" % (action, current["vm"]))

@@ -164,8 +164,12 @@ def view(cur, row):
                 if h["status"] in ("Up", "NonOperational")]
     realized = {h["host"] for h in hosts if h["realized"]}
     missing = sorted(set(expected) - realized)
-    status = "unattached" if not expected else ("realized" if not missing else
-                                                 ("partial" if realized else "missing"))
+    if not expected:
+        status = "unattached"
+    elif not missing:
+        status = "realized"
+    else:
+        status = "partial" if realized else "missing"
     result = _config(row, clusters)
     result.update(id=plain(row["id"]), name=row["name"], datacenter=row["datacenter"],
                   libvirt_name=_network.libvirt_name(row["name"]), status=status, missing_on=missing, hosts=hosts)
@@ -272,17 +276,16 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
             return Outcome(False, resource=view(cur, current))
     if check_mode:
         with engine.transaction() as cur:
-            resource = view(cur, current) if current else dict(after_cfg, name=name, datacenter=datacenter,
-                                                                hosts=[], status="unattached")
+            predicted = dict(after_cfg, name=name, datacenter=datacenter, hosts=[], status="unattached")
+            resource = view(cur, current) if current else predicted
         return Outcome(True, before, after, resource, actions)
     with engine.transaction() as cur:
         Engine.lock(cur, LOCK_DATACENTER, datacenter)
         if current is None:
             row = insert_row(cur, "logical_network", dict(target, name=name, datacenter_id=dc["id"]))
         else:
-            row = update_row(cur, "logical_network", current["id"], {k: target[k] for k in FIELDS
-                                                                      if k in changes}) if set(changes) - {
-                "clusters"} else current
+            fields = {k: target[k] for k in FIELDS if k in changes}
+            row = update_row(cur, "logical_network", current["id"], fields) if fields else current
         if "clusters" in changes:
             cur.execute("DELETE FROM cluster_network WHERE network_id = %s", (row["id"],))
             for entry in clusters:
@@ -333,8 +336,8 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
             return Outcome(False)
         cur.execute("SELECT DISTINCT v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id WHERE n.network_id = %s",
                     (current["id"],))
-        refuse_dependants("remove", "logical network", name, [("VMs with NICs on it",
-                                                                [r["name"] for r in cur.fetchall()])])
+        users = [r["name"] for r in cur.fetchall()]
+        refuse_dependants("remove", "logical network", name, [("VMs with NICs on it", users)])
         before = _config(current, _assignments(cur, current["id"]))
         holders = [h for h in _hosts_of(cur, [c["name"] for c in before["clusters"]])
                    if h["status"] in ("Up", "NonOperational")]

@@ -247,7 +247,7 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
         clusters = sorted(set(clusters))
         old_clusters = _clusters_of(cur, current["id"]) if current else []
         targets = _target_hosts(cur, clusters, host if kind == "dir" else None)
-        leaving = [h for h in _target_hosts(cur, sorted(set(old_clusters) - set(clusters)))]
+        leaving = list(_target_hosts(cur, sorted(set(old_clusters) - set(clusters))))
         desired_description = description if description is not None else (current or {}).get("description", "")
 
     specs = {h["name"]: _storage.pool_spec(kind, params, h["name"]) for h in targets}
@@ -288,8 +288,8 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
             return Outcome(False, resource=view(cur, find(cur, name, datacenter)))
     if check_mode:
         with engine.transaction() as cur:
-            resource = view(cur, current) if current else dict(desired, name=name, datacenter=datacenter,
-                                                                hosts=[], disks=[], status="unattached")
+            predicted = dict(desired, name=name, datacenter=datacenter, hosts=[], disks=[], status="unattached")
+            resource = view(cur, current) if current else predicted
         return Outcome(True, before, after, resource, actions)
     return _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets, specs, leaving, before,
                   after, actions, timeout)
@@ -385,8 +385,11 @@ def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets,
                         (row["id"], dc_clusters[cluster]))
         # the hosts change inside the transaction: if one fails, the pools this run defined are
         # removed again and the engine rolls back, so no host keeps a pool the engine does not know
-        outcomes = _hosts.on_hosts(targets, lambda conn, h: _realize(conn, h, name, specs[h["name"]],
-                                                                      desired["state"]), timeout)
+
+        def realize(conn, host):
+            return _realize(conn, host, name, specs[host["name"]], desired["state"])
+
+        outcomes = _hosts.on_hosts(targets, realize, timeout)
         failed = _hosts.failures(outcomes)
         if failed:
             done = {h["name"]: (outcomes[h["name"]][0] or {}).get("actions") or [] for h in targets}
@@ -395,8 +398,8 @@ def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets,
             stopped = [h for h in targets if "stop" in done[h["name"]]]  # maintenance half-done: back to active
             _hosts.on_hosts(stopped, lambda conn, h: _storage.realize_pool(conn, _storage.pool_name(name),
                                                                            specs[h["name"]]), timeout)
-            raise HypervisorError("Cannot %s storage domain '%s': %s" % ("create" if current is None else "update",
-                                                                        name, _hosts.describe_failures(failed)))
+            verb = "create" if current is None else "update"
+            raise HypervisorError("Cannot %s storage domain '%s': %s" % (verb, name, _hosts.describe_failures(failed)))
         removed = _hosts.on_hosts(leaving, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
                                   timeout)
         if leaving:

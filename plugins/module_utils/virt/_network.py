@@ -45,7 +45,7 @@ def network_spec(net, nic):
             spec.update(uplink="nic")
     if net.get("subnet") and net["mode"] != "bridge":
         prefix = str(net["subnet"]).split("/")[1]
-        spec["ip"] = "%s/%s" % (str(net["gateway"]).split("/")[0], prefix) if net.get("gateway") else None
+        spec["ip"] = "%s/%s" % (str(net["gateway"]).split("/", maxsplit=1)[0], prefix) if net.get("gateway") else None
     return {k: v for k, v in spec.items() if v not in (None, "")}
 
 
