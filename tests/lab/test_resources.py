@@ -101,6 +101,9 @@ def resources():
         {"name": "app", "virtplane.kvm.logical_network": {"name": "app", "datacenter": "lab", "vxlan": 100,
                                                           "subnet": "192.168.100.0/24",
                                                           "clusters": [{"name": "lab"}]}},
+        # bridged by libvirt on each host alone, optional in the cluster
+        {"name": "iso", "virtplane.kvm.logical_network": {"name": "iso", "datacenter": "lab", "mode": "isolated",
+                                                          "clusters": [{"name": "lab", "required": False}]}},
     ]
 
 
@@ -118,7 +121,7 @@ def pools(host):
 def test_domains_and_a_vxlan_network_on_both_hosts(dc):
     run = engine_tasks(dc, resources(), check=True, diff=True)
     assert run.rc == 0, run.output[-3000:]
-    assert all(run[t]["changed"] for t in ("shared", "san", "app"))
+    assert all(run[t]["changed"] for t in ("shared", "san", "app", "iso"))
     assert run["shared"]["actions"] == ["create", "define pool on hv1", "define pool on hv2"]
     assert run["app"]["diff"]["after"]["vxlan_vni"] == 100
     for host in ("hv1", "hv2"):  # check mode touched no host
@@ -144,6 +147,10 @@ def test_domains_and_a_vxlan_network_on_both_hosts(dc):
         bridge = network["bridge"]
         vxlan = [link for link in json.loads(links) if link["ifname"] == "vx100"]
         assert vxlan and vxlan[0].get("master") == bridge and vxlan[0]["mtu"] == 1450
+
+    assert run["iso"]["logical_network"]["status"] == "realized"
+    for host in ("hv1", "hv2"):
+        assert pools(host)[1]["vp-iso"]
 
     again = engine_tasks(dc, resources())
     assert again.changed_tasks == [], again.changed_tasks
