@@ -29,6 +29,9 @@ options:
   refresh:
     description:
       - Check each host's libvirt now and record what changed.
+      - A check also brings the host what its cluster uses (storage domain pools, logical networks) where
+        they are missing, as M(virtplane.kvm.host) does; a host that cannot realize them is V(NonOperational).
+        In check mode nothing is changed on the hosts or recorded.
     type: bool
     default: false
   probe_timeout:

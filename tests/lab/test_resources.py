@@ -207,7 +207,7 @@ def disk(name, domain="shared", **options):
             "virtplane.kvm.disk": dict(name=name, storage_domain=domain, **options)}
 
 
-def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path):
+def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path, sql_lab):
     image = str(tmp_path / "base.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "96M"], check=True)
     subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 24M", image], check=True, capture_output=True)
@@ -236,6 +236,16 @@ def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path):
     assert "libvirt cannot create volumes on it" in run["lun-by-size"]["msg"]
     assert run["lun1"]["disk"]["lun"] == 1 and 1024 ** 3 - 4096 <= run["lun1"]["disk"]["size_bytes"] <= 1024 ** 3
     assert run["remove shared"]["msg"] == ("Cannot remove storage domain 'shared': it still has disks base, data")
+
+    # a volume the engine has no disk for is neither adopted nor overwritten, and no disk is recorded
+    orphan = os.path.join(SHARED, "orphan.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", orphan, "16M"], check=True)
+    before = os.stat(orphan)
+    run = engine_tasks(dc, [disk("orphan", size="64MiB")])
+    assert "already holds a volume orphan.qcow2 that the engine has no disk for" in run["orphan"]["msg"]
+    assert (os.stat(orphan).st_mtime_ns, os.stat(orphan).st_size) == (before.st_mtime_ns, before.st_size)
+    assert sql_lab("SELECT name FROM disk WHERE name = 'orphan'") == []
+    os.unlink(orphan)
 
     run = engine_tasks(dc, [dict(disk(n, state="absent"), ignore_errors=False) for n in ("data", "base")]
                        + [dict(disk("lun1", domain="san", state="absent"), ignore_errors=False)])
