@@ -60,6 +60,7 @@ options:
       - The host's NIC that carries bridge-mode logical networks (untagged, as VLAN sub-interfaces or as
         the underlay of VXLAN segments), for example V(eth1).
       - A host without one is V(NonOperational) while its cluster requires a bridge-mode network.
+      - Changing it while VMs run on the host is refused: their networks would move under them.
     type: str
   state:
     description:

@@ -129,10 +129,14 @@ def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
         cur.execute("INSERT INTO vm (cluster_id, name, vcpus, memory_mib, status, run_host_id)"
                     " SELECT cluster_id, 'web01', 1, 512, 'Up', id FROM host WHERE name = 'hv1'")
     run = run_play([dict(name="remove", ignore_errors=True, **host(state="absent")),
-                    dict(name="move", ignore_errors=True, **host(cluster="test"))], engine=engine_options)
+                    dict(name="move", ignore_errors=True, **host(cluster="test")),
+                    dict(name="nic", ignore_errors=True, **host(cluster="prod", network_nic="eth9"))],
+                   engine=engine_options)
     assert run["remove"]["msg"] == ("Cannot remove host 'hv1': VMs web01 run on it; migrate them or stop them first")
     assert run["move"]["msg"].startswith("Cannot move host 'hv1' to cluster 'test': VMs web01 run on it")
-    assert sql("SELECT c.name FROM host h JOIN cluster c ON c.id = h.cluster_id") == [{"name": "prod"}]
+    assert run["nic"]["msg"].startswith("Cannot change the network NIC of host 'hv1' from (none) to eth9: VMs web01")
+    assert sql("SELECT c.name, h.network_nic FROM host h JOIN cluster c ON c.id = h.cluster_id") == [
+        {"name": "prod", "network_nic": None}]
 
 
 def test_host_info_refresh_records_status_changes(engine_options, sql, node_file, tmp_path):

@@ -146,11 +146,16 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
         if row is None:
             return _register(cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
                              network_nic)
-        if row["cluster_id"] != target["id"]:
-            vms = _vms_on(cur, row["id"])
-            if vms:  # before converge: moving would withdraw the networks these VMs use
-                raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or "
-                                    "stop them first" % (name, target["name"], ", ".join(vms)))
+        # before converge: moving the host, or its networks to another NIC, would pull them from under its VMs
+        nic_change = network_nic is not None and network_nic != row["network_nic"]
+        vms = _vms_on(cur, row["id"]) if row["cluster_id"] != target["id"] or nic_change else []
+        if vms and row["cluster_id"] != target["id"]:
+            raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or "
+                                "stop them first" % (name, target["name"], ", ".join(vms)))
+        if vms:
+            raise ConflictError("Cannot change the network NIC of host '%s' from %s to %s: VMs %s run on it and "
+                                "their networks would move under them; migrate them or stop them first"
+                                % (name, row["network_nic"] or "(none)", network_nic, ", ".join(vms)))
         converged = ([], [])
         if facts is not None and row["status"] not in ("Maintenance", "PreparingForMaintenance"):
             converged = converge(cur, dict(row, cluster_id=target["id"], libvirt_uri=uri,
