@@ -17,6 +17,8 @@ description:
     not answer fails and records nothing; for a registered host that stops answering, the status
     becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
   - A host in V(Maintenance) stays there; a host with running VMs is not removed or moved.
+  - Memory size, NUMA cells and the current CPU clock are refreshed on every run but do not count as a
+    change: they move with the machine (memory hot-add), not with its configuration.
   - Registering or checking a host also realizes the storage domains and logical networks of its cluster on
     it. A host that cannot realize one of them (or a required network) is V(NonOperational) with the reason,
     and V(Up) again once the cause is fixed and the host checked again.

@@ -139,6 +139,20 @@ def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
         {"name": "prod", "network_nic": None}]
 
 
+def test_memory_that_grows_under_a_host_is_refreshed_without_a_change(engine_options, sql, node_file):
+    # memory hot-added or onlined over time moves with the machine, not with its configuration
+    node_file.write_text("<node><cpu><mhz>2400</mhz></cpu><memory>2097152</memory></node>")
+    run = run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test://%s" % node_file))],
+                   engine=engine_options)
+    assert run["register"]["host"]["memory_mib"] == 2048
+    node_file.write_text("<node><cpu><mhz>2400</mhz></cpu><memory>4194304</memory></node>")
+    run = run_play([dict(name="again", **host()), {"name": "refresh", "virtplane.kvm.host_info": {"refresh": True}}],
+                   engine=engine_options)
+    assert not run["again"]["changed"] and not run["refresh"]["changed"]
+    assert run["again"]["host"]["memory_mib"] == 4096 and run["again"]["host"]["cluster"] == "prod"
+    assert sql("SELECT memory_mib FROM host") == [{"memory_mib": 4096}]
+
+
 def test_host_info_refresh_records_status_changes(engine_options, sql, node_file, tmp_path):
     uri = "test://%s" % node_file
     run_play(BASE + [dict(name="hv1", **host(cluster="prod", libvirt_uri=uri)),

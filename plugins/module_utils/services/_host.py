@@ -30,6 +30,9 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt_version", "cpu_arch",
          "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
          "memory_mib", "numa_cells")
+# What moves with the machine rather than with its configuration (the current clock, memory that is
+# hot-added or onlined over time): refreshed on every check, never reported as a change.
+MONITORED = ("cpu_mhz", "memory_mib", "numa_cells")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
 VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic", "status",
            "status_reason") + FACTS
@@ -203,9 +206,10 @@ def _update(cur, row, cluster, config, facts, reason, check_mode, converged=([],
     name = row["name"]
     realized, problems = converged
     status, status_reason = observed_status(row["status"], facts, reason, problems)
-    observed = {k: v for k, v in (facts or {}).items() if k != "cpu_mhz"}  # the current clock moves with load
+    observed = {k: v for k, v in (facts or {}).items() if k not in MONITORED}
     desired = dict(observed, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
     changes = changed_fields(row, desired)
+    monitored = changed_fields(row, {k: v for k, v in (facts or {}).items() if k in MONITORED and k != "cpu_mhz"})
     if "cluster_id" in changes:
         vms = _vms_on(cur, row["id"])
         if vms:
@@ -217,6 +221,8 @@ def _update(cur, row, cluster, config, facts, reason, check_mode, converged=([],
     after = {k: plain(shown_new.get(k)) for k in before}
     if not changes:
         if facts is not None and not check_mode:
+            if monitored:
+                row = dict(row, **update_row(cur, "host", row["id"], monitored))
             cur.execute("UPDATE host SET last_seen_at = now() WHERE id = %s", (row["id"],))
         return Outcome(bool(realized), resource=view(row), actions=list(realized))
     if not check_mode:
@@ -224,7 +230,7 @@ def _update(cur, row, cluster, config, facts, reason, check_mode, converged=([],
             changes["status_changed_at"] = _now(cur)
         if facts is not None:
             changes["last_seen_at"] = _now(cur)
-        updated = update_row(cur, "host", row["id"], changes)
+        updated = update_row(cur, "host", row["id"], dict(changes, **monitored))
         shown_new = dict(updated, cluster=cluster["name"], datacenter=cluster["datacenter"])
         _record_update(cur, row, cluster, before, after)
     actions = ["update"] if set(changes) - {"status", "status_reason", "status_changed_at", "last_seen_at"} else []
