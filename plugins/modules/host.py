@@ -18,7 +18,7 @@ description:
     becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
   - A host in V(Maintenance) stays there; a host with running VMs is not removed or moved.
   - Memory size, NUMA cells and the current CPU clock are refreshed on every run but do not count as a
-    change: they move with the machine (memory hot-add), not with its configuration.
+    change, since they move with the machine (memory hot-add), not with its configuration.
   - Registering or checking a host also realizes the storage domains and logical networks of its cluster on
     it. A host that cannot realize one of them (or a required network) is V(NonOperational) with the reason,
     and V(Up) again once the cause is fixed and the host checked again.
@@ -62,7 +62,7 @@ options:
       - The host's NIC that carries bridge-mode logical networks (untagged, as VLAN sub-interfaces or as
         the underlay of VXLAN segments), for example V(eth1).
       - A host without one is V(NonOperational) while its cluster requires a bridge-mode network.
-      - Changing it while VMs run on the host is refused: their networks would move under them.
+      - Changing it while VMs run on the host is refused, since their networks would move under them.
     type: str
   state:
     description:

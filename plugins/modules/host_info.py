@@ -14,7 +14,7 @@ description:
     domain type).
   - With O(refresh=true) the engine checks every selected host now, in parallel, and records
     status changes (and changed capabilities) as its monitor does; the task then reports C(changed).
-    Memory size, NUMA cells and the current clock move with the machine (memory hot-add): they are
+    Memory size, NUMA cells and the current clock move with the machine (memory hot-add), so they are
     refreshed too, without counting as a change.
 extends_documentation_fragment:
   - virtplane.kvm.engine
