@@ -34,7 +34,8 @@ options:
     description:
       - Virtual size with a unit, for example V(10GiB), V(512MiB), V(20GB) (decimal) or a number of bytes.
       - Required to create a disk unless O(source) is given (then it defaults to the image's virtual size).
-        A larger value grows the disk; a smaller one is refused.
+        A larger value grows the disk; a smaller one is refused. The disk of a running VM grows through
+        its QEMU, so the guest sees the new size at once.
     type: str
   format:
     description:

@@ -247,6 +247,22 @@ def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path, sql_lab):
     assert sql_lab("SELECT name FROM disk WHERE name = 'orphan'") == []
     os.unlink(orphan)
 
+    # the engine fails after the volume was made and filled: the volume goes, and no row stays
+    sql_lab("CREATE FUNCTION lab_refuse_disk() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'engine lost its disk table'; END $$")
+    sql_lab("CREATE TRIGGER lab_refuse_disk BEFORE UPDATE ON disk FOR EACH ROW"
+            " WHEN (NEW.name = 'doomed' AND NEW.status = 'ok') EXECUTE FUNCTION lab_refuse_disk()")
+    try:
+        run = engine_tasks(dc, [disk("doomed", source=image)])
+    finally:
+        sql_lab("DROP TRIGGER lab_refuse_disk ON disk")
+        sql_lab("DROP FUNCTION lab_refuse_disk()")
+    assert "engine lost its disk table" in run["doomed"]["msg"]
+    assert not os.path.exists(os.path.join(SHARED, "doomed.qcow2"))
+    assert sql_lab("SELECT name FROM disk WHERE name = 'doomed'") == []
+    run = engine_tasks(dc, [disk("doomed", source=image), disk("doomed", state="absent")])
+    assert run.rc == 0 and run.results[0]["result"]["changed"], run.output[-3000:]
+
     run = engine_tasks(dc, [dict(disk(n, state="absent"), ignore_errors=False) for n in ("data", "base")]
                        + [dict(disk("lun1", domain="san", state="absent"), ignore_errors=False)])
     assert run.rc == 0, run.output[-3000:]
@@ -281,6 +297,12 @@ def test_guests_on_the_vxlan_network_reach_each_other_across_hosts(dc, sql_lab):
         assert run["attach"]["disk"]["vm"] == "app-hv1" and run["attach"]["disk"]["target"] == "vda"
         assert run["attach"]["actions"] == ["create qcow2 64 MiB", "attach as vda", "plug into the running guest"]
         assert _storage.live_disk_targets(guests[1][0], "app-hv1")["vda"] == ("vp-shared", "hot.qcow2")
+        # growing it while the guest runs goes through QEMU, which holds the image: the guest sees it at once
+        run = engine_tasks(dc, [{"name": "grow", "virtplane.kvm.disk": {
+            "name": "hot", "storage_domain": "shared", "size": "96MiB"}}])
+        assert run["grow"]["actions"] == ["grow 64 MiB -> 96 MiB", "grow in the running guest of VM app-hv1"], \
+            run.output[-3000:]
+        assert guests[1][1].blockInfo("vda")[0] == 96 * MIB
         run = engine_tasks(dc, [{"name": "detach", "virtplane.kvm.disk": {
             "name": "hot", "storage_domain": "shared", "state": "detached"}},
             {"name": "remove", "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared", "state": "absent"}}])
@@ -341,7 +363,7 @@ def sql_lab(engine_options_module):
     def query(statement, *args):
         with engine.transaction() as cur:
             cur.execute(statement, args)
-            return cur.fetchall()
+            return cur.fetchall() if cur.description else []
 
     yield query
     engine.close()

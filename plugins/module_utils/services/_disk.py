@@ -298,10 +298,15 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
     before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
     after = {"size_bytes": size_bytes, "size": human(size_bytes)}
     actions = ["grow %s -> %s" % (before["size"], after["size"])]
+    with engine.transaction() as cur:
+        guest = _running_guest(cur, current["id"])
+    if guest is not None:
+        actions.append("grow in the running guest of VM %s" % guest["vm"])
     if check_mode:
         return Outcome(True, before, after, dict(view(current), **after), actions)
     with engine.transaction() as cur:
         Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
+        guest = _running_guest(cur, current["id"])  # again under the lock: the VM may have stopped
         session = _HostSession(cur, domain, timeout)
         try:
             vol = _storage.find_volume(session.pool, current["volume_name"])
@@ -311,7 +316,10 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
                                                       session.host["name"]))
             cur.execute("UPDATE disk SET size_bytes = %s, updated_at = now() WHERE id = %s",
                         (size_bytes, current["id"]))
-            _storage.resize_volume(vol, size_bytes)
+            if guest is None:
+                _storage.resize_volume(vol, size_bytes)
+            else:
+                _grow_in_guest(guest, name, size_bytes, timeout)
         finally:
             session.close()
         _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (name, before["size"], after["size"]),
@@ -319,6 +327,27 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
                        datacenter=domain["datacenter"], details={"before": before, "after": after})
         resource = view(find(cur, name, domain))
     return Outcome(True, before, after, resource, actions)
+
+
+def _running_guest(cur, disk_id):
+    """Where the disk is in use by a running VM: its name, target and host; else None."""
+    cur.execute("SELECT v.name AS vm, vd.target, h.name AS host, h.libvirt_uri FROM vm_disk vd"
+                " JOIN vm v ON v.id = vd.vm_id JOIN host h ON h.id = v.run_host_id"
+                " WHERE vd.disk_id = %s AND v.status IN ('Up', 'Paused')", (disk_id,))
+    return cur.fetchone()
+
+
+def _grow_in_guest(guest, name, size_bytes, timeout):
+    """QEMU holds the image of a running guest: it grows it, and the guest sees the new size at once."""
+    try:
+        conn = _client.open_connection(guest["libvirt_uri"], timeout)
+        try:
+            _storage.grow_live_disk(conn, guest["vm"], guest["target"], size_bytes)
+        finally:
+            conn.close()
+    except HypervisorError as exc:
+        raise HypervisorError("Cannot grow disk '%s' of running VM '%s' on host %s: %s"
+                              % (name, guest["vm"], guest["host"], exc))
 
 
 def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):

@@ -299,6 +299,14 @@ def resize_volume(vol, size_bytes):
         raise HypervisorError(_message(exc))
 
 
+def grow_live_disk(conn, domain_name, target, size_bytes):
+    """Grow the disk ``target`` of the running guest through QEMU, which holds the image open."""
+    try:
+        conn.lookupByName(domain_name).blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+    except libvirt.libvirtError as exc:
+        raise HypervisorError(_message(exc))
+
+
 def upload_volume(conn, vol, source_path, length, progress, chunk=4 * 1024 * 1024):
     """Stream ``source_path`` into the volume; ``progress(sent, total)`` after every chunk."""
     stream = conn.newStream(0)
