@@ -5,9 +5,11 @@ The tests build a lab of their own (prefix vptest, subnets 10.79/10.80, its own 
 so that the demo's lab on this machine is left alone, and remove it at the end.
 """
 
+import grp
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -209,6 +211,9 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
     for host in hosts["hosts"]:
         assert host["domain_type"] in ("kvm", "qemu") and host["hypervisor_type"] == "QEMU"
         assert host["cpu_count"] >= 1 and host["memory_mib"] > 0 and host["numa_cells"]
+    if os.path.exists("/dev/kvm"):  # usable by QEMU's group: else libvirt re-probes QEMU at every guest start
+        kvm = os.stat("/dev/kvm")
+        assert (grp.getgrgid(kvm.st_gid).gr_name, stat.S_IMODE(kvm.st_mode)) == ("kvm", 0o660)
     again = run_plays([hypervisor_play()], inventory=lab["inventory"], engine=lab["engine"])
     assert again.rc == 0, again.output[-3000:]
     assert again.changed_tasks == []
