@@ -7,8 +7,9 @@ Each lab host is a network + mount + UTS namespace held open by an anchor proces
   subnet and `eth1` (a veth into the second lab bridge) as the "physical" NIC for guest networks;
 - its own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt,
   bind-mounted from a per-host directory (so several libvirtd coexist);
-- its own hostname, and an sshd on its address that accepts the lab key, so Ansible manages it
-  over SSH like any real host. libvirtd and friends are then the hypervisor role's business.
+- its own hostname, resolved by its own /etc/hosts, and an sshd on its address that accepts the lab
+  key, so Ansible manages it over SSH like any real host. libvirtd and friends are then the
+  hypervisor role's business.
 
 The lab's shared block storage is a userspace iSCSI target (tgt): one tgtd in a network namespace
 of its own (<prefix>-storage) at .2 of the data subnet, exporting one target with --luns LUNs
@@ -401,7 +402,9 @@ class Lab:
             return False
         ns = recorded["netns"]
         sshd = read_pid(os.path.join(recorded["dir"], "sshd.pid"))
-        return in_netns(recorded.get("anchor_pid"), ns) and in_netns(sshd, ns)
+        # a host made before hosts resolved their own names is rebuilt
+        resolves = os.path.exists(os.path.join(recorded["dir"], "hosts"))
+        return in_netns(recorded.get("anchor_pid"), ns) and in_netns(sshd, ns) and resolves
 
     def _ensure_host(self, host, design):
         recorded = self._recorded(host["name"])
@@ -457,6 +460,13 @@ class Lab:
             run("ip", "-n", design["storage"]["netns"], "neigh", "flush", "to", host["address2"], check=False)
         mounts = " ".join("mkdir -p %s && mount --bind %s %s &&" % (target, os.path.join(host["dir"], sub), target)
                           for sub, target in HOST_DIRS.items())
+        # a host resolves its own name, as an installed one does: else libvirt asks DNS, which no lab
+        # host reaches, and waits 10 s at every guest start
+        hosts_file = os.path.join(host["dir"], "hosts")
+        with open(hosts_file, "w") as handle:
+            handle.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n"
+                         % (host["address"], host["name"]))
+        mounts += " mount --bind %s /etc/hosts &&" % hosts_file
         script = "%s hostname %s && exec sleep infinity" % (mounts, host["name"])
         anchor = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--propagation", "private", "--",
