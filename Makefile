@@ -11,7 +11,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test deps system-deps venv collection pytest unit integration lab sanity lint build clean
+.PHONY: demo test deps system-deps venv collection pytest unit integration lab sanity lint build bench clean
 
 demo: deps
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
@@ -65,6 +65,10 @@ $(GET_PIP): tools/ansible-test-get-pip.py
 build:
 	mkdir -p build/dist
 	$(BIN)/ansible-galaxy collection build --force --output-path build/dist .
+
+# Figures (JSON) on the lab that `make demo` built.
+bench: deps
+	$(BIN)/python bench/guest_start.py
 
 clean:
 	rm -rf build

@@ -1,0 +1,144 @@
+"""How long a lab guest takes from start to READY through a lab host's libvirt, against plain QEMU.
+
+The reference is the same guest image, memory, CPU and NIC model started by QEMU directly on this
+machine in the same run: the difference is what libvirt (and the host's configuration) adds to a
+start. A slow start with a fast reference points at the host, not at the machine.
+
+    make demo                          # the lab this reads (lab.json)
+    .venv/bin/python bench/guest_start.py [--runs 3] [--host hv1]
+
+Prints one JSON object. Neither guest has a route anywhere: the NIC is QEMU's restricted user
+network on both sides, and the guest only configures an address on it.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+READY = "VIRTPLANE-GUEST-READY"
+
+
+def wait_ready(path, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, errors="replace") as handle:
+                if READY in handle.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def cmdline(name):
+    return "console=ttyS0 panic=-1 vp.ip=192.0.2.10/24 vp.name=%s" % name
+
+
+def qemu_direct(image, timeout):
+    with tempfile.TemporaryDirectory() as scratch:
+        serial = os.path.join(scratch, "serial")
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64", "-m", "128",
+                "-smp", "1", "-display", "none", "-nodefaults", "-no-user-config",
+                "-kernel", os.path.join(image, "vmlinuz"), "-initrd", os.path.join(image, "initrd.img"),
+                "-append", cmdline("bench-direct"), "-serial", "file:%s" % serial,
+                "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            ready = wait_ready(serial, timeout)
+            elapsed = time.monotonic() - start
+        finally:
+            proc.kill()
+            proc.wait()
+        if not ready:
+            raise SystemExit("plain QEMU: the guest was not READY within %d s" % timeout)
+        return elapsed
+
+
+def domain_xml(name, image, serial):
+    domain = ET.Element("domain", type="qemu")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "memory", unit="MiB").text = "128"
+    ET.SubElement(domain, "vcpu").text = "1"
+    os_ = ET.SubElement(domain, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
+    ET.SubElement(os_, "kernel").text = os.path.join(image, "vmlinuz")
+    ET.SubElement(os_, "initrd").text = os.path.join(image, "initrd.img")
+    ET.SubElement(os_, "cmdline").text = cmdline(name)
+    devices = ET.SubElement(domain, "devices")
+    nic = ET.SubElement(devices, "interface", type="user")
+    ET.SubElement(nic, "model", type="virtio")
+    serial_el = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial_el, "source", path=serial)
+    ET.SubElement(serial_el, "target", port="0")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def through_libvirt(conn, host_dir, image, timeout):
+    import libvirt
+
+    name = "bench-guest-start"
+    inside = "/var/log/libvirt/qemu/%s.serial" % name  # the host's view; the lab maps it under host_dir
+    outside = os.path.join(host_dir, "log-libvirt", "qemu", "%s.serial" % name)
+    try:
+        conn.lookupByName(name).destroy()  # what an interrupted run left behind
+    except libvirt.libvirtError:
+        pass
+    if os.path.exists(outside):
+        os.unlink(outside)
+    start = time.monotonic()
+    dom = conn.createXML(domain_xml(name, image, inside), 0)
+    try:
+        ready = wait_ready(outside, timeout)
+        elapsed = time.monotonic() - start
+    finally:
+        dom.destroy()
+    if not ready:
+        raise SystemExit("libvirt: the guest was not READY within %d s" % timeout)
+    return elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lab", default="/var/lib/virtplane-lab/lab.json", help="the lab's state file")
+    parser.add_argument("--host", default="hv1", help="lab host whose libvirt starts the guest")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=int, default=180, help="seconds a start may take")
+    args = parser.parse_args()
+    try:
+        with open(args.lab) as handle:
+            lab = json.load(handle)
+    except OSError as exc:
+        raise SystemExit("no lab at %s (make demo builds it): %s" % (args.lab, exc.strerror))
+    host = next((h for h in lab["hosts"] if h["name"] == args.host), None)
+    if host is None:
+        raise SystemExit("the lab has no host %s" % args.host)
+    image = os.path.join(lab["shared_dir"], "images", "lab-guest")
+
+    import libvirt
+
+    conn = libvirt.open("qemu+tcp://%s/system" % host["address"])
+    direct, managed = [], []
+    try:
+        for _ in range(args.runs):  # interleaved: both see the same machine load
+            direct.append(round(qemu_direct(image, args.timeout), 2))
+            managed.append(round(through_libvirt(conn, host["dir"], image, args.timeout), 2))
+    finally:
+        conn.close()
+    json.dump({"benchmark": "guest_start", "host": args.host, "runs": args.runs,
+               "qemu_direct_s": direct, "libvirt_s": managed,
+               "median_qemu_direct_s": statistics.median(direct), "median_libvirt_s": statistics.median(managed),
+               "libvirt_overhead_s": round(statistics.median(managed) - statistics.median(direct), 2)},
+              sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
