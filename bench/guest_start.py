@@ -124,6 +124,7 @@ def main():
 
     import libvirt
 
+    libvirt.registerErrorHandler(lambda _ctx, _error: None, None)  # errors arrive as exceptions
     conn = libvirt.open("qemu+tcp://%s/system" % host["address"])
     direct, managed = [], []
     try:
