@@ -7,6 +7,7 @@ what is under test here is storage and networks, not the domain type.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -200,6 +201,41 @@ def test_a_pool_lost_on_one_host_is_reported_and_restored(dc):
                             {"name": "info", "virtplane.kvm.storage_domain_info": {"name": ["shared"]}}])
     assert run["info"]["storage_domains"][0]["status"] == "active"
     assert pools("hv2")[0]["vp-shared"]
+
+
+def test_hosts_kept_out_for_a_missing_directory_come_back_when_the_domain_is_applied_again(dc, sql_lab):
+    import libvirt
+
+    path = os.path.join(STATE_DIR, "shared", "domains", "later")
+    os.makedirs(path, exist_ok=True)
+    task = {"name": "later", "virtplane.kvm.storage_domain": {"name": "later", "datacenter": "lab",
+                                                              "type": "posixfs", "posixfs": {"path": path}}}
+    try:
+        run = engine_tasks(dc, [task])
+        assert run.rc == 0, run.output[-3000:]
+        # the hosts lose the pool and its directory (a lab rebuilt from scratch): a check keeps them out
+        for host in ("hv1", "hv2"):
+            conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
+            try:
+                pool = conn.storagePoolLookupByName("vp-later")
+                pool.destroy()
+                pool.undefine()
+            finally:
+                conn.close()
+        os.rmdir(path)
+        engine_tasks(dc, [{"name": "check", "virtplane.kvm.host_info": {"refresh": True}}])
+        statuses = sql_lab("SELECT name, status, status_reason FROM host WHERE name IN ('hv1', 'hv2') ORDER BY name")
+        assert [r["status"] for r in statuses] == ["NonOperational"] * 2, statuses
+        assert "storage domain later: cannot open directory" in statuses[0]["status_reason"]
+        # the directory is back and the domain applied again: the hosts are Up at once, no host check needed
+        os.makedirs(path)
+        run = engine_tasks(dc, [task])
+        assert run["later"]["changed"] and run["later"]["storage_domain"]["status"] == "active", run.output[-3000:]
+        assert sql_lab("SELECT status FROM host WHERE name IN ('hv1', 'hv2')") == [{"status": "Up"}] * 2
+    finally:
+        engine_tasks(dc, [{"name": "remove", "virtplane.kvm.storage_domain": {"name": "later", "state": "absent"}},
+                          {"name": "check", "virtplane.kvm.host_info": {"refresh": True}}])
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def disk(name, domain="shared", **options):
