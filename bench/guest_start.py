@@ -106,7 +106,7 @@ def through_libvirt(conn, host_dir, image, timeout):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lab", default="/var/lib/virtplane-lab/lab.json", help="the lab's state file")
     parser.add_argument("--host", default="hv1", help="lab host whose libvirt starts the guest")
     parser.add_argument("--runs", type=int, default=3)
@@ -128,7 +128,7 @@ def main():
     conn = libvirt.open("qemu+tcp://%s/system" % host["address"])
     direct, managed = [], []
     try:
-        for _ in range(args.runs):  # interleaved: both see the same machine load
+        for _run in range(args.runs):  # interleaved: both see the same machine load
             direct.append(round(qemu_direct(image, args.timeout), 2))
             managed.append(round(through_libvirt(conn, host["dir"], image, args.timeout), 2))
     finally:
