@@ -45,3 +45,11 @@ def failures(outcomes):
 
 def describe_failures(failed):
     return "; ".join("%s: %s" % (name, failed[name]) for name in sorted(failed))
+
+
+def check_hosts(engine, names, timeout):
+    """Check these hosts now, as host_info refresh does: realize what their cluster uses, set their status."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
+
+    if names:
+        _host.host_info(engine, names=sorted(set(names)), refresh=True, probe_timeout=timeout)

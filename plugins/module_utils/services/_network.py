@@ -296,17 +296,9 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
                                                       % ", ".join(sorted(changes))),
                        object_type="logical_network", object_id=row["id"], object_name=name, datacenter=datacenter,
                        details={"before": before, "after": after})
-    _check_hosts(engine, [h["name"] for h in affected], timeout)
+    _hosts.check_hosts(engine, [h["name"] for h in affected], timeout)
     with engine.transaction() as cur:
         return Outcome(True, before, after, view(cur, find(cur, name, datacenter)), actions)
-
-
-def _check_hosts(engine, names, timeout):
-    """Realize on (or withdraw from) the hosts and set their status: the host service does both."""
-    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
-
-    if names:
-        _host.host_info(engine, names=names, refresh=True, probe_timeout=timeout)
 
 
 def _plan_hosts(hosts, name, target, clusters, timeout):
@@ -357,7 +349,7 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
                        object_type="logical_network", object_id=current["id"], object_name=name,
                        datacenter=current["datacenter"])
     # a host that was NonOperational for this network alone is Up again
-    _check_hosts(engine, [h["name"] for h in holders], timeout)
+    _hosts.check_hosts(engine, [h["name"] for h in holders], timeout)
     return Outcome(True, before, {}, None, ["remove"] + ["remove network on %s" % h for h in sorted(outcomes)])
 
 

@@ -285,9 +285,6 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
     if not changed:
         with engine.transaction() as cur:
             _record_hosts(cur, current["id"], targets, observed, check_mode)
-        if not check_mode:
-            _recheck_nonoperational(engine, targets, timeout)
-        with engine.transaction() as cur:
             return Outcome(False, resource=view(cur, find(cur, name, datacenter)))
     if check_mode:
         with engine.transaction() as cur:
@@ -296,20 +293,9 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
         return Outcome(True, before, after, resource, actions)
     outcome = _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets, specs, leaving, before,
                      after, actions, timeout)
-    if _recheck_nonoperational(engine, targets + leaving, timeout):
-        with engine.transaction() as cur:
-            outcome.resource = view(cur, find(cur, name, datacenter))
+    # a host kept out for lack of this domain comes back once it has it
+    _hosts.check_hosts(engine, [h["name"] for h in targets + leaving if h["status"] == "NonOperational"], timeout)
     return outcome
-
-
-def _recheck_nonoperational(engine, hosts, timeout):
-    """A host kept out for lack of this domain comes back once it has it: check those hosts again."""
-    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
-
-    names = sorted({h["name"] for h in hosts if h["status"] == "NonOperational"})
-    if names:
-        _host.host_info(engine, names=names, refresh=True, probe_timeout=timeout)
-    return bool(names)
 
 
 def _planned_host_actions(targets, observed, wanted_state):
