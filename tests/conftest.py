@@ -32,16 +32,28 @@ def postgres():
     server.stop()
 
 
-@pytest.fixture
-def engine_options(postgres, request):
-    """The `engine` option of the modules, pointing at a new database with the latest schema."""
+def new_engine(postgres, request, allow_test_driver):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _provision
 
     name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + secrets.token_hex(3)
     password = secrets.token_urlsafe(18)
-    _provision.ensure_database(postgres.superuser_login(), name, "virtplane", password)
+    _provision.ensure_database(postgres.superuser_login(), name, "virtplane", password,
+                               settings={"allow_test_driver": allow_test_driver})
     return {"host": postgres.socket_dir, "port": postgres.port, "database": name, "user": "virtplane",
             "password": password}
+
+
+@pytest.fixture
+def engine_options(postgres, request):
+    """The `engine` option of the modules: a new database with the latest schema, where hosts may be
+    libvirt's test driver (the simulated hosts of the integration tests)."""
+    return new_engine(postgres, request, allow_test_driver=True)
+
+
+@pytest.fixture
+def production_engine_options(postgres, request):
+    """A new engine database as the engine role makes it: the test driver is refused."""
+    return new_engine(postgres, request, allow_test_driver=False)
 
 
 @pytest.fixture

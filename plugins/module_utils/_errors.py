@@ -28,6 +28,7 @@ class ValidationError(VirtplaneError):
     def __init__(self, field, cause):
         super().__init__("Invalid value for '%s': %s" % (field, cause), field=field)
         self.field = field
+        self.cause = cause
 
 
 class NotFoundError(VirtplaneError):

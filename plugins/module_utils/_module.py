@@ -36,10 +36,14 @@ ENGINE_OPTION = dict(
 class EngineModule(AnsibleModule):
     """An AnsibleModule that talks to the engine database (and possibly to libvirt)."""
 
-    def __init__(self, argument_spec, needs_libvirt=False, **kwargs):
+    def __init__(self, argument_spec, needs_libvirt=False, read_only=False, **kwargs):
         spec = dict(engine=ENGINE_OPTION)
         spec.update(argument_spec)
         super().__init__(argument_spec=spec, **kwargs)
+        # an _info module reads: a database error is a failed read, never a "refused change"
+        self.read_only = read_only
+        # a password typed into a URI is refused, and masked wherever Ansible repeats the input
+        self.no_log_values.update(_client.uri_passwords(self.params))
         if _db.PSYCOPG_IMPORT_ERROR:
             self.fail_json(msg=missing_required_lib("psycopg (version 3)"), exception=_db.PSYCOPG_IMPORT_ERROR)
         if needs_libvirt and _client.LIBVIRT_IMPORT_ERROR:
@@ -55,8 +59,11 @@ class EngineModule(AnsibleModule):
             self.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items() if k in ("field",)})
         except _db.DatabaseError as exc:
             # a constraint or serialization failure the service did not foresee (a concurrent change):
-            # still one message, and the transaction was rolled back
-            self.fail_json(msg="The engine database refused the change: %s" % _db.describe_error(exc))
+            # still one message that names the database, and the transaction was rolled back
+            where = engine.where if engine is not None else "the engine database"
+            if self.read_only:
+                self.fail_json(msg="Failed to read from %s: %s" % (where, _db.describe_error(exc)))
+            self.fail_json(msg="%s%s refused the change: %s" % (where[0].upper(), where[1:], _db.describe_error(exc)))
         finally:
             if engine is not None:
                 engine.close()

@@ -32,7 +32,8 @@ options:
     type: str
   size:
     description:
-      - Virtual size with a unit, for example V(10GiB), V(512MiB), V(20GB) (decimal) or a number of bytes.
+      - Virtual size with a unit, for example V(10GiB), V(512MiB), V(20GB) (decimal) or a number of bytes;
+        a whole number of bytes, at most 1 PiB.
       - Required to create a disk unless O(source) is given (then it defaults to the image's virtual size).
         A larger value grows the disk; a smaller one is refused. The disk of a running VM grows through
         its QEMU, so the guest sees the new size at once.
@@ -46,12 +47,13 @@ options:
   source:
     description:
       - Path of an image file on the engine host to import when the disk is created (ignored afterwards).
-        Its format (qcow2 or raw) is read from the file.
+        Its format (qcow2 or raw) is read from the file. Only a regular file is taken, never a device,
+        a FIFO or a file of C(/proc), C(/sys), C(/dev) or C(/run).
     type: path
   lun:
     description:
       - For an V(iscsi) storage domain, the number of the target's LUN this disk is. libvirt cannot create
-        volumes on an iSCSI target, so that is the only way to have a disk there.
+        volumes on an iSCSI target, so that is the only way to have a disk there. 0 to 16383.
     type: int
   vm:
     description:
@@ -75,7 +77,7 @@ options:
     choices: [present, detached, absent]
     default: present
   timeout:
-    description: Seconds to wait for a host's libvirt to answer.
+    description: Seconds to wait for a host's libvirt to answer, 1 to 3600.
     type: int
     default: 15
 attributes:

@@ -57,7 +57,7 @@ def main():
     module = EngineModule(dict(
         name=dict(type="list", elements="str"),
         storage_domain=dict(type="str"),
-    ), supports_check_mode=True)
+    ), supports_check_mode=True, read_only=True)
     p = module.params
     disks = module.run(lambda engine: _disk.disk_info(engine, names=p["name"], domain_name=p["storage_domain"]))
     module.exit_json(changed=False, disks=disks)

@@ -43,6 +43,15 @@ options:
     description:
       - Schema version to bring the database to; the latest this collection knows when unset.
     type: int
+  allow_test_driver:
+    description:
+      - Whether hosts may be registered with libvirt's test driver (V(test:///default), or a node XML
+        file), which simulates a host. Meant for trials and tests; a production engine leaves it off,
+        so that a host URI can never make the engine read files of its own host.
+      - Only this module, which logs in as the PostgreSQL superuser, changes it; the other modules
+        read it.
+    type: bool
+    default: false
   login_host:
     description:
       - Superuser connection host, or the directory of the server's unix socket.
@@ -127,6 +136,7 @@ def main():
         login_port=dict(type="int", default=5432),
         login_user=dict(type="str", default="postgres"),
         login_password=dict(type="str", no_log=True),
+        allow_test_driver=dict(type="bool", default=False),
     ), supports_check_mode=True, mutually_exclusive=[("owner_password", "owner_password_file")],
         required_one_of=[("owner_password", "owner_password_file")])
     if _db.PSYCOPG_IMPORT_ERROR:
@@ -139,7 +149,8 @@ def main():
         if password is None:
             password, generated = _provision.read_or_generate_password(p["owner_password_file"], module.check_mode)
         result = _provision.ensure_database(login, p["name"], p["owner"], password,
-                                            p["schema_version"], module.check_mode)
+                                            p["schema_version"], module.check_mode,
+                                            settings={"allow_test_driver": p["allow_test_driver"]})
         if generated:
             result["changed"] = True
             result["actions"].insert(0, "generate the password file %s" % p["owner_password_file"])

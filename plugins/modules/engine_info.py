@@ -95,7 +95,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services import _inf
 
 
 def main():
-    module = EngineModule({}, supports_check_mode=True)
+    module = EngineModule({}, supports_check_mode=True, read_only=True)
     module.exit_json(changed=False, **module.run(_info.engine_summary))
 
 

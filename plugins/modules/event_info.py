@@ -39,7 +39,7 @@ options:
     type: str
   limit:
     description:
-      - At most this many events.
+      - At most this many events, 1 to 10000; page further back with O(since).
     type: int
     default: 100
 attributes:
@@ -100,7 +100,7 @@ def main():
         code=dict(type="str"),
         since=dict(type="str"),
         limit=dict(type="int", default=100),
-    ), supports_check_mode=True)
+    ), supports_check_mode=True, read_only=True)
     p = module.params
 
     def operation(engine):

@@ -38,11 +38,23 @@ options:
     description:
       - How the engine reaches the host's libvirt, for example V(qemu+tls://hv1.example.com/system)
         or V(qemu+ssh://root@hv1/system). Required to register the host.
-      - V(test:///default) (libvirt's test driver) registers a simulated host, for trials and tests.
+      - Accepted are the C(qemu) driver at C(/system), locally or over the C(tcp), C(tls), C(ssh), C(libssh)
+        and C(libssh2) transports, with the parameters C(pkipath) and C(no_verify) (tls), C(keyfile),
+        C(known_hosts), C(no_verify), C(no_tty) (ssh) and C(sshauth), C(known_hosts_verify) (libssh).
+        Parameters that point libvirt at another socket, program or URI (C(socket), C(command),
+        C(netcat), C(name), C(proxy)) are refused.
+      - A URI never carries a password; libvirt authenticates with TLS client certificates, SSH keys or SASL.
+        A password typed into one is refused and masked in the task's output.
+      - V(test:///default) or V(test:///path/to/node.xml) (libvirt's test driver) registers a simulated host,
+        for trials and tests, only on an engine that allows it
+        (O(virtplane.kvm.engine_database#module:allow_test_driver)).
+      - Changing it for a registered host is refused, and the host keeps its URI, when libvirt does not
+        answer there.
     type: str
   address:
     description:
-      - Address of the host on the management network. Defaults to the host part of O(libvirt_uri).
+      - Address of the host on the management network, a host name or an IP address.
+        Defaults to the host part of O(libvirt_uri).
     type: str
   domain_type:
     description:
@@ -54,7 +66,7 @@ options:
     choices: [auto, kvm, qemu]
   probe_timeout:
     description:
-      - Seconds to wait for the host's libvirt to answer.
+      - Seconds to wait for the host's libvirt to answer, 1 to 3600.
     type: int
     default: 15
   network_nic:

@@ -38,7 +38,7 @@ options:
     default: false
   probe_timeout:
     description:
-      - Seconds to wait for each host's libvirt when O(refresh=true).
+      - Seconds to wait for each host's libvirt when O(refresh=true), 1 to 3600.
     type: int
     default: 15
 attributes:
@@ -99,6 +99,7 @@ def main():
         probe_timeout=dict(type="int", default=15),
     ), needs_libvirt=True, supports_check_mode=True)
     p = module.params
+    module.read_only = not p["refresh"]
 
     def operation(engine):
         return _host.host_info(engine, names=p["name"], cluster=p["cluster"], refresh=p["refresh"],

@@ -79,7 +79,7 @@ options:
     choices: [present, absent]
     default: present
   timeout:
-    description: Seconds to wait for each host's libvirt.
+    description: Seconds to wait for each host's libvirt, 1 to 3600.
     type: int
     default: 15
 attributes:

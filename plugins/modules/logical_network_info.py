@@ -71,7 +71,7 @@ def main():
     module = EngineModule(dict(
         name=dict(type="list", elements="str"),
         datacenter=dict(type="str"),
-    ), supports_check_mode=True)
+    ), supports_check_mode=True, read_only=True)
     p = module.params
     networks = module.run(lambda engine: _network.network_info(engine, names=p["name"], datacenter=p["datacenter"]))
     module.exit_json(changed=False, logical_networks=networks)

@@ -146,7 +146,7 @@ options:
     choices: [present, absent, maintenance]
     default: present
   timeout:
-    description: Seconds to wait for each host's libvirt to answer.
+    description: Seconds to wait for each host's libvirt to answer, 1 to 3600.
     type: int
     default: 15
 attributes:

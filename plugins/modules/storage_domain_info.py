@@ -30,7 +30,7 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds to wait for each host's libvirt with O(refresh=true).
+    description: Seconds to wait for each host's libvirt with O(refresh=true), 1 to 3600.
     type: int
     default: 15
 attributes:
@@ -91,6 +91,7 @@ def main():
         timeout=dict(type="int", default=15),
     ), needs_libvirt=True, supports_check_mode=True)
     p = module.params
+    module.read_only = not p["refresh"]
 
     def operation(engine):
         return _storage.domain_info(engine, names=p["name"], datacenter=p["datacenter"], refresh=p["refresh"],

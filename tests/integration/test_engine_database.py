@@ -81,9 +81,12 @@ def test_older_schema_is_upgraded_step_by_step(postgres):
 
 def test_modules_refuse_an_older_schema_with_the_way_out(postgres):
     run_play([dict(name="v1", **provision(postgres, "v1only", owner_password="x" * 16, schema_version=1))])
-    with pytest.raises(SchemaVersionError, match="schema is version 1, this collection needs version %d: upgrade it "
-                                                 "with the virtplane.kvm.engine role" % _schema.LATEST_VERSION):
+    with pytest.raises(SchemaVersionError) as refused:
         connect_as(postgres, "v1only", "engine_v1only", "x" * 16)
+    # the message names the database it reached, and the way out
+    assert str(refused.value) == (
+        "The engine database 'v1only' as 'engine_v1only' at %s has schema version 1, this collection needs version "
+        "%d: upgrade it with the virtplane.kvm.engine role" % (postgres.socket_dir, _schema.LATEST_VERSION))
 
 
 def test_newer_schema_is_refused_and_left_as_it_was(postgres):
@@ -96,7 +99,7 @@ def test_newer_schema_is_refused_and_left_as_it_was(postgres):
     run = run_play([dict(name="again", ignore_errors=True, **provision(postgres, "future", owner_password="x" * 16))])
     assert run["again"]["failed"]
     assert run["again"]["msg"] == (
-        "Cannot set up the engine database 'future': The engine database schema is version 99, newer than the "
+        "Cannot set up the engine database 'future': The engine database has schema version 99, newer than the "
         "version %d this collection knows: use a virtplane.kvm collection at least as new as the one that "
         "upgraded it" % _schema.LATEST_VERSION)
     conn = _db.connect_raw(_db.resolve_engine_options(dict(postgres.superuser_login("future"), password_file=None)))

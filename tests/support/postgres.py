@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 PREFIX = "virtplane-test-pg-"
 
@@ -56,6 +57,8 @@ def remove_leftovers():
                 pid = int(handle.readline().strip())
         except (OSError, ValueError):
             pid = None
+        if pid is None and not _is_stale(directory):
+            continue  # a concurrent run (another pytest-xdist worker) still setting its server up
         if pid and _pid_alive(pid):
             cmdline = ""
             try:
@@ -77,7 +80,11 @@ def _is_stale(directory):
         with open(owner) as handle:
             return not _pid_alive(int(handle.read().strip()))
     except (OSError, ValueError):
-        return True
+        # no owner written yet: stale only once it is old enough not to be a server being made now
+        try:
+            return time.time() - os.stat(directory).st_mtime > 120
+        except OSError:
+            return False
 
 
 class PostgresServer:

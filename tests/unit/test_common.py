@@ -2,13 +2,18 @@
 
 import pytest
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _validation
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_description,
+    validate_name,
+    validate_range,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._provision import password_matches, scram_verifier
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _common
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     changed_fields,
     refuse_dependants,
-    validate_name,
 )
 
 
@@ -17,10 +22,35 @@ def test_valid_names(name):
     assert validate_name("name", name) == name
 
 
-@pytest.mark.parametrize("name", ["", "-dash", "has space", "semi;colon", "x" * 65, "quote'", "<xml>", None])
+@pytest.mark.parametrize("name", ["", "-dash", "has space", "semi;colon", "x" * 65, "quote'", "<xml>", None,
+                                  "web01\n", "web01\r\n", "web\x00", "\nweb01", 42, ["web01"]])
 def test_invalid_names_name_the_field(name):
-    with pytest.raises(ValidationError, match="Invalid value for 'name'"):
+    with pytest.raises(ValidationError, match="Invalid value for 'name'") as caught:
         validate_name("name", name)
+    assert "\n" not in str(caught.value)  # one line, whatever was typed
+
+
+def test_shown_values_stay_on_one_line_and_short():
+    assert shown("a\nb\tc\x00") == "'a\\nb\\tc\\x00'"
+    assert shown("x" * 500).endswith("...'") and len(shown("x" * 500)) < 100
+
+
+@pytest.mark.parametrize("value, message", [
+    (-1, "-1 is outside 1-3600 seconds"), (0, "0 is outside 1-3600"), (10 ** 30, "outside 1-3600"),
+    (True, "is not a whole number"), (1.5, "is not a whole number"),
+])
+def test_ranges_refuse_negative_huge_and_non_integers(value, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        validate_range("probe_timeout", value, 1, 3600, "seconds")
+    assert caught.value.field == "probe_timeout"
+
+
+def test_descriptions_keep_newlines_but_no_control_characters():
+    assert validate_description("description", "two\nlines\tand a tab") == "two\nlines\tand a tab"
+    for bad, cause in (("nul\x00", "(\\x00)"), ("bell\x07", "(\\x07)"), ("x" * 5000, "at most 4096")):
+        with pytest.raises(ValidationError) as caught:
+            validate_description("description", bad)
+        assert cause in str(caught.value)
 
 
 def test_changed_fields_ignores_unset_and_equal_values():
@@ -54,21 +84,24 @@ def test_md5_passwords_of_older_servers_are_recognized():
     ("4096", 4096), (4096, 4096), ("1 TiB", 1024 ** 4), ("64k", 65536),
 ])
 def test_sizes_with_units(value, expected):
-    assert _common.parse_size("size", value) == expected
+    assert _validation.parse_size("size", value) == expected
 
 
 @pytest.mark.parametrize("value, message", [
     ("0", "is not a usable size"), ("0GiB", "is not a usable size"), ("10 parsecs", "unknown unit 'parsecs'"),
     ("-1GiB", "is not a size"), ("GiB", "is not a size"), (True, "is not a size"),
+    ("1.9", "is not a whole number of bytes"), ("0.5", "is not a whole number of bytes"), (-5, "is not a usable size"),
+    ("10GiB\n", "is not a size"), ("10\nGiB", "is not a size"), ("2PiB", "unknown unit"),
+    ("9" * 30, "more than the 1 PiB"), (2 ** 70, "more than the 1 PiB"), ("\u0663GiB", "is not a size"),
 ])
 def test_bad_sizes_name_the_field_and_cause(value, message):
     with pytest.raises(ValidationError, match=message) as caught:
-        _common.parse_size("size", value)
+        _validation.parse_size("size", value)
     assert caught.value.field == "size"
 
 
 @pytest.mark.parametrize("path", ["relative/dir", "/a/../b", "/a/", "/a//b", "/a/./b", "/a b", "/a;b", "/a$(x)",
-                                  "/a<b>", "/a`b`"])
+                                  "/a<b>", "/a`b`", "/a\n", "/a\x00b", "/a\tb"])
 def test_paths_with_metacharacters_or_not_normalized_are_refused(path):
     with pytest.raises(ValidationError):
-        _common.validate_path("posixfs.path", path)
+        _validation.validate_path("posixfs.path", path)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import re
 import traceback
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     EngineConnectionError,
     SchemaVersionError,
+    ValidationError,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _schema
 
 try:
@@ -50,10 +53,35 @@ LOCK_CLUSTER = 7302
 LOCK_DATACENTER = 7303
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,62}")
+_SERVER = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?")
+
+
+def validate_engine_options(options):
+    """The connection options, refused with the field named before anything is attempted."""
+    for key in ("database", "user"):
+        if not isinstance(options[key], str) or not _IDENTIFIER.fullmatch(options[key]):
+            raise ValidationError("engine.%s" % key, "%s is not a PostgreSQL name (letters, digits, '_', '.', '$' "
+                                                     "or '-', 63 at most)" % shown(options[key]))
+    host = options["host"]
+    if not isinstance(host, str) or not (_SERVER.fullmatch(host) or (
+            host.startswith("/") and posixpath.normpath(host) == host and not _CONTROL.search(host))):
+        raise ValidationError("engine.host", "%s is neither a host name, an IP address nor the absolute path of "
+                                             "PostgreSQL's socket directory" % shown(host))
+    for key, low, high in (("port", 1, 65535), ("connect_timeout", 1, 300)):
+        value = options[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValidationError("engine.%s" % key, "%s is outside %d-%d" % (shown(value), low, high))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def resolve_engine_options(options):
     """Fill unset engine options from their defaults; read the password file if needed."""
     resolved = dict(ENGINE_DEFAULTS)
     resolved.update({k: v for k, v in (options or {}).items() if v is not None})
+    validate_engine_options(resolved)
     if not resolved.get("password") and resolved.get("password_file"):
         path = resolved["password_file"]
         if os.path.exists(path):
@@ -86,12 +114,65 @@ def _libpq_cause(exc):
     return first
 
 
+# Option names of the modules, where a column is called otherwise.
+_FIELD_OF_COLUMN = {"vlan_id": "vlan", "vxlan_vni": "vxlan", "size_bytes": "size", "scheduling_params":
+                    "scheduling_policy_params"}
+
+
+def _field(diag):
+    """The module option behind a refused column: from the error, or from the constraint's name."""
+    column = diag.column_name
+    if not column and diag.constraint_name and diag.table_name:
+        name = diag.constraint_name
+        prefix, suffix = diag.table_name + "_", "_check"
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
+            column = name[len(prefix):-len(suffix)]
+    if not column and diag.datatype_name == "object_name":
+        return "name"
+    return _FIELD_OF_COLUMN.get(column, column)
+
+
+def _key_columns(detail):
+    """'Key (a, b)=(...) already exists.' -> 'a, b': which columns, never their values."""
+    match = re.match(r"Key \(([^)]*)\)=", detail or "")
+    return match.group(1) if match else None
+
+
 def describe_error(exc):
-    """A psycopg error on one line, with PostgreSQL's detail when it has one."""
+    """A psycopg error on one line: which field and why, never the row's contents.
+
+    PostgreSQL's DETAIL of a check or not-null violation is the whole failing row (URIs and all),
+    and some messages quote the refused value; neither reaches a user.
+    """
     diag = getattr(exc, "diag", None)
-    primary = (diag.message_primary if diag is not None else None) or str(exc).strip().splitlines()[0]
-    detail = diag.message_detail if diag is not None else None
-    return "%s (%s)" % (primary, detail) if detail else primary
+    text = str(exc).strip()
+    primary = ((diag.message_primary if diag is not None else None) or (text.splitlines() or [""])[0]).strip()
+    primary = primary.splitlines()[0] if primary else "unknown error"
+    state = getattr(exc, "sqlstate", None) or (diag.sqlstate if diag is not None else None)
+    if diag is None or not state:
+        return primary
+    table = diag.table_name
+    field = _field(diag)
+    where = " of %s" % table.replace("_", " ") if table else ""
+    if state == "23514":  # check_violation
+        return "%s: the value is not accepted (constraint %s%s)" % (field or "a value", diag.constraint_name, where)
+    if state == "23502":  # not_null_violation
+        return "%s: a value is required%s" % (field or "a field", where)
+    if state == "23505":  # unique_violation
+        columns = _key_columns(diag.message_detail)
+        return "a%s %s with the same %s exists already (a concurrent change?)" % (
+            "n" if (table or "x")[0] in "aeiou" else "", (table or "row").replace("_", " "), columns or "key")
+    if state == "23503":  # foreign_key_violation
+        return "%s refers to an object that does not exist or is still in use (a concurrent change?)" % (
+            (table or "a row").replace("_", " "))
+    if state in ("22003", "22001"):  # numeric_value_out_of_range, string_data_right_truncation
+        return "%s%s" % (primary, " (%s)" % field if field else "")
+    if state.startswith("22"):
+        # data exceptions quote the value ('invalid input syntax for type inet: "..."'): keep the kind only
+        return primary.split(":", 1)[0]
+    if state in ("40001", "40P01"):
+        return "a concurrent change got in the way (%s); run again" % primary
+    return primary
 
 
 def connect_raw(options):
@@ -111,14 +192,33 @@ def connect_raw(options):
         raise EngineConnectionError("Cannot connect to %s: %s" % (describe(options), _libpq_cause(exc)))
 
 
+# What the engine allows unless its installer decided otherwise (table engine_setting).
+SETTING_DEFAULTS = {"allow_test_driver": False}
+
+
 class Engine:
     """An open engine database with the expected schema."""
 
-    def __init__(self, conn, options=None):
+    def __init__(self, conn, options=None, settings=None):
         self.conn = conn
         self.options = options or {}
+        self.settings = dict(SETTING_DEFAULTS, **(settings or {}))
+        # the hypervisor connections of this run (services set it up on first use; closed with the engine)
+        self.hypervisors = None
+
+    @property
+    def allow_test_driver(self):
+        """Whether hosts may be libvirt's test driver (a setting for trials and tests)."""
+        return self.settings["allow_test_driver"] is True
+
+    @property
+    def where(self):
+        """Which database this is, for messages: 'the engine database 'x' as 'y' at host:port'."""
+        return describe(self.options) if self.options.get("host") else "the engine database"
 
     def close(self):
+        if self.hypervisors is not None:
+            self.hypervisors.close()
         self.conn.close()
 
     @contextlib.contextmanager
@@ -141,11 +241,18 @@ def connect(options, require_schema=True):
     engine = Engine(conn, resolved)
     if require_schema:
         try:
-            check_schema(conn)
+            check_schema(conn, describe(resolved))
+            engine.settings.update(read_settings(conn))
         except SchemaVersionError:
             conn.close()
             raise
     return engine
+
+
+def read_settings(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT name, value FROM engine_setting")
+        return {r["name"]: r["value"] for r in cur.fetchall()}
 
 
 def schema_version(conn):
@@ -158,27 +265,29 @@ def schema_version(conn):
         return cur.fetchone()["version"]
 
 
-def check_schema(conn):
+def check_schema(conn, where="the engine database"):
+    """The schema version, if it is the one this code knows; ``where`` names the database in errors."""
     version = schema_version(conn)
     if version == _schema.LATEST_VERSION:
         return version
+    where = where[0].upper() + where[1:]
     if version == 0:
         raise SchemaVersionError(
-            "The engine database has no virtplane schema: deploy it with the virtplane.kvm.engine role")
+            "%s has no virtplane schema: deploy it with the virtplane.kvm.engine role" % where)
     if version < _schema.LATEST_VERSION:
         raise SchemaVersionError(
-            "The engine database schema is version %d, this collection needs version %d: "
-            "upgrade it with the virtplane.kvm.engine role" % (version, _schema.LATEST_VERSION))
-    raise_if_newer(version)
+            "%s has schema version %d, this collection needs version %d: "
+            "upgrade it with the virtplane.kvm.engine role" % (where, version, _schema.LATEST_VERSION))
+    raise_if_newer(version, where)
     return version
 
 
-def raise_if_newer(version):
+def raise_if_newer(version, where="the engine database"):
     if version > _schema.LATEST_VERSION:
         raise SchemaVersionError(
-            "The engine database schema is version %d, newer than the version %d this collection "
+            "%s%s has schema version %d, newer than the version %d this collection "
             "knows: use a virtplane.kvm collection at least as new as the one that upgraded it"
-            % (version, _schema.LATEST_VERSION))
+            % (where[0].upper(), where[1:], version, _schema.LATEST_VERSION))
 
 
 def pending_migrations(current, target=None):

@@ -16,9 +16,11 @@ import hmac
 import os
 import secrets
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import EngineConnectionError, ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    validate_name,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
-from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import validate_name
 
 SCRAM_ITERATIONS = 4096
 
@@ -79,10 +81,11 @@ def _sql():
     return sql
 
 
-def ensure_database(login, database, owner, password, schema_target=None, check_mode=False):
-    """Ensure role ``owner`` (with ``password``), database ``database`` and its schema.
+def ensure_database(login, database, owner, password, schema_target=None, check_mode=False, settings=None):
+    """Ensure role ``owner`` (with ``password``), database ``database``, its schema and its settings.
 
-    ``login`` are superuser connection options (host, port, user, password, database).
+    ``login`` are superuser connection options (host, port, user, password, database);
+    ``settings`` are engine settings (``engine_setting``) to hold, e.g. {"allow_test_driver": False}.
     """
     validate_name("name", database)
     validate_name("owner", owner)
@@ -129,6 +132,7 @@ def ensure_database(login, database, owner, password, schema_target=None, check_
     schema = _ensure_schema(login, database, owner, schema_target, check_mode, created=bool(
         [a for a in actions if a.startswith("create database")]))
     actions.extend("apply schema migration %s" % m for m in schema["applied"])
+    actions.extend(_ensure_settings(login, database, settings or {}, check_mode))
     return {"changed": bool(actions), "actions": actions, "schema": schema, "hba_file": hba_file,
             "server_version": server_version}
 
@@ -144,3 +148,42 @@ def _ensure_schema(login, database, owner, target, check_mode, created):
     finally:
         conn.close()
     return {"from_version": current, "to_version": new, "applied": applied}
+
+
+def _ensure_settings(login, database, settings, check_mode):
+    """Hold ``settings`` in the engine's ``engine_setting`` table; the actions that takes."""
+    unknown = sorted(set(settings) - set(_db.SETTING_DEFAULTS))
+    if unknown:
+        raise ValidationError("settings", "unknown engine settings: %s" % ", ".join(unknown))
+    if not settings:
+        return []
+    try:
+        conn = _db.connect_raw(_db.resolve_engine_options(dict(login, database=database, password_file=None)))
+    except EngineConnectionError:
+        if check_mode:  # the database would be created first
+            return ["set %s to %s" % (k, _json(v)) for k, v in sorted(settings.items())]
+        raise
+    actions = []
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('engine_setting') IS NOT NULL AS present")
+            if not cur.fetchone()["present"]:
+                # an older schema (schema_version below the settings) has none to hold
+                return ["set %s to %s" % (k, _json(v)) for k, v in sorted(settings.items())] if check_mode else []
+            current = _db.read_settings(conn)
+            for name, value in sorted(settings.items()):
+                if current.get(name, _db.SETTING_DEFAULTS[name]) == value and name in current:
+                    continue
+                actions.append("set %s to %s" % (name, _json(value)))
+                if not check_mode:
+                    from psycopg.types.json import Jsonb
+
+                    cur.execute("INSERT INTO engine_setting (name, value) VALUES (%s, %s) ON CONFLICT (name)"
+                                " DO UPDATE SET value = EXCLUDED.value, updated_at = now()", (name, Jsonb(value)))
+    finally:
+        conn.close()
+    return actions
+
+
+def _json(value):
+    return "true" if value is True else "false" if value is False else str(value)

@@ -332,6 +332,36 @@ ALTER TABLE host_network ADD COLUMN libvirt_name text;
 ALTER TABLE disk ADD COLUMN lun integer;
 """
 
+# A URI's password, as it may have been stored before URIs with one were refused.
+_URI_PASSWORD = r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@"
+
+_SETTINGS = r"""
+-- what the engine allows, set by whoever installs it (the engine_database module), not by its users
+CREATE TABLE engine_setting (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z_]{1,64}$'),
+    value       jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO engine_setting (name, value) VALUES ('allow_test_driver', 'false');
+
+-- libvirt never took a password from a URI; one stored before such URIs were refused goes,
+-- wherever it was written (the host's URI, its status, the audit log)
+UPDATE host SET libvirt_uri = regexp_replace(libvirt_uri, '""" + _URI_PASSWORD + r"""', '\1@', 'g')
+    WHERE libvirt_uri ~ '""" + _URI_PASSWORD + r"""';
+UPDATE host SET status_reason = regexp_replace(status_reason, '""" + _URI_PASSWORD + r"""', '\1:***@', 'g')
+    WHERE status_reason ~ '""" + _URI_PASSWORD + r"""';
+UPDATE event SET message = regexp_replace(message, '""" + _URI_PASSWORD + r"""', '\1:***@', 'g'),
+                 details = regexp_replace(details::text, '""" + _URI_PASSWORD + r"""', '\1:***@', 'g')::jsonb
+    WHERE message ~ '""" + _URI_PASSWORD + r"""' OR details::text ~ '""" + _URI_PASSWORD + r"""';
+
+-- a libvirt error used to be kept whole: an XML parse error's second line quotes the document
+-- (for the test driver, any file on the engine host); only the first line is kept now
+UPDATE host SET status_reason = split_part(status_reason, E'\n', 1) WHERE status_reason LIKE E'%\n%';
+UPDATE storage_domain_host SET error = split_part(error, E'\n', 1) WHERE error LIKE E'%\n%';
+UPDATE host_network SET error = split_part(error, E'\n', 1) WHERE error LIKE E'%\n%';
+UPDATE event SET message = split_part(message, E'\n', 1) WHERE message LIKE E'%\n%';
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -339,6 +369,7 @@ MIGRATIONS = (
     # the administrator's choice (auto/kvm/qemu) survives later refreshes of the host
     Migration(4, "host domain type setting", _HOST_DOMAIN_TYPE_SETTING),
     Migration(5, "storage domain attachments, host network NIC, iSCSI LUN disks", _ATTACHMENTS),
+    Migration(6, "engine settings; no URI password or quoted file content kept", _SETTINGS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -4,10 +4,19 @@
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ConflictError,
     NotFoundError,
     ValidationError,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_description,
+    validate_name,
+    validate_pattern,
+    validate_range,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
@@ -20,7 +29,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
     plain,
     refuse_dependants,
     update_row,
-    validate_name,
 )
 
 FIELDS = ("description", "cpu_model", "scheduling_policy", "scheduling_params", "memory_overcommit_percent",
@@ -33,14 +41,24 @@ RANGES = {"memory_overcommit_percent": (100, 400), "cpu_overcommit_ratio": (1, 6
           "migration_bandwidth_mbps": (1, 1000000), "migration_max_parallel": (1, 16)}
 
 
+# libvirt's CPU model names (Skylake-Client-IBRS, EPYC-Rome, host-model ...)
+_CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
 def validate(desired):
-    if desired.get("cpu_overcommit_ratio") is not None:
+    validate_description("description", desired.get("description"))
+    if desired.get("cpu_model") is not None:
+        validate_pattern("cpu_model", desired["cpu_model"], _CPU_MODEL, "a libvirt CPU model name")
+    ratio = desired.get("cpu_overcommit_ratio")
+    if ratio is not None:
+        low, high = RANGES["cpu_overcommit_ratio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not low <= ratio <= high:
+            raise ValidationError("cpu_overcommit_ratio", "%s is outside %s-%s" % (shown(ratio), low, high))
         # stored as numeric(5,2): compare what will be stored, or every run would "change" it
-        desired["cpu_overcommit_ratio"] = round(float(desired["cpu_overcommit_ratio"]), 2)
+        desired["cpu_overcommit_ratio"] = round(float(ratio), 2)
     for field, (low, high) in RANGES.items():
-        value = desired.get(field)
-        if value is not None and not low <= value <= high:
-            raise ValidationError(field, "%s is outside %s-%s" % (value, low, high))
+        if field != "cpu_overcommit_ratio":
+            validate_range(field, desired.get(field), low, high)
 
 
 def _view(row, datacenter, hosts):

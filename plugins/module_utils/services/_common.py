@@ -7,21 +7,9 @@ from __future__ import annotations
 import datetime
 import decimal
 import ipaddress
-import posixpath
-import re
 import uuid
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._schema import NAME_PATTERN
-
-_NAME = re.compile(NAME_PATTERN)
-
-
-def validate_name(field, value):
-    if value is None or not _NAME.match(value):
-        raise ValidationError(field, "'%s' is not a valid name: use 1-64 letters, digits, '.', '_' or '-', "
-                                     "starting with a letter or digit" % (value,))
-    return value
 
 
 def plain(value):
@@ -110,55 +98,6 @@ def update_row(cur, table, row_id, changes):
         sql.Identifier(table), sql.SQL(", ").join(assignments)),
         [_adapt(changes[c]) for c in columns] + [row_id])
     return cur.fetchone()
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024 ** 2, "mib": 1024 ** 2, "g": 1024 ** 3,
-              "gib": 1024 ** 3, "t": 1024 ** 4, "tib": 1024 ** 4, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
-              "tb": 1000 ** 4}
-
-
-def parse_size(field, value):
-    """Bytes from '10GiB', '512MiB', '1.5G' (binary), '20GB' (decimal) or a plain number of bytes."""
-    if isinstance(value, bool):
-        raise ValidationError(field, "%r is not a size" % (value,))
-    if isinstance(value, int):
-        number, unit = value, ""
-    else:
-        match = _SIZE.match(str(value))
-        if not match:
-            raise ValidationError(field, "'%s' is not a size: use a number with a unit such as 10GiB or 512MiB"
-                                  % (value,))
-        number, unit = match.group(1), match.group(2)
-        if unit.lower() not in SIZE_UNITS:
-            raise ValidationError(field, "'%s' has an unknown unit '%s' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
-                                  % (value, unit))
-    size = int(decimal.Decimal(number) * SIZE_UNITS[unit.lower()])
-    if size <= 0:
-        raise ValidationError(field, "'%s' is not a usable size: it must be more than 0 bytes" % (value,))
-    return size
-
-
-_UNSAFE = re.compile(r"[\s\"'<>&`;|$\\*?(){}\[\]!#~]")
-
-
-def validate_text(field, value, what="value"):
-    """Paths, IQNs, addresses: refuse whitespace and shell/XML metacharacters outright."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, "a %s is required" % what)
-    bad = sorted(set(_UNSAFE.findall(value)))
-    if bad:
-        raise ValidationError(field, "'%s' contains characters that are not allowed in a %s: %s"
-                              % (value, what, " ".join(repr(c) for c in bad)))
-    return value
-
-
-def validate_path(field, value):
-    validate_text(field, value, "path")
-    if not value.startswith("/") or posixpath.normpath(value) != value:
-        raise ValidationError(field, "'%s' must be an absolute, normalized path (no '..', '.', '//' or trailing '/')"
-                              % value)
-    return value
 
 
 def find_in_datacenter(cur, select, alias, kind, name, datacenter=None):

@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    validate_description,
+    validate_name,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
@@ -13,7 +17,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
     plain,
     refuse_dependants,
     update_row,
-    validate_name,
 )
 
 FIELDS = ("description", "storage_type")
@@ -37,6 +40,7 @@ def find(cur, name, lock=False):
 
 def ensure_present(engine, name, desired, check_mode=False):
     validate_name("name", name)
+    validate_description("description", desired.get("description"))
     with engine.transaction() as cur:
         Engine.lock(cur, LOCK_DATACENTER, name)
         row = find(cur, name, lock=True)

@@ -11,6 +11,7 @@ and the engine never lists a disk storage does not have.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
@@ -19,17 +20,24 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    SIZE_MAX,
+    parse_size,
+    shown,
+    validate_name,
+    validate_path,
+    validate_range,
+    validate_timeout,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage as _domains
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
-    parse_size,
     plain,
-    validate_name,
-    validate_path,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client, _storage
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
 
 FORMATS = ("qcow2", "raw")
 BUSES = ("virtio", "scsi", "sata")
@@ -43,14 +51,30 @@ def human(size):
     return "%d bytes" % size
 
 
+# what a disk image can never be: the kernel's views and the devices of the engine host
+_NOT_IMAGES = ("/proc/", "/sys/", "/dev/", "/run/")
+
+
 def inspect_image(path):
-    """(format, virtual size, file size) of a local image: qcow2 by its header, anything else raw."""
+    """(format, virtual size, file size) of a local image: qcow2 by its header, anything else raw.
+
+    Only a regular file is an image: a device (/dev/zero never ends, /dev/sda is the engine's own
+    disk), a FIFO or a kernel file would be read as one otherwise.
+    """
+    real = os.path.realpath(path)
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(32)
-        length = os.path.getsize(path)
+        info = os.stat(real)
     except OSError as exc:
-        raise ValidationError("source", "cannot read '%s' on the engine host: %s" % (path, exc.strerror))
+        raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
+    if not stat.S_ISREG(info.st_mode) or any((real + "/").startswith(p) for p in _NOT_IMAGES):
+        raise ValidationError("source", "%s is not a regular file on the engine host, so it is no disk image"
+                              % shown(path))
+    try:
+        with open(real, "rb") as handle:
+            header = handle.read(32)
+    except OSError as exc:
+        raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
+    length = info.st_size
     if header[:4] == QCOW2_MAGIC and len(header) >= 32:
         return "qcow2", struct.unpack(">Q", header[24:32])[0], length
     return "raw", length, length
@@ -93,16 +117,17 @@ def _hosts_with_pool(cur, domain_id):
 
 
 class _HostSession:
-    """A connection to the first host that has the domain's pool active."""
+    """The first host that has the domain's pool active, through the run's connection to it."""
 
-    def __init__(self, cur, domain, timeout):
+    def __init__(self, engine, cur, domain, timeout):
+        self.engine = engine
         self.hosts = _hosts_with_pool(cur, domain["id"])
         if not self.hosts:
             raise HypervisorError("storage domain '%s' is not active on any Up host" % domain["name"])
         reasons = []
         for host in self.hosts:
             try:
-                self.conn = _client.open_connection(host["libvirt_uri"], timeout)
+                self.conn = _hosts.connect(engine, host, timeout)
             except HypervisorError as exc:
                 reasons.append("%s: %s" % (host["name"], exc))
                 continue
@@ -112,30 +137,33 @@ class _HostSession:
         raise HypervisorError("no host with storage domain '%s' answers: %s" % (domain["name"], "; ".join(reasons)))
 
     def close(self):
-        try:
-            self.conn.close()
-        except Exception:  # a broken connection must not hide the outcome
-            pass
+        """Nothing to do: the connection belongs to the run and ends with it."""
 
     def refresh_others(self, domain_name, timeout):
         """Other hosts see a new volume of a shared pool only after a refresh."""
-        for host in self.hosts:
-            if host["id"] == self.host["id"]:
-                continue
-            try:
-                conn = _client.open_connection(host["libvirt_uri"], timeout)
-                try:
-                    _storage.open_pool(conn, _storage.pool_name(domain_name))
-                finally:
-                    conn.close()
-            except HypervisorError:
-                pass  # the next check of that host refreshes it
+        others = [h for h in self.hosts if h["id"] != self.host["id"]]
+        # a host that does not answer now is refreshed by its next check
+        _hosts.on_hosts(self.engine, others, lambda conn, h: _storage.open_pool(conn, _storage.pool_name(domain_name)),
+                        timeout)
+
+
+# SCSI LUN numbers in the flat addressing iSCSI targets use
+LUN_RANGE = (0, 16383)
+
+
+def validate_common(name, domain_name, datacenter, timeout):
+    """What every disk operation is given: refused before anything is read or changed."""
+    validate_name("name", name)
+    validate_name("storage_domain", domain_name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
+    validate_timeout("timeout", timeout)
 
 
 def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=None, source=None, lun=None,
                    timeout=15, check_mode=False, progress=None):
-    validate_name("name", name)
-    validate_name("storage_domain", domain_name)
+    validate_common(name, domain_name, datacenter, timeout)
+    validate_range("lun", lun, *LUN_RANGE)
     size_bytes = parse_size("size", size) if size is not None else None
     if fmt is not None and fmt not in FORMATS:
         raise ValidationError("format", "'%s' is not one of %s" % (fmt, ", ".join(FORMATS)))
@@ -164,6 +192,9 @@ def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=No
                               % (domain_name, domain["type"]))
     if image is not None:
         detected, virtual, _length = image
+        if not 0 < virtual <= SIZE_MAX:
+            raise ValidationError("source", "%s says its virtual size is %d bytes, which no disk can have"
+                                  % (shown(source), virtual))
         if fmt is not None and fmt != detected:
             raise ValidationError("format", "'%s' is a %s image, not %s: convert it first (qemu-img convert)"
                                   % (source, detected, fmt))
@@ -198,7 +229,7 @@ def _create(engine, name, domain, volume, fmt, preallocated, created_size, final
     try:
         with engine.transaction() as cur:
             Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-            session = _HostSession(cur, domain, timeout)
+            session = _HostSession(engine, cur, domain, timeout)
             if _storage.find_volume(session.pool, volume) is not None:
                 raise ConflictError("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the "
                                     "engine has no disk for; it is neither adopted nor overwritten"
@@ -248,7 +279,7 @@ def _adopt_lun(engine, name, domain, lun, timeout, check_mode):
         if other:
             raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
                                 % (lun, domain["name"], name, other["name"]))
-        session = _HostSession(cur, domain, timeout)
+        session = _HostSession(engine, cur, domain, timeout)
         try:
             volumes = _storage.list_volumes(session.pool)
         finally:
@@ -307,7 +338,7 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
     with engine.transaction() as cur:
         Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
         guest = _running_guest(cur, current["id"])  # again under the lock: the VM may have stopped
-        session = _HostSession(cur, domain, timeout)
+        session = _HostSession(engine, cur, domain, timeout)
         try:
             vol = _storage.find_volume(session.pool, current["volume_name"])
             if vol is None:
@@ -319,7 +350,7 @@ def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
             if guest is None:
                 _storage.resize_volume(vol, size_bytes)
             else:
-                _grow_in_guest(guest, name, size_bytes, timeout)
+                _grow_in_guest(engine, guest, name, size_bytes, timeout)
         finally:
             session.close()
         _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (name, before["size"], after["size"]),
@@ -337,21 +368,18 @@ def _running_guest(cur, disk_id):
     return cur.fetchone()
 
 
-def _grow_in_guest(guest, name, size_bytes, timeout):
+def _grow_in_guest(engine, guest, name, size_bytes, timeout):
     """QEMU holds the image of a running guest: it grows it, and the guest sees the new size at once."""
     try:
-        conn = _client.open_connection(guest["libvirt_uri"], timeout)
-        try:
-            _storage.grow_live_disk(conn, guest["vm"], guest["target"], size_bytes)
-        finally:
-            conn.close()
+        conn = _hosts.connect(engine, {"name": guest["host"], "libvirt_uri": guest["libvirt_uri"]}, timeout)
+        _storage.grow_live_disk(conn, guest["vm"], guest["target"], size_bytes)
     except HypervisorError as exc:
         raise HypervisorError("Cannot grow disk '%s' of running VM '%s' on host %s: %s"
                               % (name, guest["vm"], guest["host"], exc))
 
 
 def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
-    validate_name("name", name)
+    validate_common(name, domain_name, datacenter, timeout)
     with engine.transaction() as cur:
         domain = _domain(cur, domain_name, datacenter, "remove disk '%s'" % name)
         current = find(cur, name, domain)
@@ -370,7 +398,7 @@ def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_
                        object_type="disk", object_id=current["id"], object_name=name, datacenter=domain["datacenter"])
         if current["lun"] is None:
             # the row goes only if the volume does: both in this transaction
-            session = _HostSession(cur, domain, timeout)
+            session = _HostSession(engine, cur, domain, timeout)
             try:
                 vol = _storage.find_volume(session.pool, current["volume_name"])
                 if vol is not None:
@@ -393,7 +421,7 @@ def _next_target(cur, vm_id, bus):
     raise ConflictError("the VM has no free %s disk slot left" % bus)
 
 
-def _live(cur, vm_row, disk, target, bus, attach, timeout):
+def _live(engine, cur, vm_row, disk, target, bus, attach, timeout):
     """Apply an attachment change to the running guest; None when the VM does not run."""
     if vm_row["status"] not in ("Up", "Paused") or vm_row["run_host_id"] is None:
         return None
@@ -402,13 +430,10 @@ def _live(cur, vm_row, disk, target, bus, attach, timeout):
     device = _storage.disk_device_xml(_storage.pool_name(disk["storage_domain"]), disk["volume_name"],
                                       disk["format"], target, bus)
     try:
-        conn = _client.open_connection(host["libvirt_uri"], timeout)
-        try:
-            _storage.change_live_disk(conn, vm_row["name"], device, attach)
-            if not attach:
-                _storage.wait_disk_gone(conn, vm_row["name"], target, timeout)
-        finally:
-            conn.close()
+        conn = _hosts.connect(engine, host, timeout)
+        _storage.change_live_disk(conn, vm_row["name"], device, attach)
+        if not attach:
+            _storage.wait_disk_gone(conn, vm_row["name"], target, timeout)
     except HypervisorError as exc:
         raise HypervisorError("Cannot %s disk '%s' %s running VM '%s' on host %s: %s"
                               % ("plug" if attach else "unplug", disk["name"], "into" if attach else "from",
@@ -433,6 +458,7 @@ def _attachable_vm(cur, domain, vm, action):
 
 def check_attachable(engine, domain_name, vm, datacenter=None, bus="virtio"):
     """Refuse an attachment before the disk is even created (bad input changes nothing)."""
+    validate_name("storage_domain", domain_name)
     validate_name("vm", vm)
     if bus not in BUSES:
         raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
@@ -447,7 +473,7 @@ def check_attachable(engine, domain_name, vm, datacenter=None, bus="virtio"):
 def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio", bootable=False, timeout=15,
                     check_mode=False):
     """Record the disk on ``vm`` and, when the VM runs, plug it into the guest now."""
-    validate_name("name", name)
+    validate_common(name, domain_name, datacenter, timeout)
     validate_name("vm", vm)
     if bus not in BUSES:
         raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
@@ -476,7 +502,7 @@ def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio"
         cur.execute("INSERT INTO vm_disk (vm_id, disk_id, bus, target, bootable) VALUES (%s, %s, %s, %s, %s)",
                     (vm_row["id"], current["id"], bus, target, bootable))
         # the live change last: if the guest refuses, the record rolls back with the error
-        host = _live(cur, vm_row, current, target, bus, True, timeout)
+        host = _live(engine, cur, vm_row, current, target, bus, True, timeout)
         _events.record(cur, "DISK_ATTACHED", "Disk %s was attached to VM %s as %s%s"
                        % (name, vm, target, " (live on host %s)" % host if host else ""), object_type="disk",
                        object_id=current["id"], object_name=name, vm=vm)
@@ -484,7 +510,7 @@ def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio"
 
 
 def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
-    validate_name("name", name)
+    validate_common(name, domain_name, datacenter, timeout)
     with engine.transaction() as cur:
         domain = _domain(cur, domain_name, datacenter, "detach disk '%s'" % name)
         Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
@@ -502,7 +528,7 @@ def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, chec
             return Outcome(True, before, after, dict(view(current), vm=None, target=None, bus=None), actions)
         cur.execute("DELETE FROM vm_disk WHERE disk_id = %s", (current["id"],))
         # commits only once the guest has let go of the disk: until then it may still write to it
-        host = _live(cur, vm_row, current, current["target"], current["bus"], False, timeout)
+        host = _live(engine, cur, vm_row, current, current["target"], current["bus"], False, timeout)
         _events.record(cur, "DISK_DETACHED", "Disk %s was detached from VM %s%s"
                        % (name, current["vm"], " (live on host %s)" % host if host else ""), object_type="disk",
                        object_id=current["id"], object_name=name, vm=current["vm"])
@@ -510,6 +536,10 @@ def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, chec
 
 
 def disk_info(engine, names=None, domain_name=None):
+    for disk_name in names or []:
+        validate_name("name", disk_name)
+    if domain_name is not None:
+        validate_name("storage_domain", domain_name)
     with engine.transaction() as cur:
         cur.execute(_SELECT + " WHERE (%s::text IS NULL OR s.name = %s) ORDER BY s.name, k.name",
                     (domain_name, domain_name))

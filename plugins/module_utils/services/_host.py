@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -14,16 +14,20 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    validate_name,
+    validate_pattern,
+    validate_timeout,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster, _hosts
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
     changed_fields,
     insert_row,
     plain,
     update_row,
-    validate_name,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 
@@ -49,6 +53,7 @@ def find(cur, name, lock=False):
 
 def view(row):
     result = {k: plain(row.get(k)) for k in VISIBLE}
+    result["libvirt_uri"] = _client.redact_uri(result["libvirt_uri"])
     result.update(id=plain(row.get("id")), name=row["name"], datacenter=row.get("datacenter"),
                   last_seen_at=plain(row.get("last_seen_at")),
                   status_changed_at=plain(row.get("status_changed_at")))
@@ -61,12 +66,19 @@ def _vms_on(cur, host_id):
     return [r["name"] for r in cur.fetchall()]
 
 
-def probe(uri, timeout, domain_type="auto"):
-    """(facts, None) when libvirt answers, (None, reason) when it does not."""
+def probe(engine, host, timeout, domain_type="auto"):
+    """(facts, None) when the libvirt of ``host`` (name, libvirt_uri) answers, (None, reason) when not."""
     try:
-        return _client.probe_host(uri, timeout, domain_type), None
+        return _client.read_host_facts(_hosts.connect(engine, host, timeout), domain_type), None
     except HypervisorError as exc:
         return None, str(exc)
+
+
+def probe_all(engine, rows, timeout):
+    """``probe`` of every host row at once: a dead host costs ``timeout`` once, in parallel with the rest."""
+    outcomes = _hosts.on_hosts(engine, rows, lambda conn, r: _client.read_host_facts(conn, r["domain_type_setting"]),
+                               timeout)
+    return [outcomes[r["name"]] for r in rows]
 
 
 def observed_status(row_status, facts, reason, problems=()):
@@ -84,23 +96,17 @@ def observed_status(row_status, facts, reason, problems=()):
     return "Up", ""
 
 
-def converge(cur, host, check_mode=False, timeout=15):
+def converge(engine, cur, host, check_mode=False, timeout=15):
     """Realize the cluster's storage domains and networks on the host: (actions, problems)."""
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network, _storage
 
     try:
-        conn = _client.open_connection(host["libvirt_uri"], timeout)
+        conn = _hosts.connect(engine, host, timeout)
     except HypervisorError as exc:
         return [], [str(exc)]
-    try:
-        actions, problems = _storage.realize_on_host(cur, conn, host, check_mode)
-        net_actions, net_problems = _network.realize_on_host(cur, conn, host, check_mode)
-        return actions + net_actions, problems + net_problems
-    finally:
-        try:
-            conn.close()
-        except Exception:  # a broken connection must not hide the outcome
-            pass
+    actions, problems = _storage.realize_on_host(cur, conn, host, check_mode)
+    net_actions, net_problems = _network.realize_on_host(cur, conn, host, check_mode)
+    return actions + net_actions, problems + net_problems
 
 
 def _same_machine(cur, facts, name):
@@ -111,16 +117,33 @@ def _same_machine(cur, facts, name):
     return other["name"] if other else None
 
 
+_NIC = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def validate_address(field, value):
+    """A management address: a host name or an IP address, matched whole."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    return validate_pattern(field, value, _HOSTNAME, "a host name or an IP address")
+
+
 def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type=None,
                    probe_timeout=15, check_mode=False, network_nic=None):
     validate_name("name", name)
-    if network_nic is not None and not re.match(r"^[A-Za-z0-9_.-]{1,15}$", network_nic):
-        raise ValidationError("network_nic", "'%s' is not a network interface name (1-15 letters, digits, '.', "
-                                             "'_' or '-')" % network_nic)
+    if network_nic is not None:
+        validate_pattern("network_nic", network_nic, _NIC, "a network interface name (1-15 letters, digits, '.', "
+                                                           "'_' or '-')")
     if cluster is not None:
         validate_name("cluster", cluster)
+    address = validate_address("address", address)
+    validate_timeout("probe_timeout", probe_timeout)
     if libvirt_uri is not None:
-        _client.validate_uri(libvirt_uri)
+        _client.validate_uri(libvirt_uri, allow_test_driver=engine.allow_test_driver)
     with engine.transaction() as cur:
         current = find(cur, name)
     action = "update host '%s'" % name if current else "register host '%s'" % name
@@ -131,11 +154,15 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
     uri = libvirt_uri or current["libvirt_uri"]
     setting = domain_type or (current["domain_type_setting"] if current else "auto")
     # Talk to the host before taking any lock: a dead host must not stall other writers.
-    facts, reason = probe(uri, probe_timeout, setting)
+    facts, reason = probe(engine, {"name": name, "libvirt_uri": uri}, probe_timeout, setting)
     if current is None and facts is None:
         raise HypervisorError("Cannot register host '%s': %s" % (name, reason))
+    if current is not None and uri != current["libvirt_uri"] and facts is None:
+        # as for a registration: a URI that does not answer is not taken, the host keeps the one it has
+        raise HypervisorError("Cannot %s: %s; it keeps libvirt URI %s"
+                              % (action, reason, _client.redact_uri(current["libvirt_uri"])))
     if address is None and current is None:
-        address = urlsplit(uri).hostname
+        address = validate_address("libvirt_uri", urlsplit(uri).hostname)
     with engine.transaction() as cur:
         cluster_name = cluster or current["cluster"]
         Engine.lock(cur, LOCK_CLUSTER, cluster_name)
@@ -147,7 +174,7 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
             raise ConflictError("Cannot %s: libvirt at %s is the same machine as host '%s' (host UUID %s)"
                                 % (action, uri, twin, facts["hardware_uuid"]))
         if row is None:
-            return _register(cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
+            return _register(engine, cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
                              network_nic)
         # before converge: moving the host, or its networks to another NIC, would pull them from under its VMs
         nic_change = network_nic is not None and network_nic != row["network_nic"]
@@ -161,14 +188,14 @@ def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, d
                                 % (name, row["network_nic"] or "(none)", network_nic, ", ".join(vms)))
         converged = ([], [])
         if facts is not None and row["status"] not in ("Maintenance", "PreparingForMaintenance"):
-            converged = converge(cur, dict(row, cluster_id=target["id"], libvirt_uri=uri,
-                                           network_nic=network_nic or row["network_nic"]), check_mode, probe_timeout)
+            moved = dict(row, cluster_id=target["id"], libvirt_uri=uri, network_nic=network_nic or row["network_nic"])
+            converged = converge(engine, cur, moved, check_mode, probe_timeout)
         return _update(cur, row, target, dict(libvirt_uri=uri, address=address, domain_type_setting=setting,
                                               network_nic=network_nic),
                        facts, reason, check_mode, converged)
 
 
-def _register(cur, name, cluster, uri, address, setting, facts, check_mode, timeout=15, network_nic=None):
+def _register(engine, cur, name, cluster, uri, address, setting, facts, check_mode, timeout=15, network_nic=None):
     values = dict(facts, name=name, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
                   domain_type_setting=setting, network_nic=network_nic, status="Up", status_reason="")
     after = view(dict(values, cluster=cluster["name"], datacenter=cluster["datacenter"]))
@@ -178,7 +205,7 @@ def _register(cur, name, cluster, uri, address, setting, facts, check_mode, time
     if not check_mode:
         row = insert_row(cur, "host", dict(values, last_seen_at=_now(cur)))
         # the cluster's storage domains and networks come to the new host now
-        realized, problems = converge(cur, row, False, timeout)
+        realized, problems = converge(engine, cur, row, False, timeout)
         actions += realized
         if problems:
             status, status_reason = observed_status("Up", facts, None, problems)
@@ -302,6 +329,11 @@ def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15,
     Returns (changed, hosts). The checks run in parallel and before any lock is taken, so one
     dead host costs ``probe_timeout`` once, not once per host.
     """
+    for host_name in names or []:
+        validate_name("name", host_name)
+    if cluster is not None:
+        validate_name("cluster", cluster)
+    validate_timeout("probe_timeout", probe_timeout)
     with engine.transaction() as cur:
         rows = _rows(cur, names, cluster)
     missing = sorted(set(names or []) - {r["name"] for r in rows})
@@ -309,8 +341,7 @@ def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15,
         raise NotFoundError("host", ", ".join(missing))
     if not refresh:
         return False, [view(r) for r in rows]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(rows) or 1)) as pool:
-        probes = list(pool.map(lambda r: probe(r["libvirt_uri"], probe_timeout, r["domain_type_setting"]), rows))
+    probes = probe_all(engine, rows, probe_timeout)
     changed, hosts = False, []
     for row, (facts, reason) in zip(rows, probes):  # noqa: B905 - same length; strict= needs Python 3.10
         with engine.transaction() as cur:
@@ -322,7 +353,7 @@ def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15,
                            "datacenter": current["datacenter"]}
             converged = ([], [])
             if facts is not None and current["status"] not in ("Maintenance", "PreparingForMaintenance"):
-                converged = converge(cur, current, check_mode, probe_timeout)
+                converged = converge(engine, cur, current, check_mode, probe_timeout)
             outcome = _update(cur, current, cluster_row, {}, facts, reason, check_mode, converged)
         changed = changed or outcome.changed
         hosts.append(outcome.resource)

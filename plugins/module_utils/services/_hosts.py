@@ -1,42 +1,26 @@
 # Copyright: virtplane.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running one libvirt operation on many hosts at once, each with its own bounded connection."""
+"""Reaching the hosts of a run: the run's hypervisor registry, many hosts at once, their failures."""
 
 from __future__ import annotations
 
-import concurrent.futures
-
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
-from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._hypervisors import Hypervisors
 
 
-def on_hosts(hosts, operation, timeout=15):
-    """``operation(conn, host_row)`` on every host in parallel.
+def hypervisors(engine):
+    """The run's one registry of libvirt connections, made with the engine's URI policy."""
+    if engine.hypervisors is None:
+        engine.hypervisors = Hypervisors(engine.allow_test_driver)
+    return engine.hypervisors
 
-    Returns {host name: (result, None) or (None, reason)}: one slow or dead host costs
-    ``timeout`` once and never hides what the others answered.
-    """
-    def run(host):
-        try:
-            conn = _client.open_connection(host["libvirt_uri"], timeout)
-        except VirtplaneError as exc:
-            return None, str(exc)
-        try:
-            return operation(conn, host), None
-        except VirtplaneError as exc:
-            return None, str(exc)
-        finally:
-            try:
-                conn.close()
-            except Exception:  # a broken connection must not hide the outcome
-                pass
 
-    hosts = list(hosts)
-    if not hosts:
-        return {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        outcomes = list(pool.map(run, hosts))
-    return {h["name"]: outcome for h, outcome in zip(hosts, outcomes)}  # noqa: B905 - same length
+def connect(engine, host, timeout=15):
+    return hypervisors(engine).connect(host, timeout)
+
+
+def on_hosts(engine, hosts, operation, timeout=15):
+    """``operation(conn, host_row)`` on every host in parallel: {name: (result, None) or (None, reason)}."""
+    return hypervisors(engine).on_hosts(hosts, operation, timeout)
 
 
 def failures(outcomes):

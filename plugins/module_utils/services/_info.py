@@ -5,11 +5,22 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_name,
+    validate_pattern,
+    validate_range,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import schema_version
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import plain
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import redact_uri
 
+# one page of the audit log; more is paged with since
+EVENT_LIMIT_MAX = 10000
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _COUNTED = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template",
             "snapshot", "affinity_group", "event")
 
@@ -65,7 +76,7 @@ def summary_lines(version, counts, tree):
             for host in cluster["hosts"]:
                 line = "    host %s: %s, %s CPUs, %s MiB, %s via %s" % (
                     host["name"], host["status"], host["cpu_count"], host["memory_mib"], host["domain_type"],
-                    host["libvirt_uri"])
+                    redact_uri(host["libvirt_uri"]))
                 if host["status_reason"]:
                     line += " (%s)" % host["status_reason"]
                 lines.append(line)
@@ -78,7 +89,8 @@ def _parse_since(value):
     try:
         parsed = datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise ValidationError("since", "'%s' is not an ISO 8601 timestamp (e.g. 2026-01-31T08:00:00+00:00)" % value)
+        raise ValidationError("since", "%s is not an ISO 8601 timestamp (e.g. 2026-01-31T08:00:00+00:00)"
+                              % shown(value))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017 - datetime.UTC needs Python 3.11
     return parsed
@@ -86,8 +98,11 @@ def _parse_since(value):
 
 def events(engine, severity=None, object_type=None, object_name=None, code=None, since=None, limit=100):
     """The audit log, newest first, filtered."""
-    if limit < 1:
-        raise ValidationError("limit", "must be at least 1, got %d" % limit)
+    validate_range("limit", limit, 1, EVENT_LIMIT_MAX)
+    if object_name is not None:
+        validate_name("object_name", object_name)
+    if code is not None:
+        validate_pattern("code", code, _CODE, "an event code (upper-case letters, digits and '_', e.g. HOST_ADDED)")
     clauses, args = [], []
     for column, value in (("object_type", object_type), ("object_name", object_name), ("code", code)):
         if value is not None:

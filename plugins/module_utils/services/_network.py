@@ -19,6 +19,12 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_description,
+    validate_name,
+    validate_timeout,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
@@ -29,14 +35,13 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
     plain,
     refuse_dependants,
     update_row,
-    validate_name,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _network
 
 MODES = ("bridge", "nat", "isolated")
 FIELDS = ("description", "mode", "vlan_id", "vxlan_vni", "mtu", "subnet", "gateway", "bridge")
-_BRIDGE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
-NIC_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_BRIDGE = re.compile(r"[A-Za-z0-9_-]{1,15}")
+_ADDRESS = re.compile(r"[0-9A-Fa-f.:/]{1,64}")
 # what cannot change while VMs use the network: their taps are on the bridge
 DISRUPTIVE = ("mode", "vlan_id", "vxlan_vni", "bridge", "mtu")
 
@@ -60,6 +65,11 @@ def validate(desired, name, datacenter, complete=True):
     fields (a gateway needs a subnet, NAT needs both) apply; on the raw input they would refuse a
     change of one field of an existing network.
     """
+    validate_description("description", desired.get("description"))
+    for field, value in (("vlan", desired.get("vlan_id")), ("vxlan", desired.get("vxlan_vni")),
+                         ("mtu", desired.get("mtu"))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValidationError(field, "%s is not a whole number" % shown(value))
     vlan, vni, mtu = desired.get("vlan_id"), desired.get("vxlan_vni"), desired.get("mtu")
     if vlan is not None and not 1 <= vlan <= 4094:
         raise ValidationError("vlan", "%s is not a usable VLAN id: use 1-4094 (0 and 4095 are reserved)" % vlan)
@@ -73,10 +83,15 @@ def validate(desired, name, datacenter, complete=True):
     if complete and mode != "bridge" and (vlan or vni):
         raise ValidationError("mode", "a %s network is local to each host: VLAN and VXLAN need mode bridge" % mode)
     bridge = desired.get("bridge")
-    if bridge is not None and (not _BRIDGE.match(bridge) or bridge in (".", "..")):
-        raise ValidationError("bridge", "'%s' is not a usable bridge name: 1-15 letters, digits, '_' or '-'"
-                              % bridge)
+    if bridge is not None and not (isinstance(bridge, str) and _BRIDGE.fullmatch(bridge)):
+        raise ValidationError("bridge", "%s is not a usable bridge name: 1-15 letters, digits, '_' or '-'"
+                              % shown(bridge))
     subnet, gateway = desired.get("subnet"), desired.get("gateway")
+    for field, value in (("subnet", subnet), ("gateway", gateway)):
+        # netaddr reads past surrounding whitespace; an address is taken only as written, whole
+        if value is not None and (not isinstance(value, str) or not _ADDRESS.fullmatch(value)):
+            raise ValidationError(field, "%s is not %s" % (shown(value), "a network in CIDR notation"
+                                                           if field == "subnet" else "an IP address"))
     try:
         netaddr = _netaddr()
     except ImportError:
@@ -85,15 +100,15 @@ def validate(desired, name, datacenter, complete=True):
         try:
             network = netaddr.IPNetwork(subnet)
         except (netaddr.AddrFormatError, ValueError, TypeError):
-            raise ValidationError("subnet", "'%s' is not a network in CIDR notation" % subnet)
+            raise ValidationError("subnet", "%s is not a network in CIDR notation" % shown(subnet))
         if network.ip != network.network:
-            raise ValidationError("subnet", "'%s' has host bits set; did you mean %s?" % (subnet, network.cidr))
+            raise ValidationError("subnet", "%s has host bits set; did you mean %s?" % (shown(subnet), network.cidr))
         desired["subnet"] = str(network.cidr)
         if gateway is not None:
             try:
                 address = netaddr.IPAddress(gateway)
             except (netaddr.AddrFormatError, ValueError, TypeError):
-                raise ValidationError("gateway", "'%s' is not an IP address" % gateway)
+                raise ValidationError("gateway", "%s is not an IP address" % shown(gateway))
             if address not in network or (network.size > 2 and address in (network.network, network.broadcast)):
                 raise ValidationError("gateway", "%s is not a host address of subnet %s" % (gateway, network.cidr))
             desired["gateway"] = str(address)
@@ -103,7 +118,7 @@ def validate(desired, name, datacenter, complete=True):
         try:
             desired["gateway"] = str(netaddr.IPAddress(gateway))
         except (netaddr.AddrFormatError, ValueError, TypeError):
-            raise ValidationError("gateway", "'%s' is not an IP address" % gateway)
+            raise ValidationError("gateway", "%s is not an IP address" % shown(gateway))
     if complete and mode == "nat" and (subnet is None or gateway is None):
         raise ValidationError("subnet", "a nat network needs a subnet and a gateway (the host's address on it)")
 
@@ -190,6 +205,7 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
     """``desired``: FIELDS (None = keep, or the default on creation); ``clusters``: list or None (keep)."""
     validate_name("name", name)
     validate_name("datacenter", datacenter)
+    validate_timeout("timeout", timeout)
     desired = dict(desired)
     validate(desired, name, datacenter, complete=False)
     clusters = None if clusters is None else _normalize_clusters(clusters)
@@ -265,7 +281,7 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
                                     % (name, ", ".join(dropped), ", ".join(users)))
         affected = _hosts_of(cur, sorted({c["name"] for c in clusters} | {c["name"] for c in old_clusters}))
     affected = [h for h in affected if h["status"] in ("Up", "NonOperational")]
-    host_plan = _plan_hosts(affected, name, target, clusters, timeout)
+    host_plan = _plan_hosts(engine, affected, name, target, clusters, timeout)
     # a host that does not answer now is checked (and marked) by the host refresh below, not an action
     host_actions = ["%s on %s" % (a, h) for h, a in sorted(host_plan.items()) if a and not a.startswith("check (")]
     before = {k: before_cfg.get(k) for k in changes} if current else {}
@@ -301,7 +317,7 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
         return Outcome(True, before, after, view(cur, find(cur, name, datacenter)), actions)
 
 
-def _plan_hosts(hosts, name, target, clusters, timeout):
+def _plan_hosts(engine, hosts, name, target, clusters, timeout):
     """What each affected host needs (define/redefine/start/remove): read only, for check mode and actions."""
     wanted = {c["name"] for c in clusters}
     net = dict(target, name=name)
@@ -316,12 +332,15 @@ def _plan_hosts(hosts, name, target, clusters, timeout):
             return "redefine network"
         return "" if active else "start network"
 
-    outcomes = _hosts.on_hosts(hosts, observe, timeout)
+    outcomes = _hosts.on_hosts(engine, hosts, observe, timeout)
     return {h: (result if reason is None else "check (%s)" % reason) for h, (result, reason) in outcomes.items()}
 
 
 def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
     validate_name("name", name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
+    validate_timeout("timeout", timeout)
     with engine.transaction() as cur:
         current = find(cur, name, datacenter)
         if current is None:
@@ -335,8 +354,8 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
                    if h["status"] in ("Up", "NonOperational")]
     if check_mode:
         return Outcome(True, before, {}, None, ["remove"] + ["remove network on %s" % h["name"] for h in holders])
-    outcomes = _hosts.on_hosts(holders, lambda conn, h: _network.remove_network(conn, _network.libvirt_name(name)),
-                               timeout)
+    lv_name = _network.libvirt_name(name)
+    outcomes = _hosts.on_hosts(engine, holders, lambda conn, _host: _network.remove_network(conn, lv_name), timeout)
     failed = _hosts.failures(outcomes)
     if failed:
         raise HypervisorError("Cannot remove logical network '%s': hosts %s: %s"
@@ -354,6 +373,10 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
 
 
 def network_info(engine, names=None, datacenter=None):
+    for network_name in names or []:
+        validate_name("name", network_name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
     with engine.transaction() as cur:
         cur.execute(_SELECT + " WHERE (%s::text IS NULL OR d.name = %s) ORDER BY d.name, n.name",
                     (datacenter, datacenter))

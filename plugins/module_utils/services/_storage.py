@@ -18,6 +18,14 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     NotFoundError,
     ValidationError,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_description,
+    validate_name,
+    validate_path,
+    validate_text,
+    validate_timeout,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
@@ -27,9 +35,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
     insert_row,
     plain,
     refuse_dependants,
-    validate_name,
-    validate_path,
-    validate_text,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
 
@@ -43,20 +48,20 @@ PARAMS = {
     "rbd": ("monitors", "pool", "user", "secret_uuid"),
 }
 DEFAULT_INITIATOR_PREFIX = "iqn.2026-11.dev.virtplane"
-_IQN = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[A-Za-z0-9_.:-]+)?$")
-_HOST_PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:\d{1,5})?$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_VG = re.compile(r"^[A-Za-z0-9+_.-]{1,127}$")
+_IQN = re.compile(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[A-Za-z0-9_.:-]+)?")
+_HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_VG = re.compile(r"[A-Za-z0-9+_.-]{1,127}")
 
 
 def normalize_params(kind, name, params):
     """Checked, complete parameters for a domain of type ``kind`` (field names as the module's)."""
     if kind not in TYPES:
-        raise ValidationError("type", "'%s' is not a storage domain type (one of: %s)" % (kind, ", ".join(TYPES)))
+        raise ValidationError("type", "%s is not a storage domain type (one of: %s)" % (shown(kind), ", ".join(TYPES)))
     given = {k: v for k, v in (params or {}).items() if v not in (None, [], "")}
     unknown = sorted(set(given) - set(PARAMS[kind]))
     if unknown:
-        raise ValidationError("%s.%s" % (kind, unknown[0]), "is not an option of a %s domain" % kind)
+        raise ValidationError("%s.%s" % (kind, shown(unknown[0])[1:-1]), "is not an option of a %s domain" % kind)
     out = {}
 
     def need(key):
@@ -68,40 +73,40 @@ def normalize_params(kind, name, params):
         out["path"] = validate_path("%s.path" % kind, need("path"))
     elif kind == "nfs":
         server = validate_text("nfs.server", need("server"), "server name")
-        if not _HOST_PORT.match(server) or ":" in server:
-            raise ValidationError("nfs.server", "'%s' is not a host name or IPv4 address" % server)
+        if not _HOST_PORT.fullmatch(server) or ":" in server:
+            raise ValidationError("nfs.server", "%s is not a host name or IPv4 address" % shown(server))
         out.update(server=server, export=validate_path("nfs.export", need("export")),
                    path=validate_path("nfs.path", given.get("path") or "%s/%s" % (_storage.NFS_MOUNT_ROOT, name)))
     elif kind == "logical":
         group = need("volume_group")
-        if not _VG.match(group) or group.startswith("-"):
-            raise ValidationError("logical.volume_group", "'%s' is not a valid LVM volume group name" % group)
+        if not _VG.fullmatch(group) or group.startswith("-"):
+            raise ValidationError("logical.volume_group", "%s is not a valid LVM volume group name" % shown(group))
         out.update(volume_group=group,
                    devices=[validate_path("logical.devices", d) for d in given.get("devices") or []])
     elif kind == "iscsi":
         portal = validate_text("iscsi.portal", need("portal"), "portal")
-        if not _HOST_PORT.match(portal):
-            raise ValidationError("iscsi.portal", "'%s' is not host[:port]" % portal)
+        if not _HOST_PORT.fullmatch(portal):
+            raise ValidationError("iscsi.portal", "%s is not host[:port]" % shown(portal))
         target = validate_text("iscsi.target", need("target"), "target IQN")
-        if not _IQN.match(target):
-            raise ValidationError("iscsi.target", "'%s' is not an iSCSI qualified name (iqn.YYYY-MM.domain:name)"
-                                  % target)
+        if not _IQN.fullmatch(target):
+            raise ValidationError("iscsi.target", "%s is not an iSCSI qualified name (iqn.YYYY-MM.domain:name)"
+                                  % shown(target))
         prefix = validate_text("iscsi.initiator_prefix", given.get("initiator_prefix") or DEFAULT_INITIATOR_PREFIX,
                                "initiator IQN prefix")
-        if not _IQN.match(prefix):
-            raise ValidationError("iscsi.initiator_prefix", "'%s' is not an iSCSI qualified name" % prefix)
+        if not _IQN.fullmatch(prefix):
+            raise ValidationError("iscsi.initiator_prefix", "%s is not an iSCSI qualified name" % shown(prefix))
         out.update(portal=portal, target=target, initiator_prefix=prefix)
     elif kind == "rbd":
         monitors = need("monitors")
         for monitor in monitors:
             validate_text("rbd.monitors", monitor, "monitor address")
-            if not _HOST_PORT.match(monitor):
-                raise ValidationError("rbd.monitors", "'%s' is not host[:port]" % monitor)
+            if not _HOST_PORT.fullmatch(monitor):
+                raise ValidationError("rbd.monitors", "%s is not host[:port]" % shown(monitor))
         out.update(monitors=list(monitors), pool=validate_text("rbd.pool", need("pool"), "Ceph pool name"))
         if given.get("user") or given.get("secret_uuid"):
             out["user"] = validate_text("rbd.user", need("user"), "Ceph user name")
             secret = need("secret_uuid")
-            if not _UUID.match(secret):
+            if not _UUID.fullmatch(secret):
                 raise ValidationError("rbd.secret_uuid", "is not the UUID of a libvirt secret")
             out["secret_uuid"] = secret
     return out
@@ -206,6 +211,8 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
         validate_name("clusters", cluster)
     if host is not None:
         validate_name("host", host)
+    validate_description("description", description)
+    validate_timeout("timeout", timeout)
     params = normalize_params(kind, name, params)
     if kind == "dir" and host is None:
         with engine.transaction() as cur:
@@ -252,7 +259,7 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
 
     specs = {h["name"]: _storage.pool_spec(kind, params, h["name"]) for h in targets}
     # 1. what each host has now, and whether it can realize the domain at all (leaves nothing behind)
-    observed = _hosts.on_hosts(targets, lambda conn, h: _observe(conn, h, name, specs[h["name"]]), timeout)
+    observed = _hosts.on_hosts(engine, targets, lambda conn, h: _observe(conn, h, name, specs[h["name"]]), timeout)
     failed = _hosts.failures(observed)
     if failed:
         raise HypervisorError("Cannot %s: hosts %s did not answer: %s"
@@ -263,7 +270,7 @@ def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=N
     # volume group activation is a change to the host, which check mode must not make
     if wanted_state == "active" and not (check_mode and kind in ("nfs", "logical", "rbd")):
         to_probe = [h for h in targets if not observed[h["name"]][0]["matches"]]
-        probes = _hosts.on_hosts(to_probe, lambda conn, h: _probe(conn, h, name, specs[h["name"]]), timeout)
+        probes = _hosts.on_hosts(engine, to_probe, lambda conn, h: _probe(conn, h, name, specs[h["name"]]), timeout)
         problems = {n: (r or e) for n, (r, e) in probes.items() if r or e}
         if problems:
             raise HypervisorError("Cannot %s: hosts %s cannot realize this %s domain: %s"
@@ -355,6 +362,10 @@ def _record_hosts(cur, domain_id, targets, outcomes, check_mode, errors=None):
              error))
 
 
+def _pool_remover(name):
+    return lambda conn, _host: _storage.remove_pool(conn, _storage.pool_name(name))
+
+
 def _realize(conn, host, name, spec, wanted_state):
     pool = _storage.pool_name(name)
     if wanted_state == "maintenance":
@@ -392,18 +403,19 @@ def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets,
         def realize(conn, host):
             return _realize(conn, host, name, specs[host["name"]], desired["state"])
 
-        outcomes = _hosts.on_hosts(targets, realize, timeout)
+        outcomes = _hosts.on_hosts(engine, targets, realize, timeout)
         failed = _hosts.failures(outcomes)
         if failed:
             done = {h["name"]: (outcomes[h["name"]][0] or {}).get("actions") or [] for h in targets}
             created = [h for h in targets if "define" in done[h["name"]]]
-            _hosts.on_hosts(created, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)), timeout)
+            _hosts.on_hosts(engine, created, _pool_remover(name), timeout)
             stopped = [h for h in targets if "stop" in done[h["name"]]]  # maintenance half-done: back to active
-            _hosts.on_hosts(stopped, lambda conn, h: _storage.realize_pool(conn, _storage.pool_name(name),
-                                                                           specs[h["name"]]), timeout)
+            _hosts.on_hosts(engine, stopped,
+                            lambda conn, h: _storage.realize_pool(conn, _storage.pool_name(name), specs[h["name"]]),
+                            timeout)
             verb = "create" if current is None else "update"
             raise HypervisorError("Cannot %s storage domain '%s': %s" % (verb, name, _hosts.describe_failures(failed)))
-        removed = _hosts.on_hosts(leaving, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
+        removed = _hosts.on_hosts(engine, leaving, _pool_remover(name),
                                   timeout)
         if leaving:
             cur.execute("DELETE FROM storage_domain_host WHERE storage_domain_id = %s AND host_id = ANY(%s)",
@@ -421,6 +433,9 @@ def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets,
 
 def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
     validate_name("name", name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
+    validate_timeout("timeout", timeout)
     with engine.transaction() as cur:
         current = find(cur, name, datacenter)
         if current is None:
@@ -436,7 +451,7 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
         actions = ["remove"] + ["remove pool on %s" % h["name"] for h in reachable]
         if check_mode:
             return Outcome(True, before, {}, None, actions)
-        outcomes = _hosts.on_hosts(reachable, lambda conn, h: _storage.remove_pool(conn, _storage.pool_name(name)),
+        outcomes = _hosts.on_hosts(engine, reachable, _pool_remover(name),
                                    timeout)
         failed = _hosts.failures(outcomes)
         if failed:
@@ -453,6 +468,11 @@ def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
 
 def domain_info(engine, names=None, datacenter=None, refresh=False, timeout=15, check_mode=False):
     """Domains with each host's view; with ``refresh``, ask the hosts now and record what they say."""
+    for domain_name in names or []:
+        validate_name("name", domain_name)
+    if datacenter is not None:
+        validate_name("datacenter", datacenter)
+    validate_timeout("timeout", timeout)
     with engine.transaction() as cur:
         cur.execute(_SELECT + " WHERE (%s::text IS NULL OR d.name = %s) ORDER BY d.name, s.name",
                     (datacenter, datacenter))
@@ -466,7 +486,7 @@ def domain_info(engine, names=None, datacenter=None, refresh=False, timeout=15, 
     result = []
     for row, targets in plans:
         observed = _hosts.on_hosts(
-            targets, lambda conn, h, row=row: _observe(conn, h, row["name"], _storage.pool_spec(
+            engine, targets, lambda conn, h, row=row: _observe(conn, h, row["name"], _storage.pool_spec(
                 row["type"], plain(row["params"]), h["name"])), timeout)
         with engine.transaction() as cur:
             _record_hosts(cur, row["id"], targets, observed, check_mode)

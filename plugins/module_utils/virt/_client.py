@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 import threading
 import traceback
@@ -12,6 +13,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qsl, urlsplit
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError, ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown
 
 try:
     import libvirt
@@ -23,10 +25,54 @@ else:
     # libvirt prints every error to stderr by default; errors reach callers as exceptions.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
-REMOTE_TRANSPORTS = ("tcp", "tls", "ssh", "libssh", "libssh2")
 DRIVERS = ("qemu", "test")
-_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_.,:/@~+=%-]*$")
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+REMOTE_TRANSPORTS = ("tcp", "tls", "ssh", "libssh", "libssh2")
+LOCAL_TRANSPORTS = ("unix",)
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f\"'<>`;|$\\]")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9_.,:/@+=-]*")
+_SSH_PARAMETERS = {"keyfile": "path", "known_hosts": "path", "no_verify": "flag"}
+# The query parameters the engine hands to libvirt, per transport, and what their values may be.
+# Everything else is refused: 'socket', 'command', 'netcat', 'name' and 'proxy' point libvirt at
+# another socket, program or URI than the host's own libvirtd.
+PARAMETERS = {
+    "tls": {"pkipath": "path", "no_verify": "flag"},
+    "tcp": {},
+    "ssh": dict(_SSH_PARAMETERS, no_tty="flag"),
+    "libssh": dict(_SSH_PARAMETERS, known_hosts_verify=("normal", "auto", "ignore"), sshauth="sshauth"),
+    "libssh2": dict(_SSH_PARAMETERS, sshauth="sshauth"),
+    "unix": {},
+    "": {},
+}
+_SSHAUTH = ("agent", "privkey", "password", "keyboard-interactive")
+# A node file of libvirt's test driver: an XML document, nothing else on the engine host.
+_TEST_FILE = re.compile(r"/[A-Za-z0-9_.,/+=-]*\.xml")
+TEST_DRIVER_HINT = ("the test driver simulates a host for trials and tests; this engine does not allow it "
+                    "(virtplane.kvm.engine_database allow_test_driver)")
+
+
+def redact_uri(text):
+    """``text`` with the password of any URI in it replaced: what may be shown or stored."""
+    return _CREDENTIALS.sub(r"\1:***@", text) if text else text
+
+
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):([^/@\s]*)@")
+
+
+def uri_passwords(value):
+    """The passwords of the URIs anywhere in ``value`` (strings, lists, dicts): what must be masked."""
+    if isinstance(value, str):
+        return {m.group(2) for m in _CREDENTIALS.finditer(value) if m.group(2)}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(uri_passwords(v) for v in value)) if value else set()
+    return set()
+
+
+def _shown(uri):
+    return shown(redact_uri(uri), 120)
 
 
 def _valid_host(name):
@@ -36,57 +82,138 @@ def _valid_host(name):
         ipaddress.ip_address(name)
         return True
     except ValueError:
-        return bool(_HOSTNAME.match(name))
+        return bool(_HOSTNAME.fullmatch(name))
 
 
-def validate_uri(uri, field="libvirt_uri"):
-    """Accept the libvirt URIs a host can have; refuse anything else with the reason."""
+def validate_uri(uri, field="libvirt_uri", allow_test_driver=False):
+    """Accept the libvirt URIs a host can have; refuse anything else with the reason.
+
+    Only drivers, transports and query parameters the engine knows pass; a URI never carries a
+    password (libvirt authenticates with TLS certificates, SSH keys or SASL), and the test driver
+    is refused unless the engine allows it.
+    """
     if not uri or not isinstance(uri, str):
         raise ValidationError(field, "a libvirt URI is required, e.g. qemu+tls://hv1.example.com/system")
-    if any(ch.isspace() or ch in "\"'<>`;|$\\" for ch in uri):
-        raise ValidationError(field, "'%s' contains whitespace or shell/XML metacharacters" % uri)
-    parts = urlsplit(uri)
+    if _FORBIDDEN.search(uri):
+        raise ValidationError(field, "%s contains whitespace, control characters or shell/XML metacharacters"
+                              % _shown(uri))
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+        password = parts.password
+    except ValueError:
+        raise ValidationError(field, "%s is not a valid URI (host or port)" % _shown(uri))
+    if password is not None:
+        raise ValidationError(field, "%s carries a password: libvirt does not take one from a URI; it authenticates "
+                                     "with TLS client certificates (qemu+tls), SSH keys (qemu+ssh) or SASL"
+                              % _shown(uri))
     driver, _plus, transport = parts.scheme.partition("+")
     if driver not in DRIVERS:
-        raise ValidationError(field, "'%s' has driver '%s'; supported drivers: %s"
-                              % (uri, driver or "(none)", ", ".join(DRIVERS)))
-    if transport and transport not in REMOTE_TRANSPORTS + ("unix",):
-        raise ValidationError(field, "'%s' has transport '%s'; supported: %s"
-                              % (uri, transport, ", ".join(REMOTE_TRANSPORTS + ("unix",))))
+        raise ValidationError(field, "%s has driver '%s'; supported drivers: %s"
+                              % (_shown(uri), driver or "(none)", ", ".join(DRIVERS)))
+    if parts.fragment or uri.endswith("#"):
+        raise ValidationError(field, "%s has a fragment ('#...'), which libvirt URIs do not have" % _shown(uri))
+    if driver == "test":
+        _validate_test_uri(uri, parts, field, allow_test_driver)
+        return uri
+    if transport and transport not in REMOTE_TRANSPORTS + LOCAL_TRANSPORTS:
+        raise ValidationError(field, "%s has transport '%s'; supported: %s"
+                              % (_shown(uri), transport, ", ".join(REMOTE_TRANSPORTS + LOCAL_TRANSPORTS)))
     if transport in REMOTE_TRANSPORTS:
         if not _valid_host(parts.hostname):
-            raise ValidationError(field, "'%s' uses transport '%s' but names no valid host" % (uri, transport))
-        try:
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            raise ValidationError(field, "'%s' has an invalid port" % uri)
-    elif parts.netloc and transport != "unix" and driver != "test":
-        raise ValidationError(field, "'%s' names host '%s' without a transport (use %s+tcp, %s+tls or %s+ssh)"
-                              % (uri, parts.netloc, driver, driver, driver))
-    if driver == "qemu" and parts.path not in ("/system", "/session"):
-        raise ValidationError(field, "'%s' must end in /system (or /session)" % uri)
-    if driver == "test" and not (parts.path == "/default" or parts.path.startswith("/")):
-        raise ValidationError(field, "'%s': the test driver takes /default or an absolute file path" % uri)
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if not re.match(r"^[a-z_]+$", key) or not _SAFE_TEXT.match(value):
-            raise ValidationError(field, "'%s' has an invalid query parameter '%s'" % (uri, key))
+            raise ValidationError(field, "%s uses transport '%s' but names no valid host" % (_shown(uri), transport))
+        if port == 0:
+            raise ValidationError(field, "%s has an invalid port" % _shown(uri))
+        if parts.username is not None and not _USER.fullmatch(parts.username):
+            raise ValidationError(field, "%s names an invalid user" % _shown(uri))
+    elif parts.netloc:
+        raise ValidationError(field, "%s names host '%s' without a transport (use %s+tcp, %s+tls or %s+ssh)"
+                              % (_shown(uri), parts.netloc, driver, driver, driver))
+    if parts.path != "/system":
+        hint = (": a session libvirtd runs as one user, without bridges, shared storage or migration"
+                if parts.path == "/session" else "")
+        raise ValidationError(field, "%s must end in /system%s" % (_shown(uri), hint))
+    _validate_parameters(uri, parts, transport, field)
     return uri
+
+
+def _validate_test_uri(uri, parts, field, allow_test_driver):
+    if not allow_test_driver:
+        raise ValidationError(field, "%s uses libvirt's test driver: %s" % (_shown(uri), TEST_DRIVER_HINT))
+    if parts.netloc or parts.query or uri.endswith("?"):
+        raise ValidationError(field, "%s: the test driver takes test:///default or the path of a node XML file, "
+                                     "with no host and no parameters" % _shown(uri))
+    if parts.path != "/default" and not (_TEST_FILE.fullmatch(parts.path)
+                                         and posixpath.normpath(parts.path) == parts.path):
+        raise ValidationError(field, "%s: the test driver takes test:///default or the absolute, normalized path of "
+                                     "a node XML file (ending in .xml)" % _shown(uri))
+
+
+def _validate_parameters(uri, parts, transport, field):
+    accepted = PARAMETERS[transport]
+    seen = set()
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        kind = accepted.get(key)
+        if kind is None:
+            raise ValidationError(field, "%s has query parameter %s, which the engine does not pass to libvirt "
+                                         "(accepted%s: %s)" % (_shown(uri), shown(key), " for " + transport
+                                                               if transport else "", ", ".join(sorted(accepted))
+                                                               or "none"))
+        if key in seen:
+            raise ValidationError(field, "%s gives query parameter '%s' twice" % (_shown(uri), key))
+        seen.add(key)
+        if kind == "path":
+            good = bool(_SAFE_PATH.fullmatch(value)) and posixpath.normpath(value) == value
+        elif kind == "flag":
+            good = value in ("0", "1")
+        elif kind == "sshauth":
+            good = bool(value) and all(method in _SSHAUTH for method in value.split(","))
+        else:
+            good = value in kind
+        if not good:
+            raise ValidationError(field, "%s has an invalid value for query parameter '%s'" % (_shown(uri), key))
+
+
+# libxml2 reports a parse error with the offending line of the document: for a file, its content.
+_XML_DETAIL = re.compile(r"(.*?):(\d+): ")
+_MESSAGE_MAX = 400
+
+
+def safe_message(text, code=None):
+    """libvirt's error text as it may reach users, events and the database.
+
+    One line; an XML parse error says where, never what the document holds; no URI password.
+    """
+    text = (text or "").strip()
+    if libvirt is not None and code == getattr(libvirt, "VIR_ERR_XML_DETAIL", 35):
+        where = _XML_DETAIL.match(text)
+        text = ("cannot parse the XML document %s (line %s)" % (where.group(1), where.group(2)) if where
+                else "cannot parse an XML document")
+    line = text.splitlines()[0].strip() if text else ""
+    line = redact_uri(line)
+    return line if len(line) <= _MESSAGE_MAX else line[:_MESSAGE_MAX] + "..."
 
 
 def _message(exc):
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
-        return exc.get_error_message() or str(exc)
-    return str(exc)
+        return safe_message(exc.get_error_message() or str(exc), exc.get_error_code())
+    return safe_message(str(exc))
 
 
-def open_connection(uri, timeout=15):
+def open_connection(uri, timeout=15, allow_test_driver=False):
     """Open a libvirt connection, giving up after ``timeout`` seconds.
 
-    libvirt's own connect can block for minutes on an unreachable TCP address; the attempt
-    runs in a daemon thread so that a dead host costs at most ``timeout``.
+    The URI is checked again here, not only where it was typed: a row written before a rule
+    existed (or by hand) never reaches libvirt unchecked. libvirt's own connect can block for
+    minutes on an unreachable TCP address; the attempt runs in a daemon thread so that a dead
+    host costs at most ``timeout``.
     """
     if libvirt is None:
         raise HypervisorError("The Python library libvirt-python is not installed")
+    try:
+        validate_uri(uri, allow_test_driver=allow_test_driver)
+    except ValidationError as exc:
+        raise HypervisorError("libvirt URI not accepted: %s" % exc.cause)
     outcome = {}
 
     def attempt():
@@ -97,11 +224,17 @@ def open_connection(uri, timeout=15):
 
     worker = threading.Thread(target=attempt, name="libvirt-connect", daemon=True)
     worker.start()
-    worker.join(timeout)
+    worker.join(max(timeout, 1))
+    shown_uri = redact_uri(uri)
     if worker.is_alive():
-        raise HypervisorError("libvirt at %s did not answer within %d s" % (uri, timeout))
+        raise HypervisorError("libvirt at %s did not answer within %d s" % (shown_uri, timeout))
     if "error" in outcome:
-        raise HypervisorError("cannot connect to libvirt at %s: %s" % (uri, _message(outcome["error"])))
+        error = outcome["error"]
+        if uri.startswith("test:") and uri != "test:///default":
+            # whatever the file holds stays out of the message: only that it is no node file
+            raise HypervisorError("cannot connect to libvirt at %s: the test driver cannot read a node XML "
+                                  "document there" % shown_uri)
+        raise HypervisorError("cannot connect to libvirt at %s: %s" % (shown_uri, _message(error)))
     return outcome["conn"]
 
 
@@ -196,9 +329,9 @@ def read_host_facts(conn, domain_type="auto"):
     return facts
 
 
-def probe_host(uri, timeout=15, domain_type="auto"):
+def probe_host(uri, timeout=15, domain_type="auto", allow_test_driver=False):
     """Connect, read the host facts, disconnect."""
-    conn = open_connection(uri, timeout)
+    conn = open_connection(uri, timeout, allow_test_driver)
     try:
         return read_host_facts(conn, domain_type)
     finally:

@@ -42,12 +42,12 @@ HOST_DIRS = {
     "log-libvirt": "/var/log/libvirt",
     "cache-libvirt": "/var/cache/libvirt",
 }
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,9}$")
+NAME = re.compile(r"[a-z][a-z0-9-]{0,9}")
 # The lab's iSCSI target is <IQN_PREFIX>:<lab prefix>; lab hosts name their initiators <IQN_PREFIX>:<host>.
 IQN_PREFIX = "iqn.2026-11.dev.virtplane.lab"
 ISCSI_PORT = 3260
 MAX_LUNS = 32
-SIZE = re.compile(r"^([0-9]+)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
+SIZE = re.compile(r"([0-9]+) *([KMGT]?)(?:i?B)?", re.IGNORECASE)
 
 
 class LabError(Exception):
@@ -124,7 +124,7 @@ def kill_netns(ns):
 
 def parse_size(text):
     """Bytes from '1G', '512M', '1GiB' or a number of bytes (binary units)."""
-    match = SIZE.match(str(text).strip())
+    match = SIZE.fullmatch(str(text))
     if not match:
         raise LabError("LUN size '%s' is not a size such as 1G, 512M or a number of bytes" % text)
     size = int(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " ")
@@ -283,9 +283,9 @@ class Lab:
             raise LabError("this machine can hold 1 to %d lab hosts (%d cores); %d were asked for"
                            % (limit, os.cpu_count() or 1, a.hosts))
         for field, value in (("prefix", a.prefix), ("host_prefix", a.host_prefix)):
-            if not NAME.match(value):
+            if not NAME.fullmatch(value):
                 raise LabError("%s '%s' must be 1-10 lowercase letters, digits or '-'" % (field, value))
-        if not re.match(r"^[a-z][a-z0-9]{0,12}$", a.bridge):
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,12}", a.bridge):
             raise LabError("bridge '%s' must be 1-13 lowercase letters or digits" % a.bridge)
         if not 1 <= a.luns <= MAX_LUNS:
             raise LabError("the lab's iSCSI target exports 1 to %d LUNs; %d were asked for" % (MAX_LUNS, a.luns))

@@ -1,0 +1,146 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Input checks every layer shares: names, text, numbers, sizes, paths.
+
+Each check matches a value whole (``fullmatch``: a pattern ending in ``$`` also matches before a
+final newline) and refuses what the engine database would refuse, with one message that names
+the field, before anything changes. Values are quoted through ``shown``, so a message stays one
+line whatever was typed.
+"""
+
+from __future__ import annotations
+
+import decimal
+import posixpath
+import re
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._schema import NAME_PATTERN
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def shown(value, limit=80):
+    """``value`` quoted for a one-line message: control characters escaped, long text cut."""
+    text = value if isinstance(value, str) else repr(value)
+    text = _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), "\\x%02x" % ord(m.group())), text)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return "'%s'" % text
+
+
+_NAME = re.compile(NAME_PATTERN)
+# What a text field may hold; newlines and tabs are fine in a description, NUL bytes never
+# (PostgreSQL refuses them) and nothing else a terminal or a log would act on.
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+DESCRIPTION_MAX = 4096
+
+
+def validate_name(field, value):
+    # fullmatch: a pattern ending in $ also matches before a final newline, which PostgreSQL refuses
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValidationError(field, "%s is not a valid name: use 1-64 letters, digits, '.', '_' or '-', "
+                                     "starting with a letter or digit" % (shown(value),))
+    return value
+
+
+def validate_pattern(field, value, pattern, what):
+    """``value`` matched whole by ``pattern`` (a compiled regex), else one message naming the field."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValidationError(field, "%s is not %s" % (shown(value), what))
+    return value
+
+
+def validate_description(field, value):
+    """Free text (newlines allowed), but no NUL or other control characters, and a bounded length."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be text")
+    bad = sorted(set(_TEXT_CONTROL.findall(value)))
+    if bad:
+        raise ValidationError(field, "contains control characters (%s); only newlines and tabs are allowed in text"
+                              % ", ".join("\\x%02x" % ord(c) for c in bad))
+    if len(value) > DESCRIPTION_MAX:
+        raise ValidationError(field, "is %d characters long; at most %d are kept" % (len(value), DESCRIPTION_MAX))
+    return value
+
+
+def validate_range(field, value, low, high, unit=""):
+    """An integer option within [low, high]; booleans and fractions are refused too."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, "%s is not a whole number" % shown(value))
+    if not low <= value <= high:
+        raise ValidationError(field, "%d is outside %d-%d%s" % (value, low, high, unit and " " + unit))
+    return value
+
+
+# Seconds an operation waits for a host: a negative or zero wait would give up before asking.
+TIMEOUT_RANGE = (1, 3600)
+
+
+def validate_timeout(field, value):
+    return validate_range(field, value, TIMEOUT_RANGE[0], TIMEOUT_RANGE[1], "seconds")
+
+
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) *([A-Za-z]*)")
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024 ** 2, "mib": 1024 ** 2, "g": 1024 ** 3,
+              "gib": 1024 ** 3, "t": 1024 ** 4, "tib": 1024 ** 4, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
+              "tb": 1000 ** 4}
+# qcow2 stops at 64 TiB by default and PostgreSQL's bigint at 8 EiB: 1 PiB is beyond any real disk
+# and far inside what the engine can store.
+SIZE_MAX = 1024 ** 5
+
+
+def parse_size(field, value):
+    """Bytes from '10GiB', '512MiB', '1.5G' (binary), '20GB' (decimal) or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValidationError(field, "%r is not a size" % (value,))
+    if isinstance(value, int):
+        number, unit = decimal.Decimal(value), ""
+    else:
+        match = _SIZE.fullmatch(str(value))
+        if not match:
+            raise ValidationError(field, "%s is not a size: use a number with a unit such as 10GiB or 512MiB"
+                                  % shown(str(value)))
+        number, unit = decimal.Decimal(match.group(1)), match.group(2)
+        if unit.lower() not in SIZE_UNITS:
+            raise ValidationError(field, "%s has an unknown unit %s (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+                                  % (shown(str(value)), shown(unit)))
+    exact = number * SIZE_UNITS[unit.lower()]
+    if exact != exact.to_integral_value():
+        raise ValidationError(field, "%s is not a whole number of bytes" % shown(str(value)))
+    size = int(exact)
+    if size <= 0:
+        raise ValidationError(field, "%s is not a usable size: it must be more than 0 bytes" % shown(str(value)))
+    if size > SIZE_MAX:
+        raise ValidationError(field, "%s is more than the 1 PiB a disk can have" % shown(str(value)))
+    return size
+
+
+# whitespace, control characters and shell/XML metacharacters
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>&`;|$\\*?(){}\[\]!#~]")
+
+
+def validate_text(field, value, what="value"):
+    """Paths, IQNs, addresses: refuse whitespace and shell/XML metacharacters outright."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, "a %s is required" % what)
+    bad = sorted(set(_UNSAFE.findall(value)))
+    if bad:
+        raise ValidationError(field, "%s contains characters that are not allowed in a %s: %s"
+                              % (shown(value), what, " ".join(shown(c) for c in bad)))
+    if len(value) > 1024:
+        raise ValidationError(field, "is %d characters long; a %s has at most 1024" % (len(value), what))
+    return value
+
+
+def validate_path(field, value):
+    validate_text(field, value, "path")
+    if not value.startswith("/") or posixpath.normpath(value) != value:
+        raise ValidationError(field, "%s must be an absolute, normalized path (no '..', '.', '//' or trailing '/')"
+                              % shown(value))
+    return value

@@ -1,0 +1,102 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The hypervisors of one module run: one libvirt connection per host, opened once, checked once.
+
+Every connection the collection opens goes through here, so every one is made with the engine's
+URI policy (the test driver only where the engine allows it) and a bounded connect; a host that
+several steps of a run talk to costs one connection, and a dead host one timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
+
+
+class Hypervisors:
+    """Cached libvirt connections keyed by URI; ``close()`` ends them all."""
+
+    def __init__(self, allow_test_driver=False):
+        self.allow_test_driver = allow_test_driver
+        self._connections = {}
+        self._failures = {}
+        self._lock = threading.Lock()
+        self.opened = 0  # connections actually opened this run (what the bench and tests look at)
+
+    def connect(self, host, timeout=15):
+        """The connection to ``host`` (a row with ``libvirt_uri``), opened on first use.
+
+        A host that did not answer once in this run is not asked again: the same reason comes back.
+        """
+        uri = host["libvirt_uri"]
+        with self._lock:
+            conn = self._connections.get(uri)
+            failure = self._failures.get(uri)
+        if failure is not None:
+            raise failure
+        if conn is not None and _alive(conn):
+            return conn
+        try:
+            conn = _client.open_connection(uri, timeout, self.allow_test_driver)
+        except VirtplaneError as exc:
+            with self._lock:
+                self._failures[uri] = exc
+            raise
+        with self._lock:
+            self.opened += 1
+            existing = self._connections.get(uri)
+            if existing is not None and _alive(existing):
+                _close(conn)
+                return existing
+            self._connections[uri] = conn
+        return conn
+
+    def forget(self, host):
+        """Drop what is known of ``host`` (its URI changed, or it should be asked again)."""
+        with self._lock:
+            conn = self._connections.pop(host["libvirt_uri"], None)
+            self._failures.pop(host["libvirt_uri"], None)
+        if conn is not None:
+            _close(conn)
+
+    def on_hosts(self, hosts, operation, timeout=15):
+        """``operation(conn, host_row)`` on every host in parallel.
+
+        Returns {host name: (result, None) or (None, reason)}: one slow or dead host costs
+        ``timeout`` once and never hides what the others answered.
+        """
+        def run(host):
+            try:
+                return operation(self.connect(host, timeout), host), None
+            except VirtplaneError as exc:
+                return None, str(exc)
+
+        hosts = list(hosts)
+        if not hosts:
+            return {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            outcomes = list(pool.map(run, hosts))
+        return {h["name"]: outcome for h, outcome in zip(hosts, outcomes)}  # noqa: B905 - same length
+
+    def close(self):
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            _close(conn)
+
+
+def _alive(conn):
+    try:
+        return conn.isAlive() == 1
+    except Exception:  # a connection that cannot even say is not one to use
+        return False
+
+
+def _close(conn):
+    try:
+        conn.close()
+    except Exception:  # closing a broken connection must not hide the real outcome
+        pass
