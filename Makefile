@@ -34,12 +34,17 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn $(CURDIR) $@
 
-# One pytest run over the three folders: one summary line for the whole suite.
+# One pytest run over the three folders: one summary line for the whole suite. Two workers: the lab
+# tests (one group, one worker: their labs share this machine's two cores) run beside the others.
 pytest:
-	$(BIN)/pytest tests/unit tests/integration tests/lab
+	$(BIN)/pytest -n 2 --dist loadgroup tests/unit tests/integration tests/lab
 
+# ruff; the continuation-line rules ansible-test's pep8 applies, which ruff has not; ansible-lint on
+# the roles and playbooks (production profile, .ansible-lint)
 lint:
 	$(BIN)/ruff check .
+	$(BIN)/pycodestyle --select=E1 --max-line-length=120 plugins tests bench tools roles/*/files/*.py
+	$(BIN)/ansible-lint
 
 unit:
 	$(BIN)/pytest tests/unit

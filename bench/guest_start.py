@@ -19,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 
 READY = "VIRTPLANE-GUEST-READY"
+# the collection as make links it, for its one guest XML builder
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build", "collections"))
 
 
 def wait_ready(path, timeout):
@@ -63,22 +64,13 @@ def qemu_direct(image, timeout):
 
 
 def domain_xml(name, image, serial):
-    domain = ET.Element("domain", type="qemu")
-    ET.SubElement(domain, "name").text = name
-    ET.SubElement(domain, "memory", unit="MiB").text = "128"
-    ET.SubElement(domain, "vcpu").text = "1"
-    os_ = ET.SubElement(domain, "os")
-    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
-    ET.SubElement(os_, "kernel").text = os.path.join(image, "vmlinuz")
-    ET.SubElement(os_, "initrd").text = os.path.join(image, "initrd.img")
-    ET.SubElement(os_, "cmdline").text = cmdline(name)
-    devices = ET.SubElement(domain, "devices")
-    nic = ET.SubElement(devices, "interface", type="user")
-    ET.SubElement(nic, "model", type="virtio")
-    serial_el = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial_el, "source", path=serial)
-    ET.SubElement(serial_el, "target", port="0")
-    return ET.tostring(domain, encoding="unicode")
+    from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain
+
+    # the same guest as the direct start: 128 MiB, one vCPU, pc machine, virtio NIC on user networking
+    return _domain.guest_xml(_domain.GuestSpec(
+        name, domain_type="qemu", memory_mib=128, vcpus=1, machine="pc", kernel=os.path.join(image, "vmlinuz"),
+        initrd=os.path.join(image, "initrd.img"), cmdline=cmdline(name), interfaces=[{"type": "user"}],
+        serial_path=serial, acpi=False))
 
 
 def through_libvirt(conn, host_dir, image, timeout):

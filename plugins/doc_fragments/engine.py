@@ -46,7 +46,7 @@ options:
         description:
           - File holding the password, as the engine role writes it (mode 0600, on the engine host only).
           - Falls back to E(VIRTPLANE_ENGINE_PASSWORD_FILE).
-        type: path
+        type: str
         default: /etc/virtplane/engine-db/password
       sslmode:
         description:

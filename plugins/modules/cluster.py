@@ -15,6 +15,7 @@ description:
   - A cluster that still has hosts or VMs is not removed; the error lists them.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes
 options:
   name:
     description:
@@ -83,13 +84,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-attributes:
-  check_mode:
-    support: full
-    description: Reports exactly what would change without writing to the engine.
-  diff_mode:
-    support: full
-    description: Shows the fields that change.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -140,6 +134,7 @@ actions:
   sample: [update]
 """
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster
 
@@ -150,27 +145,17 @@ def main():
         datacenter=dict(type="str"),
         description=dict(type="str"),
         cpu_model=dict(type="str"),
-        scheduling_policy=dict(type="str", choices=["none", "evenly_distributed", "power_saving",
-                                                    "vm_evenly_distributed"]),
+        scheduling_policy=dict(type="str", choices=list(_choices.SCHEDULING_POLICIES)),
         scheduling_policy_params=dict(type="dict"),
         memory_overcommit_percent=dict(type="int"),
         cpu_overcommit_ratio=dict(type="float"),
-        migration_policy=dict(type="str", choices=["minimal_downtime", "post_copy", "suspend_workload", "legacy"]),
+        migration_policy=dict(type="str", choices=list(_choices.MIGRATION_POLICIES)),
         migration_bandwidth_mbps=dict(type="int"),
         migration_max_parallel=dict(type="int"),
         ha_reservation=dict(type="bool"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
+        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
     ), supports_check_mode=True)
-    p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _cluster.ensure_absent(engine, p["name"], module.check_mode)
-        desired = {field: p[field] for field in _cluster.FIELDS if field in p}
-        desired["scheduling_params"] = p["scheduling_policy_params"]
-        return _cluster.ensure_present(engine, p["name"], p["datacenter"], desired, module.check_mode)
-
-    module.exit_outcome(module.run(operation), "cluster")
+    module.ensure(_cluster, _cluster.ClusterSpec, "cluster")
 
 
 if __name__ == "__main__":

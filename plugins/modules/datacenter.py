@@ -15,6 +15,7 @@ description:
     not removed; the error lists them.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes
 options:
   name:
     description:
@@ -38,13 +39,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-attributes:
-  check_mode:
-    support: full
-    description: Reports exactly what would change without writing to the engine.
-  diff_mode:
-    support: full
-    description: Shows the fields that change.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -82,6 +76,7 @@ actions:
   sample: [create]
 """
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _datacenter
 
@@ -90,18 +85,10 @@ def main():
     module = EngineModule(dict(
         name=dict(type="str", required=True),
         description=dict(type="str"),
-        storage_type=dict(type="str", choices=["shared", "local"]),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
+        storage_type=dict(type="str", choices=list(_choices.DATACENTER_STORAGE_TYPES)),
+        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
     ), supports_check_mode=True)
-    p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _datacenter.ensure_absent(engine, p["name"], module.check_mode)
-        desired = {"description": p["description"], "storage_type": p["storage_type"]}
-        return _datacenter.ensure_present(engine, p["name"], desired, module.check_mode)
-
-    module.exit_outcome(module.run(operation), "datacenter")
+    module.ensure(_datacenter, _datacenter.DatacenterSpec, "datacenter")
 
 
 if __name__ == "__main__":

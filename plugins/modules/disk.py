@@ -18,6 +18,9 @@ description:
     in the audit log.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.hosts
+  - virtplane.kvm.hosts.wait
+  - virtplane.kvm.attributes
 options:
   name:
     description: Name of the disk, unique in its storage domain.
@@ -49,7 +52,7 @@ options:
       - Path of an image file on the engine host to import when the disk is created (ignored afterwards).
         Its format (qcow2 or raw) is read from the file. Only a regular file is taken, never a device,
         a FIFO or a file of C(/proc), C(/sys), C(/dev) or C(/run).
-    type: path
+    type: str
   lun:
     description:
       - For an V(iscsi) storage domain, the number of the target's LUN this disk is. libvirt cannot create
@@ -76,17 +79,6 @@ options:
     type: str
     choices: [present, detached, absent]
     default: present
-  timeout:
-    description: Seconds to wait for a host's libvirt to answer, 1 to 3600.
-    type: int
-    default: 15
-attributes:
-  check_mode:
-    support: full
-    description: Reports the disk that would be created or the growth, changing nothing.
-  diff_mode:
-    support: full
-    description: Shows size and format changes.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -148,8 +140,9 @@ actions:
   sample: ["import /srv/images/base.qcow2 (312 MiB)", "progress 10%", "progress 100%"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _common, _disk
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk
 
 
 def main():
@@ -158,40 +151,17 @@ def main():
         storage_domain=dict(type="str", required=True),
         datacenter=dict(type="str"),
         size=dict(type="str"),
-        format=dict(type="str", choices=["qcow2", "raw"]),
-        source=dict(type="path"),
+        format=dict(type="str", choices=list(_choices.DISK_FORMATS)),
+        source=dict(type="str"),
         lun=dict(type="int"),
         vm=dict(type="str"),
-        bus=dict(type="str", choices=["virtio", "scsi", "sata"], default="virtio"),
+        bus=dict(type="str", choices=list(_choices.DISK_BUSES), default="virtio"),
         bootable=dict(type="bool", default=False),
-        state=dict(type="str", choices=["present", "detached", "absent"], default="present"),
-        timeout=dict(type="int", default=15),
+        state=dict(type="str", choices=list(_choices.DISK_STATES), default="present"),
+        **TIMEOUT_OPTIONS,
+        **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("lun", "source"), ("lun", "size")])
-    p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _disk.ensure_absent(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
-                                       module.check_mode)
-        if p["state"] == "detached":
-            return _disk.ensure_detached(engine, p["name"], p["storage_domain"], p["datacenter"], p["timeout"],
-                                         module.check_mode)
-        planned = None
-        if p["vm"] is not None:  # refused before the disk is created, not after
-            planned = _disk.check_attachable(engine, p["storage_domain"], p["vm"], p["datacenter"], p["bus"])
-        outcome = _disk.ensure_present(engine, p["name"], p["storage_domain"], datacenter=p["datacenter"],
-                                       size=p["size"], fmt=p["format"], source=p["source"], lun=p["lun"],
-                                       timeout=p["timeout"], check_mode=module.check_mode)
-        if p["vm"] is None:
-            return outcome
-        if module.check_mode and outcome.resource.get("id") is None:  # a disk that does not exist yet
-            return _common.merge_outcomes(outcome, _common.Outcome(True, {"vm": None}, {"vm": p["vm"]},
-                                                                   dict(outcome.resource, vm=p["vm"]), planned))
-        attached = _disk.ensure_attached(engine, p["name"], p["storage_domain"], p["vm"], p["datacenter"], p["bus"],
-                                         p["bootable"], p["timeout"], module.check_mode)
-        return _common.merge_outcomes(outcome, attached)
-
-    module.exit_outcome(module.run(operation), "disk")
+    module.ensure(_disk, _disk.DiskSpec, "disk")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ description:
   - Lists disks with their storage domain, format, size, LUN and the VM they are attached to.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes.info
 options:
   name:
     description: Names of the disks to report; all when omitted.
@@ -20,13 +21,6 @@ options:
   storage_domain:
     description: Only the disks of this storage domain.
     type: str
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Nothing is configured.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """

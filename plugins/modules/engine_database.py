@@ -38,11 +38,18 @@ options:
       - File holding the password of O(owner). When it does not exist, a random password is
         generated and written there (mode 0600, owned by the user the module runs as), so the
         password is kept only on the engine host and never passes through the controller.
-    type: path
+    type: str
   schema_version:
     description:
       - Schema version to bring the database to; the latest this collection knows when unset.
     type: int
+  reservation_lease_seconds:
+    description:
+      - How long, in seconds, a reservation (the job of a module run working on an object) lives without a
+        heartbeat before it counts as left by a run that died, and the next run to meet it finishes or rolls
+        back its work. A live run beats every third of it. 5 to 3600.
+    type: int
+    default: 60
   allow_test_driver:
     description:
       - Whether hosts may be registered with libvirt's test driver (V(test:///default), or a node XML
@@ -119,24 +126,27 @@ server_version:
   sample: "15.18 (Debian 15.18-0+deb12u1)"
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import StrictModule
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _provision
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(
+    module = StrictModule(dict(
         name=dict(type="str", default="virtplane"),
         owner=dict(type="str", default="virtplane"),
         owner_password=dict(type="str", no_log=True),
-        owner_password_file=dict(type="path", no_log=False),
+        owner_password_file=dict(type="str", no_log=False),
         schema_version=dict(type="int"),
         login_host=dict(type="str", default="/var/run/postgresql"),
         login_port=dict(type="int", default=5432),
         login_user=dict(type="str", default="postgres"),
         login_password=dict(type="str", no_log=True),
         allow_test_driver=dict(type="bool", default=False),
+        reservation_lease_seconds=dict(type="int", default=60),
     ), supports_check_mode=True, mutually_exclusive=[("owner_password", "owner_password_file")],
         required_one_of=[("owner_password", "owner_password_file")])
     if _db.PSYCOPG_IMPORT_ERROR:
@@ -144,18 +154,24 @@ def main():
     p = module.params
     login = dict(host=p["login_host"], port=p["login_port"], user=p["login_user"], password=p["login_password"],
                  database="postgres")
+    settings = {"allow_test_driver": p["allow_test_driver"],
+                "reservation_lease_seconds": p["reservation_lease_seconds"]}
     try:
+        # everything is checked before a password file is made or the server is asked anything
+        _provision.validate_request(p["name"], p["owner"], p["owner_password"], p["schema_version"], settings)
         password, generated = p["owner_password"], False
         if password is None:
             password, generated = _provision.read_or_generate_password(p["owner_password_file"], module.check_mode)
         result = _provision.ensure_database(login, p["name"], p["owner"], password,
-                                            p["schema_version"], module.check_mode,
-                                            settings={"allow_test_driver": p["allow_test_driver"]})
+                                            p["schema_version"], module.check_mode, settings=settings)
         if generated:
             result["changed"] = True
             result["actions"].insert(0, "generate the password file %s" % p["owner_password_file"])
     except VirtplaneError as exc:
-        module.fail_json(msg="Cannot set up the engine database '%s': %s" % (p["name"], exc))
+        module.fail_json(msg="Cannot set up the engine database %s: %s" % (shown(p["name"]), exc))
+    except _db.DatabaseError as exc:
+        module.fail_json(msg="Cannot set up the engine database %s: PostgreSQL refused: %s"
+                         % (shown(p["name"]), _db.describe_error(exc)))
     module.exit_json(**result)
 
 

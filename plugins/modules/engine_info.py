@@ -14,13 +14,7 @@ description:
   - Also returns the summary as lines of text, ready for a C(debug) task.
 extends_documentation_fragment:
   - virtplane.kvm.engine
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing to compare; the module reads only.
+  - virtplane.kvm.attributes.info
 author:
   - virtplane.kvm maintainers (@virtplane)
 """

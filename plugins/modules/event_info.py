@@ -13,6 +13,7 @@ description:
     recorded as an event in the same transaction as the change. This module returns them, newest first.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes.info
 options:
   severity:
     description:
@@ -42,13 +43,6 @@ options:
       - At most this many events, 1 to 10000; page further back with O(since).
     type: int
     default: 100
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing to compare; the module reads only.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -87,15 +81,15 @@ events:
       details: {from: Up, to: NonResponsive}
 """
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _info
 
 
 def main():
     module = EngineModule(dict(
-        severity=dict(type="list", elements="str", choices=["normal", "warning", "error"]),
-        object_type=dict(type="str", choices=["datacenter", "cluster", "host", "vm", "storage_domain",
-                                              "logical_network", "disk", "template"]),
+        severity=dict(type="list", elements="str", choices=list(_choices.EVENT_SEVERITIES)),
+        object_type=dict(type="str", choices=list(_choices.OBJECT_TYPES)),
         object_name=dict(type="str"),
         code=dict(type="str"),
         since=dict(type="str"),

@@ -21,9 +21,14 @@ description:
     change, since they move with the machine (memory hot-add), not with its configuration.
   - Registering or checking a host also realizes the storage domains and logical networks of its cluster on
     it. A host that cannot realize one of them (or a required network) is V(NonOperational) with the reason,
-    and V(Up) again once the cause is fixed and the host checked again.
+    and V(Up) again once the cause is fixed and the host checked again (O(state=refreshed)).
+  - The host's libvirt is read before anything is locked; the host is then reserved (a job with a heartbeat)
+    while its pools and networks are changed, so other runs never wait behind a slow host.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.hosts
+  - virtplane.kvm.hosts.wait
+  - virtplane.kvm.attributes
 options:
   name:
     description:
@@ -64,11 +69,6 @@ options:
         The C(virtplane.kvm.hypervisor) role sets it from a boot probe.
     type: str
     choices: [auto, kvm, qemu]
-  probe_timeout:
-    description:
-      - Seconds to wait for the host's libvirt to answer, 1 to 3600.
-    type: int
-    default: 15
   network_nic:
     description:
       - The host's NIC that carries bridge-mode logical networks (untagged, as VLAN sub-interfaces or as
@@ -78,17 +78,14 @@ options:
     type: str
   state:
     description:
-      - V(present) registers or updates the host and refreshes its status and capabilities; V(absent) removes it.
+      - V(present) registers or updates the host, refreshes its status and capabilities and realizes what
+        its cluster needs (storage domains, networks) on it.
+      - V(refreshed) checks a registered host as it is, and realizes what it lacks (a host that was
+        NonResponsive or NonOperational is Up again once the cause is gone); it takes no settings.
+      - V(absent) removes the host from the engine.
     type: str
-    choices: [present, absent]
+    choices: [present, refreshed, absent]
     default: present
-attributes:
-  check_mode:
-    support: full
-    description: Reads the host's libvirt and reports what would change without writing to the engine.
-  diff_mode:
-    support: full
-    description: Shows the fields that change, status included.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -100,6 +97,12 @@ EXAMPLES = r"""
     cluster: prod
     libvirt_uri: "qemu+tls://{{ ansible_host }}/system"
   delegate_to: "{{ groups['engine'][0] }}"
+
+- name: Check a host again after its NFS mount was fixed; it is Up again once it has every domain
+  virtplane.kvm.host:
+    name: hv3
+    state: refreshed
+  delegate_to: engine1
 
 - name: Remove a host that was decommissioned
   virtplane.kvm.host:
@@ -145,7 +148,8 @@ actions:
   sample: [register]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
 
 
@@ -155,22 +159,13 @@ def main():
         cluster=dict(type="str"),
         libvirt_uri=dict(type="str"),
         address=dict(type="str"),
-        domain_type=dict(type="str", choices=["auto", "kvm", "qemu"]),
-        probe_timeout=dict(type="int", default=15),
+        domain_type=dict(type="str", choices=list(_choices.HOST_DOMAIN_TYPES)),
         network_nic=dict(type="str"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
+        state=dict(type="str", choices=list(_choices.HOST_STATES), default="present"),
+        **TIMEOUT_OPTIONS,
+        **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True)
-    p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _host.ensure_absent(engine, p["name"], module.check_mode)
-        return _host.ensure_present(engine, p["name"], cluster=p["cluster"], libvirt_uri=p["libvirt_uri"],
-                                    address=p["address"], domain_type=p["domain_type"],
-                                    probe_timeout=p["probe_timeout"], check_mode=module.check_mode,
-                                    network_nic=p["network_nic"])
-
-    module.exit_outcome(module.run(operation), "host")
+    module.ensure(_host, _host.HostSpec, "host")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ description:
   - Each host's status (V(Up), V(NonResponsive), V(Maintenance), V(NonOperational)…) with the
     reason, and the capabilities libvirt reported (CPU model and topology, memory, NUMA cells,
     domain type).
-  - With O(refresh=true) the engine checks every selected host now, in parallel, and records
-    status changes (and changed capabilities) as its monitor does; the task then reports C(changed).
-    Memory size, NUMA cells and the current clock move with the machine (memory hot-add), so they are
-    refreshed too, without counting as a change.
+  - It only reads what the engine recorded and never changes a host. To check a host now (and bring it
+    what its cluster uses), run M(virtplane.kvm.host) with O(virtplane.kvm.host#module:state=refreshed).
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes.info
 options:
   name:
     description:
@@ -28,35 +27,14 @@ options:
     description:
       - Only the hosts of this cluster.
     type: str
-  refresh:
-    description:
-      - Check each host's libvirt now and record what changed.
-      - A check also brings the host what its cluster uses (storage domain pools, logical networks) where
-        they are missing, as M(virtplane.kvm.host) does; a host that cannot realize them is V(NonOperational).
-        In check mode nothing is changed on the hosts or recorded.
-    type: bool
-    default: false
-  probe_timeout:
-    description:
-      - Seconds to wait for each host's libvirt when O(refresh=true), 1 to 3600.
-    type: int
-    default: 15
-attributes:
-  check_mode:
-    support: full
-    description: With O(refresh=true), reports what the check found without recording it.
-  diff_mode:
-    support: none
-    description: Status changes are in the returned hosts and the audit log.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""
-- name: Check every host of the prod cluster now
+- name: The hosts of the prod cluster as the engine knows them
   virtplane.kvm.host_info:
     cluster: prod
-    refresh: true
   register: prod_hosts
   delegate_to: engine1
 
@@ -95,18 +73,10 @@ def main():
     module = EngineModule(dict(
         name=dict(type="list", elements="str"),
         cluster=dict(type="str"),
-        refresh=dict(type="bool", default=False),
-        probe_timeout=dict(type="int", default=15),
-    ), needs_libvirt=True, supports_check_mode=True)
+    ), supports_check_mode=True, read_only=True)
     p = module.params
-    module.read_only = not p["refresh"]
-
-    def operation(engine):
-        return _host.host_info(engine, names=p["name"], cluster=p["cluster"], refresh=p["refresh"],
-                               probe_timeout=p["probe_timeout"], check_mode=module.check_mode)
-
-    changed, hosts = module.run(operation)
-    module.exit_json(changed=changed, hosts=hosts)
+    hosts = module.run(lambda engine: _host.host_info(engine, names=p["name"], cluster=p["cluster"]))
+    module.exit_json(changed=False, hosts=hosts)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ description:
     the cause is fixed. C(status) in RV(logical_network) says whether every host has the network.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.hosts
+  - virtplane.kvm.hosts.wait
+  - virtplane.kvm.attributes
 options:
   name:
     description: Name of the network, unique in its data center.
@@ -78,17 +81,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  timeout:
-    description: Seconds to wait for each host's libvirt, 1 to 3600.
-    type: int
-    default: 15
-attributes:
-  check_mode:
-    support: full
-    description: Reads every affected host and reports what would change there, writing nothing.
-  diff_mode:
-    support: full
-    description: Shows the fields that change, cluster assignments included.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -142,7 +134,8 @@ actions:
   sample: [create, "define network on hv1", "define network on hv2"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network
 
 
@@ -151,7 +144,7 @@ def main():
         name=dict(type="str", required=True),
         datacenter=dict(type="str"),
         description=dict(type="str"),
-        mode=dict(type="str", choices=["bridge", "nat", "isolated"]),
+        mode=dict(type="str", choices=list(_choices.NETWORK_MODES)),
         vlan=dict(type="int"),
         vxlan=dict(type="int"),
         mtu=dict(type="int"),
@@ -160,21 +153,12 @@ def main():
         bridge=dict(type="str"),
         clusters=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
                                                                  required=dict(type="bool", default=True))),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        timeout=dict(type="int", default=15),
+        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
+        **TIMEOUT_OPTIONS,
+        **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("vlan", "vxlan")],
         required_if=[("state", "present", ("datacenter",))])
-    p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _network.ensure_absent(engine, p["name"], p["datacenter"], p["timeout"], module.check_mode)
-        desired = dict(description=p["description"], mode=p["mode"], vlan_id=p["vlan"], vxlan_vni=p["vxlan"],
-                       mtu=p["mtu"], subnet=p["subnet"], gateway=p["gateway"], bridge=p["bridge"])
-        return _network.ensure_present(engine, p["name"], p["datacenter"], desired, clusters=p["clusters"],
-                                       timeout=p["timeout"], check_mode=module.check_mode)
-
-    module.exit_outcome(module.run(operation), "logical_network")
+    module.ensure(_network, _network.NetworkSpec, "logical_network")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ description:
   - To check the hosts again, use M(virtplane.kvm.host_info) with O(virtplane.kvm.host_info#module:refresh=true).
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.attributes.info
 options:
   name:
     description: Names of the networks to report; all when omitted.
@@ -23,13 +24,6 @@ options:
   datacenter:
     description: Only the networks of this data center.
     type: str
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Nothing is configured.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """

@@ -22,6 +22,9 @@ description:
   - A domain that still holds disks is not removed; the error lists them.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.hosts
+  - virtplane.kvm.hosts.wait
+  - virtplane.kvm.attributes
 options:
   name:
     description: Name of the storage domain, unique in its data center.
@@ -61,7 +64,7 @@ options:
     suboptions:
       path:
         description: Absolute path of an existing directory on O(host).
-        type: path
+        type: str
         required: true
   posixfs:
     description: Parameters of a V(posixfs) domain.
@@ -69,7 +72,7 @@ options:
     suboptions:
       path:
         description: Absolute path that exists, with the same content, on every host of the clusters.
-        type: path
+        type: str
         required: true
   nfs:
     description: Parameters of an V(nfs) domain.
@@ -85,7 +88,7 @@ options:
         required: true
       path:
         description: Mount point on each host. Defaults to C(/var/lib/virtplane/mnt/<name>).
-        type: path
+        type: str
   logical:
     description: Parameters of a V(logical) (LVM) domain.
     type: dict
@@ -97,7 +100,7 @@ options:
       devices:
         description: Physical volumes of the group (informational for libvirt; the group must exist).
         type: list
-        elements: path
+        elements: str
   iscsi:
     description:
       - Parameters of an V(iscsi) domain. Its disks are the target's LUNs (M(virtplane.kvm.disk) with
@@ -145,17 +148,6 @@ options:
     type: str
     choices: [present, absent, maintenance]
     default: present
-  timeout:
-    description: Seconds to wait for each host's libvirt to answer, 1 to 3600.
-    type: int
-    default: 15
-attributes:
-  check_mode:
-    support: full
-    description: Asks every host (a transient pool that leaves nothing) and reports what would change.
-  diff_mode:
-    support: full
-    description: Shows the configuration fields that change; per-host pool changes are in RV(actions).
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -220,14 +212,15 @@ actions:
   sample: [create, "define pool on hv1", "define pool on hv2"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage
 
-TYPES = ["dir", "posixfs", "nfs", "logical", "iscsi", "rbd"]
+TYPES = list(_choices.STORAGE_TYPES)
 
 
 def main():
-    path_only = dict(type="dict", options=dict(path=dict(type="path", required=True)))
+    path_only = dict(type="dict", options=dict(path=dict(type="str", required=True)))
     module = EngineModule(dict(
         name=dict(type="str", required=True),
         datacenter=dict(type="str"),
@@ -238,34 +231,27 @@ def main():
         dir=path_only,
         posixfs=path_only,
         nfs=dict(type="dict", options=dict(server=dict(type="str", required=True),
-                                           export=dict(type="str", required=True), path=dict(type="path"))),
+                                           export=dict(type="str", required=True), path=dict(type="str"))),
         logical=dict(type="dict", options=dict(volume_group=dict(type="str", required=True),
-                                               devices=dict(type="list", elements="path"))),
+                                               devices=dict(type="list", elements="str"))),
         iscsi=dict(type="dict", options=dict(portal=dict(type="str", required=True),
                                              target=dict(type="str", required=True),
                                              initiator_prefix=dict(type="str"))),
         rbd=dict(type="dict", options=dict(monitors=dict(type="list", elements="str", required=True),
                                            pool=dict(type="str", required=True), user=dict(type="str"),
                                            secret_uuid=dict(type="str", no_log=True))),
-        state=dict(type="str", choices=["present", "absent", "maintenance"], default="present"),
-        timeout=dict(type="int", default=15),
+        state=dict(type="str", choices=list(_choices.STORAGE_STATES), default="present"),
+        **TIMEOUT_OPTIONS,
+        **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[TYPES],
         required_if=[("state", "present", ("type", "datacenter")), ("state", "maintenance", ("type", "datacenter"))]
         + [("type", t, (t,)) for t in TYPES])
     p = module.params
-
-    def operation(engine):
-        if p["state"] == "absent":
-            return _storage.ensure_absent(engine, p["name"], p["datacenter"], p["timeout"], module.check_mode)
-        given = [t for t in TYPES if p[t] is not None and t != p["type"]]
-        if given:
-            module.fail_json(msg="Invalid value for '%s': a %s domain takes its parameters in '%s'"
-                             % (given[0], p["type"], p["type"]), field=given[0])
-        return _storage.ensure_present(engine, p["name"], p["datacenter"], p["type"], p[p["type"]],
-                                       clusters=p["clusters"], host=p["host"], description=p["description"],
-                                       state=p["state"], timeout=p["timeout"], check_mode=module.check_mode)
-
-    module.exit_outcome(module.run(operation), "storage_domain")
+    given = [t for t in TYPES if p[t] is not None and t != p["type"]]
+    if given and p["state"] != "absent":
+        module.fail_json(msg="Invalid value for '%s': a %s domain takes its parameters in '%s'"
+                         % (given[0], p["type"], p["type"]), field=given[0])
+    module.ensure(_storage, _storage.StorageDomainSpec, "storage_domain")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ description:
   - C(status) of each domain is V(active) when every host that should have the domain has it
     active, V(partial) (with C(missing_on) naming the hosts) or V(inactive) otherwise,
     V(maintenance), or V(unattached) when no host uses it.
-  - With O(refresh=true) every host is asked now and its answer recorded.
+  - With O(refresh=true) every host is asked now; its answer is returned, not recorded.
 extends_documentation_fragment:
   - virtplane.kvm.engine
+  - virtplane.kvm.hosts
+  - virtplane.kvm.attributes.info
 options:
   name:
     description: Names of the domains to report; all when omitted.
@@ -26,20 +28,11 @@ options:
     description: Only the domains of this data center.
     type: str
   refresh:
-    description: Ask every host now (pool refresh) instead of reporting the last recorded view.
+    description:
+      - Ask every host now instead of reporting the last recorded view. What the hosts say
+        is returned, not recorded; the module never changes the engine or a host.
     type: bool
     default: false
-  timeout:
-    description: Seconds to wait for each host's libvirt with O(refresh=true), 1 to 3600.
-    type: int
-    default: 15
-attributes:
-  check_mode:
-    support: full
-    description: With O(refresh=true), reports what the hosts say without recording it.
-  diff_mode:
-    support: none
-    description: Nothing is configured.
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -79,7 +72,7 @@ storage_domains:
       disks: []
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage
 
 
@@ -88,17 +81,15 @@ def main():
         name=dict(type="list", elements="str"),
         datacenter=dict(type="str"),
         refresh=dict(type="bool", default=False),
-        timeout=dict(type="int", default=15),
-    ), needs_libvirt=True, supports_check_mode=True)
+        **TIMEOUT_OPTIONS,
+    ), needs_libvirt=True, supports_check_mode=True, read_only=True)
     p = module.params
-    module.read_only = not p["refresh"]
 
     def operation(engine):
         return _storage.domain_info(engine, names=p["name"], datacenter=p["datacenter"], refresh=p["refresh"],
-                                    timeout=p["timeout"], check_mode=module.check_mode)
+                                    timeout=p["timeout"])
 
-    _recorded, domains = module.run(operation)
-    module.exit_json(changed=False, storage_domains=domains)
+    module.exit_json(changed=False, storage_domains=module.run(operation))
 
 
 if __name__ == "__main__":

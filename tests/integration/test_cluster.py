@@ -70,7 +70,7 @@ def test_bad_input_names_the_field_and_changes_nothing(engine_options, sql):
         "Cannot create cluster 'prod' in data center 'lyon': cluster 'prod' already exists in data center "
         "'paris' (cluster names are unique and a cluster cannot move between data centers)")
     assert "scheduling_policy_params" in run["bad param"]["msg"]
-    assert "high_utilization not a parameter of policy 'none'" in run["bad param"]["msg"]
+    assert "'high_utilization' not a parameter of policy 'none'" in run["bad param"]["msg"]
     assert run["bad overcommit"]["msg"] == "Invalid value for 'memory_overcommit_percent': 50 is outside 100-400"
     assert "migration_policy" in run["bad choice"]["msg"] and "fast" in run["bad choice"]["msg"]
     assert [r["name"] for r in sql("SELECT name FROM cluster")] == ["prod"]

@@ -12,9 +12,10 @@ from tests.support.playbook import run_play
 
 def provision(postgres, name, **options):
     login = postgres.superuser_login()
-    return {"virtplane.kvm.engine_database": dict(
-        name=name, owner="engine_" + name, login_host=login["host"], login_port=login["port"],
-        login_user=login["user"], login_password=login["password"], **options)}
+    values = dict(name=name, owner="engine_" + name[:40], login_host=login["host"], login_port=login["port"],
+                  login_user=login["user"], login_password=login["password"])
+    values.update(options)
+    return {"virtplane.kvm.engine_database": values}
 
 
 def connect_as(postgres, database, user, password):
@@ -118,3 +119,87 @@ def test_short_password_is_refused_before_anything_is_created(postgres):
         cur.execute("SELECT count(*) AS n FROM pg_database WHERE datname = 'short'")
         assert cur.fetchone()["n"] == 0
     conn.close()
+
+
+def _server_state(postgres):
+    """Roles, databases, their owners and whether template1 holds tables: what a refusal must not touch."""
+    conn = _db.connect_raw(_db.resolve_engine_options(dict(postgres.superuser_login(), password_file=None)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolname, rolpassword FROM pg_authid ORDER BY rolname")
+            roles = cur.fetchall()
+            cur.execute("SELECT d.datname, r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                        " ORDER BY d.datname")
+            databases = cur.fetchall()
+    finally:
+        conn.close()
+    conn = _db.connect_raw(_db.resolve_engine_options(dict(postgres.superuser_login("template1"), password_file=None)))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+            template_tables = cur.fetchone()["n"]
+    finally:
+        conn.close()
+    return roles, databases, template_tables
+
+
+def test_hostile_input_is_refused_before_the_server_or_a_file_is_touched(postgres, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00password")
+    good = "x" * 16
+    cases = [
+        ("template1", dict(name="template1", owner_password=good), "name", "PostgreSQL's own databases"),
+        ("postgres db", dict(name="postgres", owner_password=good), "name", "PostgreSQL's own databases"),
+        ("superuser role", dict(name="hostile1", owner="postgres", owner_password=good), "owner", "PostgreSQL's own"),
+        ("reserved role", dict(name="hostile2", owner="pg_evil", owner_password=good), "owner", "reserved name"),
+        ("schema negative", dict(name="hostile3", owner_password=good, schema_version=-1), "schema_version",
+         "not a schema version"),
+        ("schema future", dict(name="hostile4", owner_password=good, schema_version=99), "schema_version",
+         "not a schema version"),
+        ("name too long", dict(name="d" * 64, owner_password=good), "name", "longer than the 63 characters"),
+        ("password newline", dict(name="hostile5", owner_password=good + "\n"), "owner_password", "control"),
+        ("password file relative", dict(name="hostile6", owner_password_file="relative/pw"), "owner_password_file",
+         "absolute"),
+        ("password file newline", dict(name="hostile7", owner_password_file=str(tmp_path / "pw\n")),
+         "owner_password_file", "not allowed in a path"),
+        ("password file fifo", dict(name="hostile8", owner_password_file=str(fifo)), "owner_password_file",
+         "not a regular file"),
+        ("password file binary", dict(name="hostile9", owner_password_file=str(binary)), "owner_password_file",
+         "does not hold text"),
+        ("lease", dict(name="hostile10", owner_password=good, reservation_lease_seconds=1),
+         "reservation_lease_seconds", "outside 5-3600"),
+        ("login port", dict(name="hostile11", owner_password=good, login_port=70000), "login_port", "outside"),
+    ]
+    before = _server_state(postgres)
+    for check in (True, False):
+        tasks = []
+        for name, options, _field, _cause in cases:
+            task = provision(postgres, **options)
+            task.update(name=name, ignore_errors=True)
+            tasks.append(task)
+        run = run_play(tasks, check=check)
+        for name, _options, field, cause in cases:
+            msg = run[name]["msg"]
+            assert "'%s'" % field in msg and cause in msg, (name, msg)
+            assert "\n" not in msg, msg
+    assert _server_state(postgres) == before
+    assert sorted(os.listdir(tmp_path)) == ["binary", "fifo"]
+
+
+def test_engine_password_files_that_are_no_files(engine_options, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe\x00password")
+    without_password = {k: v for k, v in engine_options.items() if k != "password"}
+    tasks = [{"name": name, "ignore_errors": True,
+              "virtplane.kvm.engine_info": {"engine": dict(without_password, password_file=path)}}
+             for name, path in (("fifo", str(fifo)), ("binary", str(binary)), ("directory", str(tmp_path)),
+                                ("variable", "/etc/$USER/pw"))]
+    run = run_play(tasks)
+    assert run["fifo"]["msg"] == "Invalid value for 'engine.password_file': '%s' is not a regular file" % fifo
+    assert run["binary"]["msg"] == "Invalid value for 'engine.password_file': '%s' does not hold text (UTF-8)" % binary
+    assert run["directory"]["msg"].startswith("Invalid value for 'engine.password_file': ")
+    assert run["variable"]["msg"].startswith("Cannot connect to the engine database")  # taken literally, not expanded

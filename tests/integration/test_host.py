@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from tests.support.engine_rows import running_vm
 from tests.support.playbook import run_play
 
 BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
@@ -82,7 +83,7 @@ def test_unreachable_host_becomes_nonresponsive_and_comes_back(engine_options, s
 def test_registering_an_unreachable_host_fails_and_records_nothing(engine_options, sql):
     run = run_play(BASE + [dict(name="register", ignore_errors=True,
                                 **host(cluster="prod", libvirt_uri="qemu+tcp://127.0.0.1:1/system",
-                                       probe_timeout=5))], engine=engine_options)
+                                       timeout=5))], engine=engine_options)
     assert run["register"]["failed"]
     assert run["register"]["msg"].startswith(
         "Cannot register host 'hv1': cannot connect to libvirt at qemu+tcp://127.0.0.1:1/system: ")
@@ -126,8 +127,7 @@ def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
     run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test:///default"))],
              engine=engine_options)
     with engine.transaction() as cur:
-        cur.execute("INSERT INTO vm (cluster_id, name, vcpus, memory_mib, status, run_host_id)"
-                    " SELECT cluster_id, 'web01', 1, 512, 'Up', id FROM host WHERE name = 'hv1'")
+        running_vm(cur, "web01", "hv1")
     run = run_play([dict(name="remove", ignore_errors=True, **host(state="absent")),
                     dict(name="move", ignore_errors=True, **host(cluster="test")),
                     dict(name="nic", ignore_errors=True, **host(cluster="prod", network_nic="eth9"))],
@@ -146,35 +146,48 @@ def test_memory_that_grows_under_a_host_is_refreshed_without_a_change(engine_opt
                    engine=engine_options)
     assert run["register"]["host"]["memory_mib"] == 2048
     node_file.write_text("<node><cpu><mhz>2400</mhz></cpu><memory>4194304</memory></node>")
-    run = run_play([dict(name="again", **host()), {"name": "refresh", "virtplane.kvm.host_info": {"refresh": True}}],
+    run = run_play([dict(name="again", **host()), dict(name="refresh", **host(state="refreshed"))],
                    engine=engine_options)
     assert not run["again"]["changed"] and not run["refresh"]["changed"]
     assert run["again"]["host"]["memory_mib"] == 4096 and run["again"]["host"]["cluster"] == "prod"
     assert sql("SELECT memory_mib FROM host") == [{"memory_mib": 4096}]
 
 
-def test_host_info_refresh_records_status_changes(engine_options, sql, node_file, tmp_path):
+def test_host_info_reads_and_refreshed_records_status_changes(engine_options, sql, node_file, tmp_path):
     uri = "test://%s" % node_file
     run_play(BASE + [dict(name="hv1", **host(cluster="prod", libvirt_uri=uri)),
                      dict(name="hv2", **host(name="hv2", cluster="test", libvirt_uri="test:///default"))],
              engine=engine_options)
     node_file.rename(tmp_path / "gone.xml")
+    events_before = len(sql("SELECT id FROM event"))
     run = run_play([
         {"name": "read", "virtplane.kvm.host_info": {}},
         {"name": "prod only", "virtplane.kvm.host_info": {"cluster": "prod"}},
-        {"name": "check refresh", "check_mode": True, "virtplane.kvm.host_info": {"refresh": True}},
-        {"name": "refresh", "virtplane.kvm.host_info": {"refresh": True}},
-        {"name": "refresh again", "virtplane.kvm.host_info": {"refresh": True, "name": ["hv1"]}},
         {"name": "unknown", "ignore_errors": True, "virtplane.kvm.host_info": {"name": ["hv9"]}},
+        {"name": "no refresh here", "ignore_errors": True, "virtplane.kvm.host_info": {"refresh": True}},
     ], engine=engine_options)
+    # host_info reads what the engine recorded and never changes a host
     assert not run["read"]["changed"]
     assert [(h["name"], h["status"]) for h in run["read"]["hosts"]] == [("hv1", "Up"), ("hv2", "Up")]
     assert [h["name"] for h in run["prod only"]["hosts"]] == ["hv1"]
-    assert run["check refresh"]["changed"]
-    assert run["refresh"]["changed"]
-    hv1, hv2 = run["refresh"]["hosts"]
-    assert hv1["status"] == "NonResponsive" and str(node_file) in hv1["status_reason"]
-    assert hv2["status"] == "Up" and hv1["memory_mib"] == 3072
-    assert not run["refresh again"]["changed"]
     assert run["unknown"]["msg"] == "Host 'hv9' does not exist"
+    assert "refresh" in run["no refresh here"]["msg"]
+    assert len(sql("SELECT id FROM event")) == events_before
+
+    run = run_play([dict(name="check refresh", check_mode=True, **host(state="refreshed")),
+                    dict(name="refresh", **host(state="refreshed")),
+                    dict(name="refresh again", **host(state="refreshed")),
+                    dict(name="refresh hv2", **host(name="hv2", state="refreshed")),
+                    dict(name="settings", ignore_errors=True, **host(state="refreshed", network_nic="eth1")),
+                    dict(name="unknown", ignore_errors=True, **host(name="hv9", state="refreshed"))],
+                   engine=engine_options, diff=True)
+    assert run["check refresh"]["changed"] and run["check refresh"]["actions"] == ["status Up -> NonResponsive"]
+    assert run["refresh"]["actions"] == ["status Up -> NonResponsive"]
+    assert run["check refresh"]["diff"] == run["refresh"]["diff"]
+    refreshed = run["refresh"]["host"]
+    assert refreshed["status"] == "NonResponsive" and str(node_file) in refreshed["status_reason"]
+    assert refreshed["memory_mib"] == 3072
+    assert not run["refresh again"]["changed"] and not run["refresh hv2"]["changed"]
+    assert run["settings"]["msg"].startswith("Invalid value for 'state': refreshed checks a host as it is")
+    assert run["unknown"]["msg"] == "Cannot refresh host 'hv9': host 'hv9' does not exist"
     assert [r["status"] for r in sql("SELECT status FROM host ORDER BY name")] == ["NonResponsive", "Up"]

@@ -93,15 +93,19 @@ CASES = [
     ("disk name", DISK, _disk(name="d1\n"), "name", "valid name"),
     ("disk domain", DISK, _disk(storage_domain="shared\n"), "storage_domain", "valid name"),
     ("disk vm", DISK, _disk(vm="web01\n"), "vm", "valid name"),
-    ("disk source", DISK, _disk(size=None, source="/dev/zero"), "source", "not a regular file"),
+    ("disk source", DISK, _disk(size=None, source="/dev/zero"), "source", "in the system's own /dev"),
+    ("disk source etc", DISK, _disk(size=None, source="/etc/shadow"), "source", "in the system's own /etc"),
+    ("disk source variable", DISK, _disk(size=None, source="/srv/$HOME/x.img"), "source", "not allowed in a path"),
+    ("disk tiny", DISK, _disk(size="513"), "size", "at least 1 MiB"),
     ("net name", NET, _net(name="green\n"), "name", "valid name"),
     ("net bridge", NET, _net(bridge="vpgreen\n"), "bridge", "bridge name"),
     ("net cluster", NET, _net(clusters=[{"name": "prod\n"}]), "clusters.name", "valid name"),
     ("net description", NET, _net(description="\x00"), "description", "control characters"),
     ("net subnet", NET, _net(subnet="10.1.0.0/24\n\n"), "subnet", "CIDR"),
     # 4. numbers that make no sense
-    ("host timeout negative", HOST, {"name": "hv1", "probe_timeout": -1}, "probe_timeout", "outside 1-3600"),
-    ("host timeout huge", HOST, {"name": "hv1", "probe_timeout": 10 ** 20}, "probe_timeout", "outside 1-3600"),
+    ("host timeout negative", HOST, {"name": "hv1", "timeout": -1}, "timeout", "outside 1-3600"),
+    ("host timeout huge", HOST, {"name": "hv1", "timeout": 10 ** 20}, "timeout", "outside 1-3600"),
+    ("host wait timeout", HOST, {"name": "hv1", "wait_timeout": -1}, "wait_timeout", "outside 0-3600"),
     ("sd timeout", SD, _sd(timeout=-5), "timeout", "outside 1-3600"),
     ("disk fraction", DISK, _disk(size="1.9"), "size", "not a whole number of bytes"),
     ("disk huge", DISK, _disk(size="9" * 25), "size", "more than the 1 PiB"),
@@ -124,9 +128,69 @@ CASES = [
     ("engine database", DC, {"name": "paris", "engine": {"database": "virtplane\n"}}, "engine.database",
      "PostgreSQL name"),
 ]
+# found by trying harder: values Ansible itself converts or expands, and values that are well formed
+# but point where they should not
+CASES += [
+    ("path variable", SD, _sd(posixfs={"path": "/srv/${VIRTPLANE_ENGINE_PASSWORD}"}), "posixfs.path",
+     "not allowed in a path"),
+    ("path home", SD, _sd(posixfs={"path": "~"}), "posixfs.path", "not allowed in a path"),
+    ("path root", SD, _sd(posixfs={"path": "/"}), "posixfs.path", "system's own /"),
+    ("path etc", SD, _sd(posixfs={"path": "/etc"}), "posixfs.path", "system's own /etc"),
+    ("path double slash", SD, _sd(posixfs={"path": "//srv/x"}), "posixfs.path", "normalized"),
+    ("uri password space", HOST, {"name": "hv2", "cluster": "prod", "libvirt_uri": "qemu+tcp://admin:%s x@h/system"
+                                  % SECRET}, "libvirt_uri", "control characters"),
+    ("uri password slash", HOST, {"name": "hv2", "cluster": "prod", "libvirt_uri": "qemu+tcp://admin:%s/x@h/system"
+                                  % SECRET}, "libvirt_uri", ""),
+    ("uri query password", HOST, {"name": "hv2", "cluster": "prod",
+                                  "libvirt_uri": "qemu+tls://h/system?password=%s" % SECRET}, "libvirt_uri",
+     "query parameter 'password'"),
+    ("uri known hosts", HOST, {"name": "hv2", "cluster": "prod",
+                               "libvirt_uri": "qemu+ssh://hv9/system?known_hosts=/etc/shadow&no_verify=1"},
+     "libvirt_uri", "invalid value for query parameter 'known_hosts'"),
+    ("uri pkipath proc", HOST, {"name": "hv2", "cluster": "prod",
+                                "libvirt_uri": "qemu+tls://hv9/system?pkipath=/proc/self"},
+     "libvirt_uri", "invalid value for query parameter 'pkipath'"),
+    ("uri upper case", HOST, {"name": "hv2", "cluster": "prod", "libvirt_uri": "QEMU+TCP://hv9/system"},
+     "libvirt_uri", "lower case"),
+    ("uri numeric host", HOST, {"name": "hv2", "cluster": "prod", "libvirt_uri": "qemu+tcp://127.1/system"},
+     "libvirt_uri", "names no valid host"),
+    ("int newline", HOST, {"name": "hv1", "timeout": "15\n"}, "timeout", "not a whole number written in digits"),
+    ("int arabic", NET, _net(vlan="\u0661\u0665"), "vlan", "not a whole number written in digits"),
+    ("int exponent", NET, _net(vlan="1e3"), "vlan", "not a whole number written in digits"),
+    ("int infinity", NET, _net(mtu="Infinity"), "mtu", "not a whole number written in digits"),
+    ("engine port arabic", DC, {"name": "paris", "engine": {"port": "\u0665\u0664\u0663\u0662"}}, "engine.port",
+     "not a whole number"),
+    ("float bool", CLUSTER, {"name": "prod", "cpu_overcommit_ratio": True}, "cpu_overcommit_ratio",
+     "not a number written in digits"),
+    ("name bool", DC, {"name": True}, "name", "not text"),
+    ("description list", DC, {"name": "paris", "description": ["x", "y"]}, "description", "not text"),
+    ("choice newline", DC, {"name": "paris", "state": "absent\n"}, "state", "is not one of present, absent"),
+    ("choice newline nested", HOST, {"name": "hv1", "domain_type": "kvm\n"}, "domain_type", "is not one of"),
+    ("portal port", SD, _sd(type="iscsi", iscsi={"portal": "192.0.2.1:99999", "target": "iqn.2026-11.com.x:t"}),
+     "iscsi.portal", "outside 1-65535"),
+    ("iqn month", SD, _sd(type="iscsi", iscsi={"portal": "192.0.2.1", "target": "iqn.2026-99.com.x:t"}),
+     "iscsi.target", "iSCSI qualified name"),
+    ("vg dots", SD, _sd(type="logical", logical={"volume_group": ".."}), "logical.volume_group", "volume group"),
+    ("vg device", SD, _sd(type="logical", logical={"volume_group": "vg0", "devices": ["/etc/passwd"]}),
+     "logical.devices", "not a block device"),
+    ("rbd pool", SD, _sd(type="rbd", rbd={"monitors": ["mon1"], "pool": "a/b@c=d,e:f"}), "rbd.pool",
+     "Ceph pool name"),
+    ("nic dash", HOST, {"name": "hv1", "network_nic": "-h"}, "network_nic", "network interface name"),
+    ("nic word", HOST, {"name": "hv1", "network_nic": "help"}, "network_nic", "word of iproute2"),
+    ("bridge word", NET, _net(bridge="help"), "bridge", "bridge name"),
+    ("address hex", HOST, {"name": "hv1", "address": "0x7f000001"}, "address", "host name or an IP"),
+    ("address zeros", HOST, {"name": "hv1", "address": "01.02.03.04"}, "address", "host name or an IP"),
+    ("subnet everything", NET, _net(mode="nat", subnet="0.0.0.0/0", gateway="0.0.0.1"), "subnet", "wider than"),
+    ("subnet no prefix", NET, _net(subnet="10.9.9.9"), "subnet", "CIDR notation"),
+    ("subnet zero prefix", NET, _net(subnet="10.0.0.0/08"), "subnet", "CIDR notation"),
+    ("subnet loopback", NET, _net(subnet="127.0.0.0/8"), "subnet", "loopback"),
+    ("description bidi", DC, {"name": "rome", "description": "abc\u202edef"}, "description", "control characters"),
+    ("description c1", DC, {"name": "rome", "description": "abc\x9bdef"}, "description", "control characters"),
+    ("policy key newline", CLUSTER, {"name": "prod", "scheduling_policy_params": {"high_utilization\n": 70}},
+     "scheduling_policy_params", "not a parameter"),
+]
 # read-only modules: refused the same way, and never as a "refused change"
 INFO_CASES = [
-    ("host_info timeout", "virtplane.kvm.host_info", {"probe_timeout": -1}, "probe_timeout", "outside 1-3600"),
     ("host_info name", "virtplane.kvm.host_info", {"name": ["hv1\n"]}, "name", "valid name"),
     ("sd_info timeout", "virtplane.kvm.storage_domain_info", {"timeout": 0}, "timeout", "outside 1-3600"),
     ("sd_info name", "virtplane.kvm.storage_domain_info", {"name": ["shared\n"]}, "name", "valid name"),
@@ -160,6 +224,7 @@ def test_every_class_is_refused_before_anything_changes_in_check_mode_as_for_rea
             assert result.get("failed"), "%s was accepted: %s" % (name, result)
             msg = result["msg"]
             assert "'%s'" % field in msg and cause in msg, "%s: %s" % (name, msg)
+            assert "\x1b" not in msg and "\u202e" not in msg and "\x9b" not in msg, msg
             assert "\n" not in msg, "%s: message of several lines: %r" % (name, msg)
             assert "refused the change" not in msg and "Failing row" not in msg, msg
         assert check[name]["msg"] == real[name]["msg"], name
@@ -195,7 +260,7 @@ def test_a_uri_never_makes_the_engine_show_a_file(engine_options, sql, tmp_path)
     # the host's own node file turns into something else: the status reason and the event say so, no more
     node.write_text(secret.read_text())
     run = run_play([{"name": "check", HOST: {"name": "hv2"}},
-                    {"name": "refresh", "virtplane.kvm.host_info": {"refresh": True}}], engine=engine_options)
+                    {"name": "refresh", HOST: {"name": "hv2", "state": "refreshed"}}], engine=engine_options)
     assert run["check"]["host"]["status"] == "NonResponsive"
     assert SECRET not in run.output and SECRET not in json.dumps(run.results)
     assert SECRET not in json.dumps(sql("SELECT * FROM host"), default=str)

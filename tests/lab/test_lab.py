@@ -126,11 +126,19 @@ def engine_options_module(postgres):
             "password": "lab-tests-password"}
 
 
-def host_info(lab, **options):
-    run = run_plays([{"hosts": "engine", "gather_facts": False,
-                      "tasks": [{"name": "info", "virtplane.kvm.host_info": options}]}],
+def host_info(lab, refresh=False, timeout=15):
+    """The engine's hosts; with ``refresh``, each host is checked first (host state refreshed)."""
+    tasks = [{"name": "info", "virtplane.kvm.host_info": {}}]
+    if refresh:
+        tasks.insert(0, {"name": "refresh", "loop": sorted(HOSTS), "virtplane.kvm.host": {
+            "name": "{{ item }}", "state": "refreshed", "timeout": timeout}})
+    run = run_plays([{"hosts": "engine", "gather_facts": False, "tasks": tasks}],
                     inventory=lab["inventory"], engine=lab["engine"])
-    return run["info"]
+    info = dict(run["info"])
+    if refresh:
+        assert not run["refresh"].get("failed"), run.output[-3000:]
+        info["changed"] = run["refresh"]["changed"]
+    return info
 
 
 # --- bad input first: refused before anything exists -------------------------------------
@@ -442,7 +450,7 @@ def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
                           capture_output=True, text=True, timeout=30, check=False)
     assert stop.returncode == 0, stop.stderr
     try:
-        info = host_info(lab, refresh=True, probe_timeout=5)
+        info = host_info(lab, refresh=True, timeout=5)
         assert info["changed"]
         status = {h["name"]: (h["status"], h["status_reason"]) for h in info["hosts"]}
         assert status["hv1"] == ("Up", "")
@@ -501,7 +509,7 @@ def test_leftovers_of_a_killed_run_are_rebuilt(lab):
                               timeout=30, check=True).stdout.strip()
     assert hostname == "hv1"
     # its libvirtd died with it: the host is NonResponsive until the hypervisor role starts it again
-    hv1 = [h for h in host_info(lab, refresh=True, probe_timeout=5)["hosts"] if h["name"] == "hv1"][0]
+    hv1 = [h for h in host_info(lab, refresh=True, timeout=5)["hosts"] if h["name"] == "hv1"][0]
     assert hv1["status"] == "NonResponsive"
     again = run_plays([dict(hypervisor_play(), hosts="hv1")], inventory=lab["inventory"], engine=lab["engine"])
     assert again.rc == 0, again.output[-3000:]

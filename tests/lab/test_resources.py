@@ -15,8 +15,9 @@ import time
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
+from tests.support.engine_rows import running_vm
 from tests.support.lab import guest_xml, read_console, wait_for_console
-from tests.support.playbook import ROOT, run_plays
+from tests.support.playbook import ROOT, run_plays, start_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-res"
 PREFIX = "vpres"
@@ -65,7 +66,9 @@ def inventory(tmp_path_factory):
 def engine_options_module(postgres):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _provision
 
-    _provision.ensure_database(postgres.superuser_login(), "lab_resources", "virtplane", "lab-resources-password")
+    # a short lease: a run killed in a test is recovered a few seconds later, not a minute
+    _provision.ensure_database(postgres.superuser_login(), "lab_resources", "virtplane", "lab-resources-password",
+                               settings={"reservation_lease_seconds": 5})
     return {"host": postgres.socket_dir, "port": postgres.port, "database": "lab_resources", "user": "virtplane",
             "password": "lab-resources-password"}
 
@@ -85,6 +88,12 @@ def dc(inventory, engine_options_module):
     assert run.rc == 0, run.output[-4000:]
     yield {"inventory": inventory, "engine": engine_options_module}
     lab_tool("down")
+
+
+def check_hosts(names=("hv1", "hv2")):
+    """Each host checked again, as an administrator would after fixing something (host state refreshed)."""
+    return {"name": "check hosts", "loop": list(names), "virtplane.kvm.host": {"name": "{{ item }}",
+                                                                               "state": "refreshed"}}
 
 
 def engine_tasks(dc, tasks, check=False, diff=False):
@@ -197,7 +206,7 @@ def test_a_pool_lost_on_one_host_is_reported_and_restored(dc):
     run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.storage_domain_info": info}])
     shared = run["info"]["storage_domains"][0]
     assert (shared["status"], shared["missing_on"]) == ("partial", ["hv2"])
-    run = engine_tasks(dc, [{"name": "check hosts", "virtplane.kvm.host_info": {"refresh": True}},
+    run = engine_tasks(dc, [check_hosts(),
                             {"name": "info", "virtplane.kvm.storage_domain_info": {"name": ["shared"]}}])
     assert run["info"]["storage_domains"][0]["status"] == "active"
     assert pools("hv2")[0]["vp-shared"]
@@ -223,7 +232,7 @@ def test_hosts_kept_out_for_a_missing_directory_come_back_when_the_domain_is_app
             finally:
                 conn.close()
         os.rmdir(path)
-        engine_tasks(dc, [{"name": "check", "virtplane.kvm.host_info": {"refresh": True}}])
+        engine_tasks(dc, [check_hosts()])
         statuses = sql_lab("SELECT name, status, status_reason FROM host WHERE name IN ('hv1', 'hv2') ORDER BY name")
         assert [r["status"] for r in statuses] == ["NonOperational"] * 2, statuses
         assert "storage domain later: cannot open directory" in statuses[0]["status_reason"]
@@ -234,7 +243,7 @@ def test_hosts_kept_out_for_a_missing_directory_come_back_when_the_domain_is_app
         assert sql_lab("SELECT status FROM host WHERE name IN ('hv1', 'hv2')") == [{"status": "Up"}] * 2
     finally:
         engine_tasks(dc, [{"name": "remove", "virtplane.kvm.storage_domain": {"name": "later", "state": "absent"}},
-                          {"name": "check", "virtplane.kvm.host_info": {"refresh": True}}])
+                          check_hosts()])
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -324,9 +333,8 @@ def test_guests_on_the_vxlan_network_reach_each_other_across_hosts(dc, sql_lab):
         assert "VIRTPLANE-GUEST-PING 192.168.100.12 ok" in console, console[-2000:]
         assert "VIRTPLANE-GUEST-READY ip=192.168.100.12" in read_console(guests[0][2])
         # a disk attached to the running VM is plugged into its guest at once, and unplugged again
-        sql_lab("INSERT INTO vm (cluster_id, name, vcpus, memory_mib, status, run_host_id)"
-                " SELECT c.id, 'app-hv1', 1, 128, 'Up', h.id FROM cluster c, host h"
-                " WHERE c.name = 'lab' AND h.name = 'hv1' RETURNING id")
+        with sql_lab.engine.transaction() as cur:
+            running_vm(cur, "app-hv1", "hv1")
         run = engine_tasks(dc, [{"name": "attach", "virtplane.kvm.disk": {
             "name": "hot", "storage_domain": "shared", "size": "64MiB", "vm": "app-hv1"}}], diff=True)
         assert run.rc == 0, run.output[-3000:]
@@ -373,6 +381,111 @@ def test_a_vlan_network_the_kernel_cannot_carry_makes_hosts_nonoperational_until
     assert any("NonOperational" in e["message"] for e in events) and events[-1]["message"].endswith("is Up")
 
 
+def _importer(dc, name, source):
+    return start_plays([{"hosts": "engine", "gather_facts": False, "tasks": [disk(name, source=str(source))]}],
+                       inventory=dc["inventory"], engine=dc["engine"])
+
+
+def _wait_for_event(sql_lab, code, name, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = sql_lab("SELECT id FROM event WHERE code = %s AND object_name = %s", code, name)
+        if rows:
+            return rows[0]["id"]
+        time.sleep(0.2)
+    raise AssertionError("no %s event for %s within %d s" % (code, name, timeout))
+
+
+def _volumes(prefix):
+    return sorted(f for f in os.listdir(SHARED) if f.startswith(prefix))
+
+
+def test_an_import_holds_up_no_other_disk_of_its_data_center(dc, sql_lab, tmp_path):
+    """The import streams with no lock held: another disk is made while it runs, in the same data center."""
+    big = tmp_path / "big.img"
+    with open(big, "wb") as handle:
+        handle.truncate(3 * 1024 ** 3)
+    importer = _importer(dc, "big", big)
+    try:
+        started = _wait_for_event(sql_lab, "DISK_IMPORT_STARTED", "big")
+        run = engine_tasks(dc, [disk("small", size="64MiB")])
+        assert run["small"]["changed"], run.output[-3000:]
+        finished = importer.wait(timeout=600)
+    except BaseException:
+        importer.kill()
+        raise
+    assert finished.rc == 0, finished.output[-3000:]
+    order = sql_lab("SELECT code, object_name FROM event WHERE object_name IN ('big', 'small') AND code IN"
+                    " ('DISK_IMPORT_STARTED', 'DISK_CREATED') AND id >= %s ORDER BY id", started)
+    assert [(e["code"], e["object_name"]) for e in order] == [
+        ("DISK_IMPORT_STARTED", "big"), ("DISK_CREATED", "small"), ("DISK_CREATED", "big")]
+    job = sql_lab("SELECT status, progress FROM job WHERE action = 'disk.create' AND object_name = 'big'")
+    assert job == [{"status": "finished", "progress": 100}]
+    cleanup = engine_tasks(dc, [disk("big", state="absent"), disk("small", state="absent")])
+    assert cleanup.rc == 0, cleanup.output[-3000:]
+
+
+def test_an_import_killed_half_way_is_rolled_back_by_the_next_run(dc, sql_lab, tmp_path):
+    """SIGKILL mid-import: a locked row and a half-filled volume; after the lease the next run rolls both back."""
+    big = tmp_path / "big.img"
+    with open(big, "wb") as handle:
+        handle.truncate(3 * 1024 ** 3)
+    importer = _importer(dc, "victim", big)
+    try:
+        _wait_for_event(sql_lab, "DISK_IMPORT_STARTED", "victim")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not sql_lab(
+                "SELECT 1 FROM job WHERE object_name = 'victim' AND progress > 0 AND status = 'running'"):
+            time.sleep(0.1)
+    finally:
+        importer.kill()
+    # what the dead run left: its reservation, its row and a volume, half filled
+    assert sql_lab("SELECT status FROM disk WHERE name = 'victim'") == [{"status": "locked"}]
+    assert sql_lab("SELECT status FROM job WHERE object_name = 'victim'") == [{"status": "running"}]
+    assert _volumes("victim") == ["victim.img"]
+    time.sleep(6)  # the lease (5 s) runs out: the reservation belongs to a run that died
+    small = tmp_path / "small.img"
+    with open(small, "wb") as handle:
+        handle.write(b"\0" * MIB)
+    run = engine_tasks(dc, [disk("victim", source=str(small))])
+    assert run["victim"]["changed"], run.output[-3000:]
+    recovered = sql_lab("SELECT message FROM event WHERE code = 'JOB_RECOVERED' AND object_name = 'victim'")
+    assert len(recovered) == 1 and "rolled back" in recovered[0]["message"], recovered
+    # once the next run has passed: one row, one volume, both of the new import
+    victim = sql_lab("SELECT status, size_bytes FROM disk WHERE name = 'victim'")
+    assert victim == [{"status": "ok", "size_bytes": MIB}]
+    assert _volumes("victim") == ["victim.img"] and os.path.getsize(os.path.join(SHARED, "victim.img")) == MIB
+    assert [r["status"] for r in sql_lab("SELECT status FROM job WHERE object_name = 'victim' ORDER BY started_at")] \
+        == ["aborted", "finished"]
+    cleanup = engine_tasks(dc, [disk("victim", state="absent")])
+    assert cleanup.rc == 0, cleanup.output[-3000:]
+
+
+def test_an_unchanged_apply_opens_one_read_only_connection_per_host(dc, sql_lab):
+    """Re-applying what is already there reads each host once, read-only, and changes nothing."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network, _storage
+
+    uris = sorted(r["libvirt_uri"] for r in sql_lab("SELECT libvirt_uri FROM host WHERE status = 'Up'"))
+    events = len(sql_lab("SELECT id FROM event"))
+    for service, spec in (
+            (_storage, _storage.StorageDomainSpec.from_params({"name": "shared", "datacenter": "lab",
+                                                               "type": "posixfs", "posixfs": {"path": SHARED}})),
+            (_network, _network.NetworkSpec.from_params({"name": "app", "datacenter": "lab", "vxlan": 100,
+                                                         "subnet": "192.168.100.0/24",
+                                                         "clusters": [{"name": "lab"}]}))):
+        engine = _db.connect(dc["engine"])
+        try:
+            outcome = service.ensure(engine, spec)
+            assert not outcome.changed, outcome.actions
+            assert sorted(engine.hypervisors.opened) == [(uri, True) for uri in uris]
+        finally:
+            engine.close()
+    assert len(sql_lab("SELECT id FROM event")) == events
+    assert sql_lab("SELECT count(*) AS n FROM job WHERE action IN ('storage_domain.apply', 'logical_network.apply')"
+                   " AND started_at > now() - interval '1 minute'") == [{"n": 0}]
+
+
 def test_a_host_that_joins_later_gets_the_domains_and_networks(dc, sql_lab):
     run = run_plays([{"name": "hv3", "hosts": "later", "gather_facts": False, "roles": ["virtplane.kvm.hypervisor"]}],
                     inventory=dc["inventory"], engine=dc["engine"])
@@ -401,5 +514,6 @@ def sql_lab(engine_options_module):
             cur.execute(statement, args)
             return cur.fetchall() if cur.description else []
 
+    query.engine = engine
     yield query
     engine.close()

@@ -81,7 +81,7 @@ def test_md5_passwords_of_older_servers_are_recognized():
 
 @pytest.mark.parametrize("value, expected", [
     ("10GiB", 10 * 1024 ** 3), ("512MiB", 512 * 1024 ** 2), ("1.5G", 1536 * 1024 ** 2), ("20GB", 20 * 10 ** 9),
-    ("4096", 4096), (4096, 4096), ("1 TiB", 1024 ** 4), ("64k", 65536),
+    ("1048576", 1048576), (1048576, 1048576), ("1 TiB", 1024 ** 4), ("1024k", 1048576), ("1.5 MiB", 1572864),
 ])
 def test_sizes_with_units(value, expected):
     assert _validation.parse_size("size", value) == expected
@@ -93,6 +93,9 @@ def test_sizes_with_units(value, expected):
     ("1.9", "is not a whole number of bytes"), ("0.5", "is not a whole number of bytes"), (-5, "is not a usable size"),
     ("10GiB\n", "is not a size"), ("10\nGiB", "is not a size"), ("2PiB", "unknown unit"),
     ("9" * 30, "more than the 1 PiB"), (2 ** 70, "more than the 1 PiB"), ("\u0663GiB", "is not a size"),
+    ("1.00000000000000000000000000001", "is not a whole number of bytes"),
+    ("1.0000000000000000000000000001KiB", "is not a whole number of bytes"),
+    ("1", "at least 1 MiB"), ("513", "at least 1 MiB"), ("1048577", "whole 512-byte sectors"),
 ])
 def test_bad_sizes_name_the_field_and_cause(value, message):
     with pytest.raises(ValidationError, match=message) as caught:

@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import posixpath
 import re
+import stat
 import traceback
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
@@ -34,6 +36,14 @@ else:
     DatabaseError = psycopg.Error
     PSYCOPG_IMPORT_ERROR = None
 
+
+def jsonb(value):
+    """``value`` as a jsonb parameter (psycopg imported here: its absence is reported once, above)."""
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
+
+
 DEFAULT_PASSWORD_FILE = "/etc/virtplane/engine-db/password"
 
 ENGINE_DEFAULTS = {
@@ -57,41 +67,87 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,62}")
 _SERVER = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?")
 
 
-def validate_engine_options(options):
-    """The connection options, refused with the field named before anything is attempted."""
+ENGINE_FIELDS = {key: "engine." + key for key in ENGINE_DEFAULTS}
+
+
+def validate_engine_options(options, fields=None):
+    """The connection options, refused with the field named before anything is attempted.
+
+    ``fields`` names them as the module calls them (``engine.port``, or ``login_port`` ...).
+    """
+    fields = dict(ENGINE_FIELDS, **(fields or {}))
     for key in ("database", "user"):
         if not isinstance(options[key], str) or not _IDENTIFIER.fullmatch(options[key]):
-            raise ValidationError("engine.%s" % key, "%s is not a PostgreSQL name (letters, digits, '_', '.', '$' "
-                                                     "or '-', 63 at most)" % shown(options[key]))
+            raise ValidationError(fields[key], "%s is not a PostgreSQL name (letters, digits, '_', '.', '$' "
+                                               "or '-', 63 at most)" % shown(options[key]))
     host = options["host"]
-    if not isinstance(host, str) or not (_SERVER.fullmatch(host) or (
+    if not isinstance(host, str) or not (_is_address(host) or _SERVER.fullmatch(host) or (
             host.startswith("/") and posixpath.normpath(host) == host and not _CONTROL.search(host))):
-        raise ValidationError("engine.host", "%s is neither a host name, an IP address nor the absolute path of "
-                                             "PostgreSQL's socket directory" % shown(host))
+        raise ValidationError(fields["host"], "%s is neither a host name, an IP address nor the absolute path of "
+                                              "PostgreSQL's socket directory" % shown(host))
     for key, low, high in (("port", 1, 65535), ("connect_timeout", 1, 300)):
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValidationError("engine.%s" % key, "%s is outside %d-%d" % (shown(value), low, high))
+            raise ValidationError(fields[key], "%s is outside %d-%d" % (shown(value), low, high))
+
+
+def _is_address(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def resolve_engine_options(options):
+def resolve_engine_options(options, fields=None):
     """Fill unset engine options from their defaults; read the password file if needed."""
     resolved = dict(ENGINE_DEFAULTS)
     resolved.update({k: v for k, v in (options or {}).items() if v is not None})
-    validate_engine_options(resolved)
+    validate_engine_options(resolved, fields)
     if not resolved.get("password") and resolved.get("password_file"):
         path = resolved["password_file"]
-        if os.path.exists(path):
-            try:
-                with open(path) as handle:
-                    resolved["password"] = handle.read().strip()
-            except OSError as exc:
-                raise EngineConnectionError(
-                    "Cannot read the engine database password file %s: %s" % (path, exc.strerror))
+        if os.path.lexists(path):
+            resolved["password"] = read_secret_file(dict(ENGINE_FIELDS, **(fields or {}))["password_file"], path)
     return resolved
+
+
+SECRET_FILE_MAX = 4096
+
+
+def read_secret_file(field, path):
+    """The one line of text a password file holds: a regular file, read to a bound, decoded strictly.
+
+    A FIFO would block, /dev/zero would never end, a binary file would not decode: each is refused
+    with the field named, and the file's content is never part of a message.
+    """
+    if not isinstance(path, str) or not path.startswith("/") or _CONTROL.search(path):
+        raise ValidationError(field, "%s is not an absolute path" % shown(path))
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise ValidationError(field, "cannot read %s: %s" % (shown(path), exc.strerror))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValidationError(field, "%s is not a regular file" % shown(path))
+        data = os.read(descriptor, SECRET_FILE_MAX + 1)
+    except OSError as exc:
+        raise ValidationError(field, "cannot read %s: %s" % (shown(path), exc.strerror))
+    finally:
+        os.close(descriptor)
+    if len(data) > SECRET_FILE_MAX:
+        raise ValidationError(field, "%s is longer than a password file (%d bytes at most)"
+                              % (shown(path), SECRET_FILE_MAX))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(field, "%s does not hold text (UTF-8)" % shown(path))
+    secret = text.strip()
+    if _CONTROL.search(secret):
+        raise ValidationError(field, "%s holds more than one line, or control characters" % shown(path))
+    return secret
 
 
 def describe(options):
@@ -193,7 +249,7 @@ def connect_raw(options):
 
 
 # What the engine allows unless its installer decided otherwise (table engine_setting).
-SETTING_DEFAULTS = {"allow_test_driver": False}
+SETTING_DEFAULTS = {"allow_test_driver": False, "reservation_lease_seconds": 60}
 
 
 class Engine:
@@ -210,6 +266,12 @@ class Engine:
     def allow_test_driver(self):
         """Whether hosts may be libvirt's test driver (a setting for trials and tests)."""
         return self.settings["allow_test_driver"] is True
+
+    @property
+    def lease_seconds(self):
+        """How long a reservation lives without a heartbeat before it counts as left by a dead run."""
+        value = self.settings["reservation_lease_seconds"]
+        return value if isinstance(value, int) and 1 <= value <= 3600 else 60
 
     @property
     def where(self):

@@ -14,13 +14,16 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import EngineConnectionError, ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
     validate_name,
+    validate_path,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _schema
 
 SCRAM_ITERATIONS = 4096
 
@@ -58,10 +61,10 @@ def password_matches(stored, password, user):
 
 def read_or_generate_password(path, check_mode=False):
     """(password, generated): read ``path``, or create it with a random password (mode 0600)."""
-    try:
-        with open(path) as handle:
-            password = handle.read().strip()
-    except FileNotFoundError:
+    validate_path("owner_password_file", path)
+    if os.path.lexists(path):
+        password = _db.read_secret_file("owner_password_file", path)
+    else:
         password = secrets.token_urlsafe(24)
         if not check_mode:
             os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
@@ -69,8 +72,6 @@ def read_or_generate_password(path, check_mode=False):
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(password + "\n")
         return password, True
-    except OSError as exc:
-        raise ValidationError("owner_password_file", "cannot read %s: %s" % (path, exc.strerror))
     if len(password) < 12:
         raise ValidationError("owner_password_file", "%s holds a password shorter than 12 characters" % path)
     return password, False
@@ -81,19 +82,55 @@ def _sql():
     return sql
 
 
+# What the engine's database and role may never be: PostgreSQL's own (a role named postgres is the
+# superuser, pg_ names are reserved, template databases are copied into every new one).
+LOGIN_FIELDS = {"host": "login_host", "port": "login_port", "user": "login_user", "database": "name"}
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+_PASSWORD_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_request(database, owner, password, schema_target, settings):
+    """Everything ``ensure_database`` is given, refused with the field named before anything is touched."""
+    validate_name("name", database)
+    if len(database) > 63:
+        raise ValidationError("name", "%s is longer than the 63 characters PostgreSQL keeps of a name"
+                              % shown(database))
+    if database.lower() in RESERVED_DATABASES:
+        raise ValidationError("name", "%s is one of PostgreSQL's own databases" % shown(database))
+    validate_name("owner", owner)
+    if len(owner) > 63 or owner.lower() == "postgres" or owner.lower().startswith("pg_"):
+        raise ValidationError("owner", "%s is PostgreSQL's own role or a reserved name (pg_...), or longer than 63 "
+                                       "characters" % shown(owner))
+    if password is not None and (not isinstance(password, str) or len(password) < 12):
+        raise ValidationError("owner_password", "must be at least 12 characters")
+    if password is not None and _PASSWORD_CONTROL.search(password):
+        raise ValidationError("owner_password", "holds a newline, a NUL or another control character, which no "
+                                                "client can send")
+    known = isinstance(schema_target, int) and not isinstance(schema_target, bool) and \
+        1 <= schema_target <= _schema.LATEST_VERSION
+    if schema_target is not None and not known:
+        raise ValidationError("schema_version", "%s is not a schema version this collection knows (1-%d)"
+                              % (shown(schema_target), _schema.LATEST_VERSION))
+    unknown = sorted(set(settings or {}) - set(_db.SETTING_DEFAULTS))
+    if unknown:
+        raise ValidationError("settings", "unknown engine settings: %s" % ", ".join(unknown))
+    lease = (settings or {}).get("reservation_lease_seconds")
+    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, int) or not 5 <= lease <= 3600):
+        raise ValidationError("reservation_lease_seconds", "%s is outside 5-3600" % shown(lease))
+
+
 def ensure_database(login, database, owner, password, schema_target=None, check_mode=False, settings=None):
     """Ensure role ``owner`` (with ``password``), database ``database``, its schema and its settings.
 
     ``login`` are superuser connection options (host, port, user, password, database);
     ``settings`` are engine settings (``engine_setting``) to hold, e.g. {"allow_test_driver": False}.
     """
-    validate_name("name", database)
-    validate_name("owner", owner)
-    if not password or len(password) < 12:
+    if password is None:
         raise ValidationError("owner_password", "must be at least 12 characters")
+    validate_request(database, owner, password, schema_target, settings)
     sql = _sql()
     actions = []
-    admin = _db.connect_raw(_db.resolve_engine_options(dict(login, password_file=None)))
+    admin = _db.connect_raw(_db.resolve_engine_options(dict(login, password_file=None), LOGIN_FIELDS))
     try:
         with admin.cursor() as cur:
             cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (owner,))
@@ -142,7 +179,7 @@ def _ensure_schema(login, database, owner, target, check_mode, created):
         # the database does not exist yet: every migration would be applied
         target, pending = _db.pending_migrations(0, target)
         return {"from_version": 0, "to_version": target, "applied": pending}
-    conn = _db.connect_raw(_db.resolve_engine_options(dict(login, database=database, password_file=None)))
+    conn = _db.connect_raw(_db.resolve_engine_options(dict(login, database=database, password_file=None), LOGIN_FIELDS))
     try:
         current, new, applied = _db.migrate(conn, target, check_mode=check_mode, owner=owner)
     finally:
@@ -152,13 +189,11 @@ def _ensure_schema(login, database, owner, target, check_mode, created):
 
 def _ensure_settings(login, database, settings, check_mode):
     """Hold ``settings`` in the engine's ``engine_setting`` table; the actions that takes."""
-    unknown = sorted(set(settings) - set(_db.SETTING_DEFAULTS))
-    if unknown:
-        raise ValidationError("settings", "unknown engine settings: %s" % ", ".join(unknown))
     if not settings:
         return []
     try:
-        conn = _db.connect_raw(_db.resolve_engine_options(dict(login, database=database, password_file=None)))
+        options = _db.resolve_engine_options(dict(login, database=database, password_file=None), LOGIN_FIELDS)
+        conn = _db.connect_raw(options)
     except EngineConnectionError:
         if check_mode:  # the database would be created first
             return ["set %s to %s" % (k, _json(v)) for k, v in sorted(settings.items())]

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import collections
 
-Migration = collections.namedtuple("Migration", "version description sql")
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import NAME_PATTERN
 
-# Names users type in inventories: letters, digits, '.', '_' and '-', 64 characters at most.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Migration = collections.namedtuple("Migration", "version description sql")
 
 HOST_STATUSES = ("Installing", "Up", "NonResponsive", "Maintenance", "PreparingForMaintenance",
                  "NonOperational")
@@ -362,6 +361,95 @@ UPDATE host_network SET error = split_part(error, E'\n', 1) WHERE error LIKE E'%
 UPDATE event SET message = split_part(message, E'\n', 1) WHERE message LIKE E'%\n%';
 """
 
+# A MAC range of its own for each data center (2^16 addresses under the locally administered 56:6f
+# prefix oVirt uses), derived from its id so that two data centers on one L2 do not collide.
+DEFAULT_MAC_POOL_SQL = ("('56:6f:' || substr(md5({id}::text), 1, 2) || ':' || substr(md5({id}::text), 3, 2)"
+                        " || ':00:00')::macaddr", "('56:6f:' || substr(md5({id}::text), 1, 2) || ':'"
+                        " || substr(md5({id}::text), 3, 2) || ':ff:ff')::macaddr")
+JOB_STATUSES = ("running", "finished", "failed", "aborted")
+
+_ENGINE_CORE = f"""
+-- long work is reserved, done with no lock held, then confirmed: a job row is the reservation,
+-- with its owner (host:pid of the module run) and a heartbeat; a reservation whose heartbeat is
+-- older than its lease belongs to a run that died, and whoever meets it finishes or rolls it back
+ALTER TABLE job ADD COLUMN owner text NOT NULL DEFAULT '';
+ALTER TABLE job ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE job ADD COLUMN lease_seconds integer NOT NULL DEFAULT 60 CHECK (lease_seconds BETWEEN 1 AND 3600);
+ALTER TABLE job ADD COLUMN datacenter_name text;
+ALTER TABLE job ADD COLUMN plan jsonb NOT NULL DEFAULT '{{}}'::jsonb;
+CREATE INDEX job_object_idx ON job (object_type, object_id);
+ALTER TABLE event ADD COLUMN job_id uuid;
+INSERT INTO engine_setting (name, value) VALUES ('reservation_lease_seconds', '60');
+
+-- the reservation an object is under (its row 'locked' while a job works on it)
+ALTER TABLE disk ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+ALTER TABLE storage_domain ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+ALTER TABLE logical_network ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+ALTER TABLE host ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+
+-- a VM's definition, its runtime and its statistics apart (oVirt's vm_static, vm_dynamic and
+-- vm_statistics): the monitor writes runtime and samples without contending with a definition change
+CREATE TABLE vm_runtime (
+    vm_id                uuid PRIMARY KEY REFERENCES vm (id) ON DELETE CASCADE,
+    status               text NOT NULL DEFAULT 'Down' CHECK (status IN {_in(VM_STATUSES)}),
+    status_reason        text NOT NULL DEFAULT '',
+    status_changed_at    timestamptz NOT NULL DEFAULT now(),
+    run_host_id          uuid REFERENCES host (id) ON DELETE RESTRICT,
+    migrating_to_host_id uuid REFERENCES host (id) ON DELETE RESTRICT,
+    reserved_vcpus       integer NOT NULL DEFAULT 0 CHECK (reserved_vcpus >= 0),
+    reserved_memory_mib  bigint NOT NULL DEFAULT 0 CHECK (reserved_memory_mib >= 0),
+    job_id               uuid REFERENCES job (id) ON DELETE SET NULL,
+    -- where a suspended VM's memory was saved: a transient domain has no libvirt managed save
+    saved_state          jsonb,
+    console              jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    guest_addresses      jsonb NOT NULL DEFAULT '[]'::jsonb,
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    CHECK (status IN ('Down', 'Suspended') OR run_host_id IS NOT NULL),
+    CHECK (saved_state IS NULL OR status = 'Suspended')
+);
+INSERT INTO vm_runtime (vm_id, status, status_reason, run_host_id, migrating_to_host_id, reserved_vcpus,
+                        reserved_memory_mib)
+    SELECT id, status, status_reason, run_host_id, migrating_to_host_id, reserved_vcpus, reserved_memory_mib FROM vm;
+ALTER TABLE vm DROP COLUMN status, DROP COLUMN status_reason, DROP COLUMN run_host_id,
+    DROP COLUMN migrating_to_host_id, DROP COLUMN reserved_vcpus, DROP COLUMN reserved_memory_mib;
+CREATE INDEX vm_runtime_host_idx ON vm_runtime (run_host_id) WHERE run_host_id IS NOT NULL;
+CREATE INDEX vm_runtime_migrating_idx ON vm_runtime (migrating_to_host_id) WHERE migrating_to_host_id IS NOT NULL;
+
+CREATE TABLE vm_statistics (
+    vm_id               uuid PRIMARY KEY REFERENCES vm (id) ON DELETE CASCADE,
+    sampled_at          timestamptz NOT NULL DEFAULT now(),
+    cpu_percent         numeric(6, 2),
+    memory_used_mib     bigint,
+    balloon_mib         bigint,
+    disk_read_bytes     bigint,
+    disk_write_bytes    bigint,
+    net_rx_bytes        bigint,
+    net_tx_bytes        bigint
+);
+
+-- what a host offers beyond its CPU model (libvirt's host CPU features), for migration compatibility
+ALTER TABLE host ADD COLUMN cpu_features jsonb NOT NULL DEFAULT '[]'::jsonb;
+CREATE TABLE host_statistics (
+    host_id             uuid PRIMARY KEY REFERENCES host (id) ON DELETE CASCADE,
+    sampled_at          timestamptz NOT NULL DEFAULT now(),
+    cpu_percent         numeric(6, 2),
+    memory_free_mib     bigint,
+    memory_used_mib     bigint,
+    vms_running         integer,
+    load_average        numeric(8, 2)
+);
+
+-- MAC addresses of VM NICs come from a range of their data center
+CREATE TABLE mac_pool (
+    datacenter_id   uuid PRIMARY KEY REFERENCES datacenter (id) ON DELETE CASCADE,
+    range_start     macaddr NOT NULL,
+    range_end       macaddr NOT NULL,
+    CHECK (range_start <= range_end)
+);
+INSERT INTO mac_pool (datacenter_id, range_start, range_end)
+    SELECT id, {DEFAULT_MAC_POOL_SQL[0].format(id="id")}, {DEFAULT_MAC_POOL_SQL[1].format(id="id")} FROM datacenter;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -370,6 +458,8 @@ MIGRATIONS = (
     Migration(4, "host domain type setting", _HOST_DOMAIN_TYPE_SETTING),
     Migration(5, "storage domain attachments, host network NIC, iSCSI LUN disks", _ATTACHMENTS),
     Migration(6, "engine settings; no URI password or quoted file content kept", _SETTINGS),
+    Migration(7, "reservations (job owner and heartbeat), VM runtime and statistics apart, host CPU features "
+                 "and statistics, MAC pools", _ENGINE_CORE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

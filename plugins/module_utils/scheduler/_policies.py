@@ -11,7 +11,12 @@ The names follow oVirt's policies so that an administrator recognizes them:
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 # parameter -> (minimum, maximum, default)
 POLICY_PARAMETERS = {
@@ -36,7 +41,7 @@ def normalize_parameters(policy, params, field="scheduling_policy_params"):
     """Check ``params`` against ``policy``; return them with the policy's defaults filled in."""
     known = POLICY_PARAMETERS[policy]
     params = dict(params or {})
-    unknown = sorted(set(params) - set(known))
+    unknown = sorted((shown(k) for k in set(params) - set(known)), key=str)
     if unknown:
         allowed = ", ".join(sorted(known)) if known else "none"
         raise ValidationError(field, "%s not a parameter of policy '%s' (allowed: %s)"
@@ -44,13 +49,12 @@ def normalize_parameters(policy, params, field="scheduling_policy_params"):
     result = {}
     for name, (low, high, default) in known.items():
         value = params.get(name, default)
+        if isinstance(value, str) and _DIGITS.fullmatch(value):
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            try:
-                value = int(str(value))
-            except ValueError:
-                raise ValidationError("%s.%s" % (field, name), "'%s' is not an integer" % (value,))
+            raise ValidationError("%s.%s" % (field, name), "%s is not a whole number written in digits" % shown(value))
         if not low <= value <= high:
-            raise ValidationError("%s.%s" % (field, name), "%d is outside %d-%d" % (value, low, high))
+            raise ValidationError("%s.%s" % (field, name), "%s is outside %d-%d" % (shown(value), low, high))
         result[name] = value
     if "low_utilization" in result and result["low_utilization"] >= result["high_utilization"]:
         raise ValidationError(field, "low_utilization (%d) must be below high_utilization (%d)"

@@ -18,17 +18,15 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_pattern,
     validate_range,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _datacenters, _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._policies import normalize_parameters
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _datacenter
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
+    Spec,
     changed_fields,
-    insert_row,
     plain,
     refuse_dependants,
-    update_row,
 )
 
 FIELDS = ("description", "cpu_model", "scheduling_policy", "scheduling_params", "memory_overcommit_percent",
@@ -67,10 +65,32 @@ def _view(row, datacenter, hosts):
     return view
 
 
+class ClusterSpec(Spec):
+    FIELDS = ("name", "datacenter", "state") + FIELDS
+
+    def validate(self):
+        validate_name("name", self.name)
+        if self.datacenter is not None:
+            validate_name("datacenter", self.datacenter)
+        desired = {k: getattr(self, k) for k in FIELDS}
+        validate(desired)
+        self.cpu_overcommit_ratio = desired.get("cpu_overcommit_ratio")
+
+    @classmethod
+    def from_params(cls, params):
+        values = {f: params.get(f) for f in cls.FIELDS}
+        values["scheduling_params"] = params.get("scheduling_policy_params")
+        return cls(**values)
+
+
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return ensure_absent(engine, spec.name, check_mode)
+    return ensure_present(engine, spec.name, spec.datacenter, {k: getattr(spec, k) for k in FIELDS}, check_mode)
+
+
 def find(cur, name, lock=False):
-    cur.execute("SELECT c.*, d.name AS datacenter FROM cluster c JOIN datacenter d ON d.id = c.datacenter_id"
-                " WHERE c.name = %s" + (" FOR UPDATE OF c" if lock else ""), (name,))
-    return cur.fetchone()
+    return _clusters.find(cur, name, lock)
 
 
 def require(cur, name, action, lock=False):
@@ -79,11 +99,6 @@ def require(cur, name, action, lock=False):
     if row is None:
         raise NotFoundError("cluster", name, action)
     return row
-
-
-def _host_names(cur, cluster_id):
-    cur.execute("SELECT name FROM host WHERE cluster_id = %s ORDER BY name", (cluster_id,))
-    return [r["name"] for r in cur.fetchall()]
 
 
 def _resolve_policy(current, desired):
@@ -104,7 +119,7 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
         validate_name("datacenter", datacenter)
     validate(desired)
     with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_CLUSTER, name)
+        engine.lock(cur, LOCK_CLUSTER, name)
         row = find(cur, name, lock=True)
         if row is None:
             return _create(cur, name, datacenter, _resolve_policy(None, desired), check_mode)
@@ -114,13 +129,13 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
                                 "data centers)" % (name, datacenter, name, row["datacenter"]))
         desired = _resolve_policy(row, desired)
         changes = changed_fields(row, {k: desired.get(k) for k in FIELDS})
-        hosts = _host_names(cur, row["id"])
+        hosts = _clusters.host_names(cur, row["id"])
         if not changes:
             return Outcome(False, resource=_view(row, row["datacenter"], hosts))
         before = {k: plain(row[k]) for k in changes}
         after = plain(changes)
         if not check_mode:
-            updated = update_row(cur, "cluster", row["id"], changes)
+            updated = _clusters.update(cur, row["id"], changes)
             _events.record(cur, "CLUSTER_UPDATED", "Cluster %s was updated: %s" % (name, ", ".join(sorted(changes))),
                            object_type="cluster", object_id=row["id"], object_name=name,
                            datacenter=row["datacenter"], cluster=name, details={"before": before, "after": after})
@@ -133,14 +148,14 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
 def _create(cur, name, datacenter, desired, check_mode):
     if datacenter is None:
         raise ValidationError("datacenter", "is required to create cluster '%s'" % name)
-    dc = _datacenter.find(cur, datacenter, lock=True)
+    dc = _datacenters.find(cur, datacenter, lock=True)
     if dc is None:
         raise NotFoundError("data center", datacenter, "create cluster '%s'" % name)
     values = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None})
     after = plain(dict(values, name=name, datacenter=datacenter))
     resource = dict(after, id=None, hosts=[])
     if not check_mode:
-        row = insert_row(cur, "cluster", dict(values, name=name, datacenter_id=dc["id"]))
+        row = _clusters.insert(cur, dict(values, name=name, datacenter_id=dc["id"]))
         resource = _view(row, datacenter, [])
         _events.record(cur, "CLUSTER_ADDED", "Cluster %s was added to data center %s" % (name, datacenter),
                        object_type="cluster", object_id=row["id"], object_name=name, datacenter=datacenter,
@@ -151,22 +166,18 @@ def _create(cur, name, datacenter, desired, check_mode):
 def ensure_absent(engine, name, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_CLUSTER, name)
+        engine.lock(cur, LOCK_CLUSTER, name)
         row = find(cur, name, lock=True)
         if row is None:
             return Outcome(False)
-        cur.execute("SELECT name FROM vm WHERE cluster_id = %s", (row["id"],))
-        vms = [r["name"] for r in cur.fetchall()]
-        hosts = _host_names(cur, row["id"])
+        vms = _clusters.vm_names(cur, row["id"])
+        hosts = _clusters.host_names(cur, row["id"])
         refuse_dependants("remove", "cluster", name, [("hosts", hosts), ("VMs", vms)])
         before = _view(row, row["datacenter"], hosts)
         # with no hosts no pool is realized for it: its storage domain attachments simply go
-        cur.execute("SELECT s.name FROM storage_domain_cluster sc JOIN storage_domain s ON s.id = sc.storage_domain_id"
-                    " WHERE sc.cluster_id = %s ORDER BY s.name", (row["id"],))
-        detached = ["detach storage domain %s" % r["name"] for r in cur.fetchall()]
+        detached = ["detach storage domain %s" % n for n in _clusters.storage_domain_names(cur, row["id"])]
         if not check_mode:
-            cur.execute("DELETE FROM storage_domain_cluster WHERE cluster_id = %s", (row["id"],))
-            cur.execute("DELETE FROM cluster WHERE id = %s", (row["id"],))
+            _clusters.delete(cur, row["id"])
             _events.record(cur, "CLUSTER_REMOVED", "Cluster %s was removed" % name, object_type="cluster",
                            object_id=row["id"], object_name=name, datacenter=row["datacenter"], cluster=name)
         return Outcome(True, before, {}, None, ["remove"] + detached)

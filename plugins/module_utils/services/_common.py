@@ -9,7 +9,7 @@ import decimal
 import ipaddress
 import uuid
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError
 
 
 def plain(value):
@@ -45,6 +45,31 @@ def refuse_dependants(action, kind, name, dependants):
         raise ConflictError("Cannot %s %s '%s': it still has %s" % (action, kind, name, "; ".join(parts)))
 
 
+class Spec:
+    """A module's parameters for its service: built from the argument spec, checked on creation.
+
+    A subclass lists its ``FIELDS`` and checks them in ``validate`` (before anything is read or
+    changed); the service's one entry point is ``ensure(engine, spec, check_mode)``.
+    """
+
+    FIELDS = ()
+
+    def __init__(self, **values):
+        unknown = sorted(set(values) - set(self.FIELDS))
+        if unknown:
+            raise TypeError("unknown fields %s" % ", ".join(unknown))
+        for field in self.FIELDS:
+            setattr(self, field, values.get(field))
+        self.validate()
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(**{field: params.get(field) for field in cls.FIELDS})
+
+    def validate(self):
+        """Refuse what cannot be accepted (ValidationError naming the field)."""
+
+
 class Outcome:
     """What a service did (or would do, in check mode)."""
 
@@ -65,53 +90,3 @@ def merge_outcomes(first, second):
     return Outcome(first.changed or second.changed, dict(first.before, **second.before),
                    dict(first.after, **second.after), second.resource or first.resource,
                    first.actions + second.actions)
-
-
-def _sql():
-    from psycopg import sql  # imported here: psycopg's absence is reported by engine._db
-    return sql
-
-
-def _adapt(value):
-    if isinstance(value, (dict, list)) and not isinstance(value, str):
-        from psycopg.types.json import Jsonb
-        return Jsonb(value)
-    return value
-
-
-def insert_row(cur, table, values):
-    """INSERT ... RETURNING * with identifiers quoted by psycopg, never by string formatting."""
-    sql = _sql()
-    columns = sorted(values)
-    cur.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join(sql.Placeholder() * len(columns))), [_adapt(values[c]) for c in columns])
-    return cur.fetchone()
-
-
-def update_row(cur, table, row_id, changes):
-    sql = _sql()
-    columns = sorted(changes)
-    assignments = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns]
-    assignments.append(sql.SQL("updated_at = now()"))
-    cur.execute(sql.SQL("UPDATE {} SET {} WHERE id = %s RETURNING *").format(
-        sql.Identifier(table), sql.SQL(", ").join(assignments)),
-        [_adapt(changes[c]) for c in columns] + [row_id])
-    return cur.fetchone()
-
-
-def find_in_datacenter(cur, select, alias, kind, name, datacenter=None):
-    """The row of a data-center-scoped object (storage domain, network) by name.
-
-    The name alone is enough while it is unique; when several data centers use it, the
-    caller must say which one.
-    """
-    if datacenter:
-        cur.execute(select + " WHERE %s.name = %%s AND d.name = %%s" % alias, (name, datacenter))
-        return cur.fetchone()
-    cur.execute(select + " WHERE %s.name = %%s" % alias, (name,))
-    rows = cur.fetchall()
-    if len(rows) > 1:
-        raise ValidationError("datacenter", "%s '%s' exists in data centers %s: name one"
-                              % (kind, name, ", ".join(sorted(r["datacenter"] for r in rows))))
-    return rows[0] if rows else None

@@ -4,66 +4,74 @@
 
 from __future__ import annotations
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
-    validate_description,
-    validate_name,
-)
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import validate_description, validate_name
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _datacenters, _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
+    Spec,
     changed_fields,
-    insert_row,
     plain,
     refuse_dependants,
-    update_row,
 )
 
 FIELDS = ("description", "storage_type")
 DEFAULTS = {"description": "", "storage_type": "shared"}
 
 
-def _view(row, clusters):
-    return {"id": plain(row["id"]), "name": row["name"], "description": row["description"],
+class DatacenterSpec(Spec):
+    FIELDS = ("name", "description", "storage_type", "state")
+
+    def validate(self):
+        validate_name("name", self.name)
+        validate_description("description", self.description)
+
+
+def _view(row, clusters, mac_pool=None):
+    view = {"id": plain(row["id"]), "name": row["name"], "description": row["description"],
             "storage_type": row["storage_type"], "clusters": sorted(clusters)}
-
-
-def _names(cur, sql, key):
-    cur.execute(sql, (key,))
-    return [r["name"] for r in cur.fetchall()]
+    if mac_pool:
+        view["mac_pool"] = {"start": mac_pool["start"], "end": mac_pool["end"]}
+    return view
 
 
 def find(cur, name, lock=False):
-    cur.execute("SELECT * FROM datacenter WHERE name = %s" + (" FOR UPDATE" if lock else ""), (name,))
-    return cur.fetchone()
+    return _datacenters.find(cur, name, lock)
+
+
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return ensure_absent(engine, spec.name, check_mode)
+    return ensure_present(engine, spec.name, {k: getattr(spec, k) for k in FIELDS}, check_mode)
 
 
 def ensure_present(engine, name, desired, check_mode=False):
     validate_name("name", name)
     validate_description("description", desired.get("description"))
     with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, name)
-        row = find(cur, name, lock=True)
+        engine.lock(cur, LOCK_DATACENTER, name)
+        row = _datacenters.find(cur, name, lock=True)
         if row is None:
             after = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None}, name=name)
             resource = {"id": None, "clusters": [], **after}
             if not check_mode:
-                resource = _view(insert_row(cur, "datacenter", after), [])
+                row = _datacenters.insert(cur, after)
+                resource = _view(row, [], _datacenters.mac_pool(cur, row["id"]))
                 _events.record(cur, "DATACENTER_ADDED", "Data center %s was added" % name,
-                               object_type="datacenter", object_id=resource["id"], object_name=name,
-                               datacenter=name)
+                               object_type="datacenter", object_id=row["id"], object_name=name, datacenter=name)
             return Outcome(True, {}, after, resource, ["create"])
-        clusters = _names(cur, "SELECT name FROM cluster WHERE datacenter_id = %s", row["id"])
+        clusters = _datacenters.cluster_names(cur, row["id"])
+        pool = _datacenters.mac_pool(cur, row["id"])
         changes = changed_fields(row, {k: desired.get(k) for k in FIELDS})
         if not changes:
-            return Outcome(False, resource=_view(row, clusters))
+            return Outcome(False, resource=_view(row, clusters, pool))
         before = {k: plain(row[k]) for k in changes}
         if not check_mode:
-            row = update_row(cur, "datacenter", row["id"], changes)
+            row = _datacenters.update(cur, row["id"], changes)
             _events.record(cur, "DATACENTER_UPDATED", "Data center %s was updated: %s"
                            % (name, ", ".join(sorted(changes))), object_type="datacenter",
                            object_id=row["id"], object_name=name, datacenter=name, details=changes)
-        resource = _view(row, clusters)
+        resource = _view(row, clusters, pool)
         resource.update(changes)
         return Outcome(True, before, changes, resource, ["update"])
 
@@ -71,20 +79,14 @@ def ensure_present(engine, name, desired, check_mode=False):
 def ensure_absent(engine, name, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, name)
-        row = find(cur, name, lock=True)
+        engine.lock(cur, LOCK_DATACENTER, name)
+        row = _datacenters.find(cur, name, lock=True)
         if row is None:
             return Outcome(False)
-        dc_id = row["id"]
-        refuse_dependants("remove", "data center", name, [
-            ("clusters", _names(cur, "SELECT name FROM cluster WHERE datacenter_id = %s", dc_id)),
-            ("storage domains", _names(cur, "SELECT name FROM storage_domain WHERE datacenter_id = %s", dc_id)),
-            ("logical networks", _names(cur, "SELECT name FROM logical_network WHERE datacenter_id = %s", dc_id)),
-            ("templates", _names(cur, "SELECT name FROM template WHERE datacenter_id = %s", dc_id)),
-        ])
+        refuse_dependants("remove", "data center", name, _datacenters.dependants(cur, row["id"]))
         before = _view(row, [])
         if not check_mode:
-            cur.execute("DELETE FROM datacenter WHERE id = %s", (dc_id,))
+            _datacenters.delete(cur, row["id"])
             _events.record(cur, "DATACENTER_REMOVED", "Data center %s was removed" % name,
-                           object_type="datacenter", object_id=dc_id, object_name=name, datacenter=name)
+                           object_type="datacenter", object_id=row["id"], object_name=name, datacenter=name)
         return Outcome(True, before, {}, None, ["remove"])

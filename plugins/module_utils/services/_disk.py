@@ -2,10 +2,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Disks: volumes in a storage domain, each with exactly one engine row.
 
-A disk is created inside the engine transaction that inserts its row: if the volume cannot be
-made (or filled by an import), the volume is deleted and the row rolled back; if the row cannot
-be committed, the volume is deleted. So storage never holds a disk the engine does not know,
-and the engine never lists a disk storage does not have.
+Every change is an operation (``_operation``): the disk's row is reserved in a short transaction
+(a new disk's row is written ``locked``, owned by a job with a heartbeat), the volume is made,
+filled, grown or deleted with no database lock held — an import streams for as long as it takes
+without holding up any other change in the data center — and a short transaction confirms.
+A failure deletes what this run made and releases the row; a run killed half-way leaves a job
+whose heartbeat stops, and whoever meets the disk after its lease rolls the creation back
+(volume and row) or finishes the removal. So storage never keeps a disk the engine does not
+know, and the engine never lists a disk storage does not have.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import stat
 import struct
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ConflictError,
     HypervisorError,
@@ -24,24 +29,33 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     SIZE_MAX,
     parse_size,
     shown,
+    validate_data_path,
     validate_name,
-    validate_path,
     validate_range,
     validate_timeout,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage as _domains
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _disks as disk_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events, _jobs
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _storage_domains as domain_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
+    Spec,
+    merge_outcomes,
     plain,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
 
-FORMATS = ("qcow2", "raw")
-BUSES = ("virtio", "scsi", "sata")
+FORMATS = _choices.DISK_FORMATS
+BUSES = _choices.DISK_BUSES
 QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_HEADER_V3 = 104
+QCOW2_CORRUPT = 1 << 1
+QCOW2_EXTERNAL_DATA_FILE = 1 << 2
+# dirty, corrupt, external data file, compression type, extended L2 entries
+QCOW2_KNOWN_INCOMPATIBLE = 0b11111
 
 
 def human(size):
@@ -71,27 +85,38 @@ def inspect_image(path):
                               % shown(path))
     try:
         with open(real, "rb") as handle:
-            header = handle.read(32)
+            header = handle.read(QCOW2_HEADER_V3)
     except OSError as exc:
         raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
     length = info.st_size
-    if header[:4] == QCOW2_MAGIC and len(header) >= 32:
-        return "qcow2", struct.unpack(">Q", header[24:32])[0], length
-    return "raw", length, length
-
-
-_SELECT = ("SELECT k.*, s.name AS storage_domain, s.type AS domain_type, s.params AS domain_params,"
-           " s.state AS domain_state, s.host_id AS domain_host_id, d.name AS datacenter,"
-           " v.name AS vm, vd.bus, vd.target, vd.bootable"
-           " FROM disk k JOIN storage_domain s ON s.id = k.storage_domain_id"
-           " JOIN datacenter d ON d.id = s.datacenter_id"
-           " LEFT JOIN vm_disk vd ON vd.disk_id = k.id LEFT JOIN vm v ON v.id = vd.vm_id")
+    if header[:4] != QCOW2_MAGIC:
+        return "raw", length, length
+    if len(header) < 32:
+        raise ValidationError("source", "%s starts like a qcow2 image but its header is cut short" % shown(path))
+    version, backing_offset = struct.unpack(">IQ", header[4:16])
+    # a qcow2 image may name other files: a backing file, or (version 3) an external data file. Imported,
+    # it would make the host's QEMU open that path; only a self-contained image is taken.
+    if backing_offset:
+        raise ValidationError("source", "%s is a qcow2 image with a backing file: import a self-contained image "
+                                        "(qemu-img convert -O qcow2)" % shown(path))
+    if version >= 3:
+        if len(header) < QCOW2_HEADER_V3:
+            raise ValidationError("source", "%s has a qcow2 version 3 header that is cut short" % shown(path))
+        incompatible = struct.unpack(">Q", header[72:80])[0]
+        if incompatible & QCOW2_EXTERNAL_DATA_FILE:
+            raise ValidationError("source", "%s is a qcow2 image whose data lives in an external file: import a "
+                                            "self-contained image (qemu-img convert -O qcow2)" % shown(path))
+        if incompatible & QCOW2_CORRUPT:
+            raise ValidationError("source", "%s is marked corrupt by QEMU: repair it first (qemu-img check -r all)"
+                                  % shown(path))
+        if incompatible & ~QCOW2_KNOWN_INCOMPATIBLE:
+            raise ValidationError("source", "%s uses qcow2 features this engine does not know" % shown(path))
+    return "qcow2", struct.unpack(">Q", header[24:32])[0], length
 
 
 def find(cur, name, domain):
     """The disk ``name`` of storage domain row ``domain`` (domain names repeat across data centers)."""
-    cur.execute(_SELECT + " WHERE k.name = %s AND k.storage_domain_id = %s", (name, domain["id"]))
-    return cur.fetchone()
+    return disk_rows.find(cur, name, domain["id"])
 
 
 def view(row):
@@ -102,53 +127,37 @@ def view(row):
             "bus": row["bus"], "target": row["target"], "bootable": row["bootable"]}
 
 
-def _domain(cur, domain_name, datacenter, action):
-    row = _domains.find(cur, domain_name, datacenter)
-    if row is None:
-        raise NotFoundError("storage domain", domain_name, action)
-    return row
-
-
-def _hosts_with_pool(cur, domain_id):
-    cur.execute("SELECT h.* FROM storage_domain_host sh JOIN host h ON h.id = sh.host_id"
-                " WHERE sh.storage_domain_id = %s AND sh.active AND h.status IN ('Up', 'NonOperational')"
-                " ORDER BY h.name", (domain_id,))
-    return cur.fetchall()
-
-
-class _HostSession:
-    """The first host that has the domain's pool active, through the run's connection to it."""
-
-    def __init__(self, engine, cur, domain, timeout):
-        self.engine = engine
-        self.hosts = _hosts_with_pool(cur, domain["id"])
-        if not self.hosts:
-            raise HypervisorError("storage domain '%s' is not active on any Up host" % domain["name"])
-        reasons = []
-        for host in self.hosts:
-            try:
-                self.conn = _hosts.connect(engine, host, timeout)
-            except HypervisorError as exc:
-                reasons.append("%s: %s" % (host["name"], exc))
-                continue
-            self.host = host
-            self.pool = _storage.open_pool(self.conn, _storage.pool_name(domain["name"]))
-            return
-        raise HypervisorError("no host with storage domain '%s' answers: %s" % (domain["name"], "; ".join(reasons)))
-
-    def close(self):
-        """Nothing to do: the connection belongs to the run and ends with it."""
-
-    def refresh_others(self, domain_name, timeout):
-        """Other hosts see a new volume of a shared pool only after a refresh."""
-        others = [h for h in self.hosts if h["id"] != self.host["id"]]
-        # a host that does not answer now is refreshed by its next check
-        _hosts.on_hosts(self.engine, others, lambda conn, h: _storage.open_pool(conn, _storage.pool_name(domain_name)),
-                        timeout)
-
-
 # SCSI LUN numbers in the flat addressing iSCSI targets use
 LUN_RANGE = (0, 16383)
+
+
+class DiskSpec(Spec):
+    FIELDS = ("name", "storage_domain", "datacenter", "size", "format", "source", "lun", "vm", "bus", "bootable",
+              "state", "timeout", "wait_timeout")
+
+    def validate(self):
+        validate_common(self.name, self.storage_domain, self.datacenter, 15 if self.timeout is None else self.timeout)
+        self.timeout = 15 if self.timeout is None else self.timeout
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        self.state = self.state or "present"
+        self.bus = self.bus or "virtio"
+        self.bootable = bool(self.bootable)
+        validate_range("lun", self.lun, *LUN_RANGE)
+        self.size_bytes = parse_size("size", self.size) if self.size is not None else None
+        if self.format is not None and self.format not in FORMATS:
+            raise ValidationError("format", "%s is not one of %s" % (shown(self.format), ", ".join(FORMATS)))
+        if self.bus not in BUSES:
+            raise ValidationError("bus", "%s is not one of %s" % (shown(self.bus), ", ".join(BUSES)))
+        if self.vm is not None:
+            validate_name("vm", self.vm)
+        self.image = None
+        if self.source is not None:
+            validate_data_path("source", self.source)
+            self.image = inspect_image(self.source)
+            if not 0 < self.image[1] <= SIZE_MAX:
+                raise ValidationError("source", "%s says its virtual size is %d bytes, which no disk can have"
+                                      % (shown(self.source), self.image[1]))
 
 
 def validate_common(name, domain_name, datacenter, timeout):
@@ -160,260 +169,464 @@ def validate_common(name, domain_name, datacenter, timeout):
     validate_timeout("timeout", timeout)
 
 
-def ensure_present(engine, name, domain_name, datacenter=None, size=None, fmt=None, source=None, lun=None,
-                   timeout=15, check_mode=False, progress=None):
-    validate_common(name, domain_name, datacenter, timeout)
-    validate_range("lun", lun, *LUN_RANGE)
-    size_bytes = parse_size("size", size) if size is not None else None
-    if fmt is not None and fmt not in FORMATS:
-        raise ValidationError("format", "'%s' is not one of %s" % (fmt, ", ".join(FORMATS)))
-    image = None
-    if source is not None:
-        validate_path("source", source)
-        image = inspect_image(source)
-    with engine.transaction() as cur:
-        domain = _domain(cur, domain_name, datacenter, "create disk '%s'" % name)
-        current = find(cur, name, domain)
-    if current is not None and lun is not None and current["lun"] != lun:
-        raise ConflictError("Disk '%s' is %s; it cannot become LUN %d: remove it and take the LUN as a new disk"
-                            % (name, "LUN %d" % current["lun"] if current["lun"] is not None else "a volume", lun))
-    if current is not None:
-        return _update(engine, current, domain, size_bytes, fmt, timeout, check_mode)
-    if domain["state"] != "active":
-        raise ConflictError("Cannot create disk '%s': storage domain '%s' is in maintenance" % (name, domain_name))
-    if domain["type"] not in _storage.CREATES_VOLUMES:
-        if lun is None:
+def _domain(cur, domain_name, datacenter, action):
+    row = domain_rows.find(cur, domain_name, datacenter)
+    if row is None:
+        raise NotFoundError("storage domain", domain_name, action)
+    return row
+
+
+def _running(vm_row):
+    return vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
+
+
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return _operation.run(engine, DiskRemove(engine, check_mode, spec))
+    if spec.state == "detached":
+        return _operation.run(engine, DiskDetach(engine, check_mode, spec))
+    if spec.vm is not None:  # refused before the disk is created, not after
+        planned = check_attachable(engine, spec.storage_domain, spec.vm, spec.datacenter, spec.bus)
+    outcome = _operation.run(engine, DiskPresent(engine, check_mode, spec))
+    if spec.vm is None:
+        return outcome
+    if check_mode and outcome.resource.get("id") is None:  # a disk that does not exist yet
+        return merge_outcomes(outcome, Outcome(True, {"vm": None}, {"vm": spec.vm},
+                                               dict(outcome.resource, vm=spec.vm), planned))
+    return merge_outcomes(outcome, _operation.run(engine, DiskAttach(engine, check_mode, spec)))
+
+
+class _DiskOperation(_operation.Operation):
+    """What the disk operations share: the spec, the domain, the data center's lock, one host with the pool."""
+
+    def __init__(self, engine, check_mode, spec):
+        super().__init__(engine, check_mode)
+        self.spec = spec
+        self.wait_timeout = spec.wait_timeout
+
+    def _domain_and_disk(self, cur, action):
+        domain = _domain(cur, self.spec.storage_domain, self.spec.datacenter, action)
+        self.lock = (LOCK_DATACENTER, domain["datacenter"])
+        return domain, disk_rows.find(cur, self.spec.name, domain["id"])
+
+    def _pool_host(self, cur, domain):
+        """The serving hosts that have the domain's pool active, the first that answers does the work."""
+        hosts = disk_rows.hosts_with_pool(cur, domain["id"])
+        if not hosts:
+            raise HypervisorError("storage domain '%s' is not active on any Up host" % domain["name"])
+        return hosts
+
+    def _open_pool(self, hosts, domain_name, refresh=True):
+        """(host, conn, pool) on the first host that answers."""
+        reasons = []
+        for host in hosts:
+            try:
+                conn = _hosts.connect(self.engine, host, self.spec.timeout)
+                return host, conn, _storage.open_pool(conn, _storage.pool_name(domain_name), refresh)
+            except HypervisorError as exc:
+                reasons.append("%s: %s" % (host["name"], exc))
+        raise HypervisorError("no host with storage domain '%s' answers: %s" % (domain_name, "; ".join(reasons)))
+
+    def _refresh_others(self, plan):
+        """Other hosts see a new volume of a shared pool only after a refresh (one that does not answer: later)."""
+        others = [h for h in plan.hosts if h["id"] != plan.host["id"]]
+        pool = _storage.pool_name(plan.domain["name"])
+        _hosts.on_hosts(self.engine, others, lambda conn, h: _storage.open_pool(conn, pool), self.spec.timeout)
+
+
+class DiskPresent(_DiskOperation):
+    """Create (or import, or take a LUN), or grow, one disk."""
+
+    action = "disk.create"
+
+    def prepare(self, cur):
+        domain, current = self._domain_and_disk(cur, "create disk '%s'" % self.spec.name)
+        return _operation.Plan(domain=domain, current=current)
+
+    def observe(self, plan):
+        spec, domain, current = self.spec, plan.domain, plan.current
+        if current is not None or spec.lun is None:
+            return
+        if domain["type"] in _storage.CREATES_VOLUMES:
+            return
+        with self.engine.transaction() as cur:
+            hosts = self._pool_host(cur, domain)
+        _host, _conn, pool = self._open_pool(hosts, domain["name"])
+        plan.luns = _storage.list_volumes(pool)
+
+    def reserve(self, cur, plan):
+        spec = self.spec
+        domain, current = self._domain_and_disk(cur, "create disk '%s'" % spec.name)
+        if (current is None) != (plan.current is None):
+            raise _operation.Retry()
+        plan.domain, plan.current = domain, current
+        if current is not None:
+            _operation.claim(cur, current, "disk '%s'" % spec.name)
+            if spec.lun is not None and current["lun"] != spec.lun:
+                raise ConflictError("Disk '%s' is %s; it cannot become LUN %d: remove it and take the LUN as a new "
+                                    "disk" % (spec.name, "LUN %d" % current["lun"] if current["lun"] is not None
+                                              else "a volume", spec.lun))
+            return self._reserve_growth(cur, plan)
+        if domain["state"] != "active":
+            raise ConflictError("Cannot create disk '%s': storage domain '%s' is in maintenance"
+                                % (spec.name, domain["name"]))
+        if domain["type"] not in _storage.CREATES_VOLUMES:
+            return self._reserve_lun(cur, plan)
+        if spec.lun is not None:
+            raise ValidationError("lun", "only an iSCSI storage domain has LUNs; '%s' is %s"
+                                  % (domain["name"], domain["type"]))
+        return self._reserve_creation(cur, plan)
+
+    # -- a new volume ------------------------------------------------------------------------
+
+    def _reserve_creation(self, cur, plan):
+        spec, domain = self.spec, plan.domain
+        fmt, size_bytes, image = spec.format, spec.size_bytes, spec.image
+        if image is not None:
+            detected, virtual, _length = image
+            if fmt is not None and fmt != detected:
+                raise ValidationError("format", "%s is a %s image, not %s: convert it first (qemu-img convert)"
+                                      % (shown(spec.source), detected, fmt))
+            fmt = detected
+            if size_bytes is not None and size_bytes < virtual:
+                raise ValidationError("size", "%s is smaller than the image's virtual size %s"
+                                      % (human(size_bytes), human(virtual)))
+        elif size_bytes is None:
+            raise ValidationError("size", "is required to create disk '%s' (or give source to import an image)"
+                                  % spec.name)
+        raw_only = domain["type"] in ("logical", "rbd")  # LVM volumes and RBD images hold raw data only
+        if raw_only and fmt == "qcow2":
+            raise ValidationError("format", "a %s storage domain holds raw volumes only; use format raw"
+                                  % domain["type"])
+        fmt = fmt or ("raw" if raw_only else "qcow2")
+        plan.kind = "create"
+        plan.fmt, plan.preallocated = fmt, fmt == "raw" and image is None
+        plan.volume = "%s.%s" % (spec.name, "qcow2" if fmt == "qcow2" else "img")
+        plan.created_size = image[1] if image else size_bytes
+        plan.final_size = max(size_bytes or 0, plan.created_size)
+        plan.hosts = self._pool_host(cur, domain)
+        plan.after = {"name": spec.name, "storage_domain": domain["name"], "format": fmt,
+                      "size_bytes": plan.final_size, "size": human(plan.final_size), "preallocated": plan.preallocated}
+        plan.before = {}
+        plan.actions = ["import %s (%s)" % (spec.source, human(image[2])) if image
+                        else "create %s %s" % (fmt, human(plan.final_size))]
+        if self.check_mode:
+            return
+        what = "import disk '%s' from %s" % (spec.name, spec.source) if image else "create disk '%s'" % spec.name
+        self.start_job(cur, plan, "disk", None, spec.name, what, datacenter=domain["datacenter"],
+                       saved={"volume": plan.volume, "storage_domain_id": str(domain["id"])})
+        plan.row = disk_rows.insert(cur, {"storage_domain_id": domain["id"], "name": spec.name, "format": fmt,
+                                          "preallocated": plan.preallocated, "size_bytes": plan.final_size,
+                                          "volume_name": plan.volume, "status": "locked", "job_id": plan.job["id"]})
+        _jobs.attach_object(cur, plan.job["id"], plan.row["id"])
+        if image:
+            _events.record(cur, "DISK_IMPORT_STARTED", "Disk %s is being imported from %s (%s) into storage domain %s"
+                           % (spec.name, spec.source, human(image[2]), domain["name"]), object_type="disk",
+                           object_id=plan.row["id"], object_name=spec.name, datacenter=domain["datacenter"],
+                           job_id=plan.job["id"])
+
+    def _create(self, plan):
+        spec = self.spec
+        plan.host, conn, pool = self._open_pool(plan.hosts, plan.domain["name"])
+        if _storage.find_volume(pool, plan.volume) is not None:
+            raise ConflictError("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the "
+                                "engine has no disk for; it is neither adopted nor overwritten"
+                                % (spec.name, plan.domain["name"], plan.volume))
+        plan.made = _storage.create_volume(pool, plan.volume, plan.created_size, plan.fmt, plan.preallocated)
+        plan.progress = []
+        if spec.image is not None:
+            _storage.upload_volume(conn, plan.made, spec.source, spec.image[2], self._reporter(plan))
+        if plan.final_size > plan.created_size:
+            _storage.resize_volume(plan.made, plan.final_size)
+        return _storage.volume_view(plan.made)
+
+    def _reporter(self, plan):
+        """Progress every 10 %: in the job (others see it while the import runs) and in the result."""
+        def report(sent, total):
+            percent = sent * 100 // total
+            if plan.progress and percent < plan.progress[-1]["percent"] + 10 and sent != total:
+                return
+            plan.progress.append({"percent": percent, "bytes": sent})
+            with self.engine.transaction() as cur:
+                _jobs.set_progress(cur, plan.job["id"], percent)
+        return report
+
+    # -- a LUN of an iSCSI domain -----------------------------------------------------------
+
+    def _reserve_lun(self, cur, plan):
+        spec, domain = self.spec, plan.domain
+        if spec.lun is None:
             raise ValidationError("lun", "storage domain '%s' is %s: its LUNs are fixed by the target and libvirt "
                                          "cannot create volumes on it; give the number of an existing LUN to use it "
-                                         "as disk '%s'" % (domain_name, domain["type"], name))
-        return _adopt_lun(engine, name, domain, lun, timeout, check_mode)
-    if lun is not None:
-        raise ValidationError("lun", "only an iSCSI storage domain has LUNs; '%s' is %s"
-                              % (domain_name, domain["type"]))
-    if image is not None:
-        detected, virtual, _length = image
-        if not 0 < virtual <= SIZE_MAX:
-            raise ValidationError("source", "%s says its virtual size is %d bytes, which no disk can have"
-                                  % (shown(source), virtual))
-        if fmt is not None and fmt != detected:
-            raise ValidationError("format", "'%s' is a %s image, not %s: convert it first (qemu-img convert)"
-                                  % (source, detected, fmt))
-        fmt = detected
-        if size_bytes is not None and size_bytes < virtual:
-            raise ValidationError("size", "%s is smaller than the image's virtual size %s"
-                                  % (human(size_bytes), human(virtual)))
-    elif size_bytes is None:
-        raise ValidationError("size", "is required to create disk '%s' (or give source to import an image)" % name)
-    raw_only = domain["type"] in ("logical", "rbd")  # LVM volumes and RBD images hold raw data only
-    if raw_only and fmt == "qcow2":
-        raise ValidationError("format", "a %s storage domain holds raw volumes only; use format raw" % domain["type"])
-    fmt = fmt or ("raw" if raw_only else "qcow2")
-    preallocated = fmt == "raw" and image is None
-    volume = "%s.%s" % (name, "qcow2" if fmt == "qcow2" else "img")
-    created_size = image[1] if image else size_bytes
-    final_size = max(size_bytes or 0, created_size)
-    after = {"name": name, "storage_domain": domain_name, "format": fmt, "size_bytes": final_size,
-             "size": human(final_size), "preallocated": preallocated}
-    actions = ["import %s (%s)" % (source, human(image[2])) if image else "create %s %s" % (fmt, human(final_size))]
-    if check_mode:
-        return Outcome(True, {}, after, dict(after, id=None, volume_name=volume, status="ok"), actions)
-    return _create(engine, name, domain, volume, fmt, preallocated, created_size, final_size, source, image,
-                   timeout, progress, after, actions)
+                                         "as disk '%s'" % (domain["name"], domain["type"], spec.name))
+        other = disk_rows.with_lun(cur, domain["id"], spec.lun)
+        if other:
+            raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
+                                % (spec.lun, domain["name"], spec.name, other))
+        luns = getattr(plan, "luns", None) or {}
+        found = {vol: info for vol, info in luns.items() if vol.rsplit(":", 1)[-1] == str(spec.lun)}
+        if not found:
+            raise ValidationError("lun", "storage domain '%s' has no LUN %d (it offers: %s)"
+                                  % (domain["name"], spec.lun, ", ".join(sorted(luns)) or "none"))
+        volume, info = sorted(found.items())[0]
+        if not info["capacity_bytes"]:
+            raise ValidationError("lun", "LUN %d of storage domain '%s' has no capacity: it is the target's "
+                                         "controller, not a disk" % (spec.lun, domain["name"]))
+        plan.kind = "lun"
+        plan.before = {}
+        plan.after = {"name": spec.name, "storage_domain": domain["name"], "format": "raw",
+                      "size_bytes": info["capacity_bytes"], "size": human(info["capacity_bytes"]), "lun": spec.lun}
+        plan.actions = ["use LUN %d" % spec.lun]
+        if self.check_mode:
+            plan.resource = dict(plan.after, id=None, volume_name=volume, status="ok")
+            return
+        # nothing to do on a host: the LUN is there; the row is the whole change
+        row = disk_rows.insert(cur, {"storage_domain_id": domain["id"], "name": spec.name, "format": "raw",
+                                     "preallocated": True, "size_bytes": info["capacity_bytes"],
+                                     "volume_name": volume, "lun": spec.lun})
+        _events.record(cur, "DISK_CREATED", "LUN %d of storage domain %s is disk %s" % (spec.lun, domain["name"],
+                                                                                        spec.name),
+                       object_type="disk", object_id=row["id"], object_name=spec.name, datacenter=domain["datacenter"])
+        plan.outcome = Outcome(True, {}, plan.after, view(disk_rows.by_id(cur, row["id"])), plan.actions)
 
+    # -- growth ------------------------------------------------------------------------------
 
-def _create(engine, name, domain, volume, fmt, preallocated, created_size, final_size, source, image, timeout,
-            progress, after, actions):
-    made = None
-    session = None
-    progress_points = []
-    try:
-        with engine.transaction() as cur:
-            Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-            session = _HostSession(engine, cur, domain, timeout)
-            if _storage.find_volume(session.pool, volume) is not None:
-                raise ConflictError("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the "
-                                    "engine has no disk for; it is neither adopted nor overwritten"
-                                    % (name, domain["name"], volume))
-            cur.execute("INSERT INTO disk (storage_domain_id, name, format, preallocated, size_bytes, volume_name,"
-                        " status) VALUES (%s, %s, %s, %s, %s, %s, 'locked') RETURNING id",
-                        (domain["id"], name, fmt, preallocated, final_size, volume))
-            disk_id = cur.fetchone()["id"]
-            made = _storage.create_volume(session.pool, volume, created_size, fmt, preallocated)
-            if image is not None:
-                def report(sent, total):
-                    percent = sent * 100 // total
-                    if not progress_points or percent >= progress_points[-1]["percent"] + 10 or sent == total:
-                        progress_points.append({"percent": percent, "bytes": sent})
-                        if progress:
-                            progress(sent, total)
-                _storage.upload_volume(session.conn, made, source, image[2], report)
-            if final_size > created_size:
-                _storage.resize_volume(made, final_size)
-            view_now = _storage.volume_view(made)
-            cur.execute("UPDATE disk SET status = 'ok', updated_at = now() WHERE id = %s", (disk_id,))
-            _events.record(cur, "DISK_CREATED", "Disk %s (%s, %s) was %s in storage domain %s on host %s"
-                           % (name, fmt, human(final_size), "imported from %s" % source if image else "created",
-                              domain["name"], session.host["name"]), object_type="disk", object_id=disk_id,
-                           object_name=name, datacenter=domain["datacenter"],
-                           details={"volume": view_now, "progress": progress_points})
-            resource = view(find(cur, name, domain))
-        made = None  # committed: the volume is the engine's now
-        session.refresh_others(domain["name"], timeout)
-    finally:
+    def _reserve_growth(self, cur, plan):
+        spec, current = self.spec, plan.current
+        name = spec.name
+        if spec.format is not None and spec.format != current["format"]:
+            raise ConflictError("Cannot change format of disk '%s' from %s to %s: convert it into a new disk"
+                                % (name, current["format"], spec.format))
+        size_bytes = spec.size_bytes
+        if size_bytes is None or size_bytes == current["size_bytes"]:
+            plan.outcome = Outcome(False, resource=view(current))
+            return
+        if size_bytes < current["size_bytes"]:
+            raise ValidationError("size", "disk '%s' is %s: shrinking it to %s would destroy data; disks only grow"
+                                  % (name, human(current["size_bytes"]), human(size_bytes)))
+        if current["lun"] is not None:
+            raise ConflictError("Cannot resize disk '%s': it is LUN %d of an iSCSI target, sized by the target"
+                                % (name, current["lun"]))
+        plan.kind = "grow"
+        plan.size_bytes = size_bytes
+        plan.before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
+        plan.after = {"size_bytes": size_bytes, "size": human(size_bytes)}
+        plan.guest = disk_rows.running_guest(cur, current["id"])
+        plan.actions = ["grow %s -> %s" % (plan.before["size"], plan.after["size"])]
+        if plan.guest is not None:
+            plan.actions.append("grow in the running guest of VM %s" % plan.guest["vm"])
+        plan.hosts = self._pool_host(cur, plan.domain) if plan.guest is None else []
+        if self.check_mode:
+            return
+        self.start_job(cur, plan, "disk", current["id"], name, "grow disk '%s' to %s" % (name, plan.after["size"]),
+                       datacenter=plan.domain["datacenter"], saved={"size_bytes": size_bytes})
+        disk_rows.update(cur, current["id"], {"status": "locked", "job_id": plan.job["id"]})
+
+    def _grow(self, plan):
+        name, guest = self.spec.name, plan.guest
+        if guest is not None:
+            # QEMU holds the image of a running guest: it grows it, and the guest sees the new size at once
+            host = {"name": guest["host"], "libvirt_uri": guest["libvirt_uri"]}
+            _hosts.hypervisors(self.engine).call(host, "grow disk '%s' of running VM '%s'" % (name, guest["vm"]),
+                                                 lambda conn: _storage.grow_live_disk(conn, guest["vm"],
+                                                                                      guest["target"],
+                                                                                      plan.size_bytes),
+                                                 self.spec.timeout)
+            return None
+        plan.host, _conn, pool = self._open_pool(plan.hosts, plan.domain["name"])
+        vol = _storage.find_volume(pool, plan.current["volume_name"])
+        if vol is None:
+            raise HypervisorError("Cannot resize disk '%s': its volume %s is missing from storage domain '%s' on "
+                                  "host %s" % (name, plan.current["volume_name"], plan.domain["name"],
+                                               plan.host["name"]))
+        _storage.resize_volume(vol, plan.size_bytes)
+        return None
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def act(self, plan):
+        if self.check_mode:
+            return None
+        if plan.kind == "create":
+            return self._create(plan)
+        return self._grow(plan)
+
+    def undo(self, plan, error):
+        made = getattr(plan, "made", None)
+        plan.left_behind = False
         if made is not None:
             try:
                 _storage.delete_volume(made)
             except HypervisorError:
-                pass
-        if session is not None:
-            session.close()
-    resource["path"] = view_now["path"]
-    resource["allocation_bytes"] = view_now["allocation_bytes"]
-    return Outcome(True, {}, after, resource, actions + (["progress %d%%" % p["percent"] for p in progress_points]))
+                plan.left_behind = True
 
+    def release(self, cur, plan, error):
+        if plan.kind != "create":
+            disk_rows.update(cur, plan.current["id"], {"status": "ok", "job_id": None})
+        elif getattr(plan, "left_behind", False):
+            # a volume that could not be deleted keeps its row, marked illegal: removing the disk deletes both
+            disk_rows.update(cur, plan.row["id"], {"status": "illegal", "job_id": None})
+            _events.record(cur, "DISK_CREATE_FAILED", "Disk %s could not be created (%s) and its volume could not be "
+                           "deleted: the disk is illegal until it is removed" % (self.spec.name, error),
+                           severity="error", object_type="disk", object_id=plan.row["id"], object_name=self.spec.name,
+                           datacenter=plan.domain["datacenter"], job_id=plan.job["id"])
+        else:
+            disk_rows.delete(cur, plan.row["id"])
 
-def _adopt_lun(engine, name, domain, lun, timeout, check_mode):
-    with engine.transaction() as cur:
-        cur.execute("SELECT name FROM disk WHERE storage_domain_id = %s AND lun = %s", (domain["id"], lun))
-        other = cur.fetchone()
-        if other:
-            raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
-                                % (lun, domain["name"], name, other["name"]))
-        session = _HostSession(engine, cur, domain, timeout)
-        try:
-            volumes = _storage.list_volumes(session.pool)
-        finally:
-            session.close()
-    found = {vol: info for vol, info in volumes.items() if vol.rsplit(":", 1)[-1] == str(lun)}
-    if not found:
-        raise ValidationError("lun", "storage domain '%s' has no LUN %d (it offers: %s)"
-                              % (domain["name"], lun, ", ".join(sorted(volumes)) or "none"))
-    volume, info = sorted(found.items())[0]
-    if not info["capacity_bytes"]:
-        raise ValidationError("lun", "LUN %d of storage domain '%s' has no capacity: it is the target's controller, "
-                                     "not a disk" % (lun, domain["name"]))
-    after = {"name": name, "storage_domain": domain["name"], "format": "raw", "size_bytes": info["capacity_bytes"],
-             "size": human(info["capacity_bytes"]), "lun": lun}
-    if check_mode:
-        return Outcome(True, {}, after, dict(after, id=None, volume_name=volume, status="ok"), ["use LUN %d" % lun])
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-        cur.execute("SELECT name FROM disk WHERE storage_domain_id = %s AND lun = %s", (domain["id"], lun))
-        other = cur.fetchone()
-        if other:  # taken by a run that finished meanwhile
-            raise ConflictError("Cannot use LUN %d of storage domain '%s' as disk '%s': it is disk '%s' already"
-                                % (lun, domain["name"], name, other["name"]))
-        cur.execute("INSERT INTO disk (storage_domain_id, name, format, preallocated, size_bytes, volume_name, lun)"
-                    " VALUES (%s, %s, 'raw', true, %s, %s, %s) RETURNING id",
-                    (domain["id"], name, info["capacity_bytes"], volume, lun))
-        disk_id = cur.fetchone()["id"]
-        _events.record(cur, "DISK_CREATED", "LUN %d of storage domain %s is disk %s" % (lun, domain["name"], name),
-                       object_type="disk", object_id=disk_id, object_name=name, datacenter=domain["datacenter"])
-        resource = view(find(cur, name, domain))
-    return Outcome(True, {}, after, resource, ["use LUN %d" % lun])
-
-
-def _update(engine, current, domain, size_bytes, fmt, timeout, check_mode):
-    name = current["name"]
-    if fmt is not None and fmt != current["format"]:
-        raise ConflictError("Cannot change format of disk '%s' from %s to %s: convert it into a new disk"
-                            % (name, current["format"], fmt))
-    if size_bytes is None or size_bytes == current["size_bytes"]:
-        return Outcome(False, resource=view(current))
-    if size_bytes < current["size_bytes"]:
-        raise ValidationError("size", "disk '%s' is %s: shrinking it to %s would destroy data; disks only grow"
-                              % (name, human(current["size_bytes"]), human(size_bytes)))
-    if current["lun"] is not None:
-        raise ConflictError("Cannot resize disk '%s': it is LUN %d of an iSCSI target, sized by the target"
-                            % (name, current["lun"]))
-    before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
-    after = {"size_bytes": size_bytes, "size": human(size_bytes)}
-    actions = ["grow %s -> %s" % (before["size"], after["size"])]
-    with engine.transaction() as cur:
-        guest = _running_guest(cur, current["id"])
-    if guest is not None:
-        actions.append("grow in the running guest of VM %s" % guest["vm"])
-    if check_mode:
-        return Outcome(True, before, after, dict(view(current), **after), actions)
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-        guest = _running_guest(cur, current["id"])  # again under the lock: the VM may have stopped
-        session = _HostSession(engine, cur, domain, timeout)
-        try:
-            vol = _storage.find_volume(session.pool, current["volume_name"])
-            if vol is None:
-                raise HypervisorError("Cannot resize disk '%s': its volume %s is missing from storage domain '%s' "
-                                      "on host %s" % (name, current["volume_name"], domain["name"],
-                                                      session.host["name"]))
-            cur.execute("UPDATE disk SET size_bytes = %s, updated_at = now() WHERE id = %s",
-                        (size_bytes, current["id"]))
-            if guest is None:
-                _storage.resize_volume(vol, size_bytes)
+    def confirm(self, cur, plan, result):
+        volume_view = result
+        spec, domain = self.spec, plan.domain
+        if self.check_mode:
+            if plan.kind == "create":
+                resource = dict(plan.after, id=None, volume_name=plan.volume, status="ok")
+            elif plan.kind == "lun":
+                resource = plan.resource
             else:
-                _grow_in_guest(engine, guest, name, size_bytes, timeout)
-        finally:
-            session.close()
-        _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (name, before["size"], after["size"]),
-                       object_type="disk", object_id=current["id"], object_name=name,
-                       datacenter=domain["datacenter"], details={"before": before, "after": after})
-        resource = view(find(cur, name, domain))
-    return Outcome(True, before, after, resource, actions)
+                resource = dict(view(plan.current), **plan.after)
+            return Outcome(True, plan.before, plan.after, resource, plan.actions)
+        if plan.kind == "create":
+            disk_rows.update(cur, plan.row["id"], {"status": "ok", "job_id": None})
+            _events.record(cur, "DISK_CREATED", "Disk %s (%s, %s) was %s in storage domain %s on host %s"
+                           % (spec.name, plan.fmt, human(plan.final_size), "imported from %s" % spec.source
+                              if spec.image else "created", domain["name"], plan.host["name"]), object_type="disk",
+                           object_id=plan.row["id"], object_name=spec.name, datacenter=domain["datacenter"],
+                           details={"volume": volume_view, "progress": plan.progress}, job_id=plan.job["id"])
+            resource = view(disk_rows.by_id(cur, plan.row["id"]))
+            resource["path"] = volume_view["path"]
+            resource["allocation_bytes"] = volume_view["allocation_bytes"]
+            return Outcome(True, {}, plan.after, resource,
+                           plan.actions + ["progress %d%%" % p["percent"] for p in plan.progress])
+        disk_rows.update(cur, plan.current["id"], {"size_bytes": plan.size_bytes, "status": "ok", "job_id": None})
+        _events.record(cur, "DISK_RESIZED", "Disk %s grew from %s to %s" % (spec.name, plan.before["size"],
+                                                                            plan.after["size"]),
+                       object_type="disk", object_id=plan.current["id"], object_name=spec.name,
+                       datacenter=domain["datacenter"], details={"before": plan.before, "after": plan.after},
+                       job_id=plan.job["id"])
+        return Outcome(True, plan.before, plan.after, view(disk_rows.by_id(cur, plan.current["id"])), plan.actions)
+
+    def after_confirm(self, plan):
+        if plan.kind == "create" and not self.check_mode:
+            self._refresh_others(plan)
 
 
-def _running_guest(cur, disk_id):
-    """Where the disk is in use by a running VM: its name, target and host; else None."""
-    cur.execute("SELECT v.name AS vm, vd.target, h.name AS host, h.libvirt_uri FROM vm_disk vd"
-                " JOIN vm v ON v.id = vd.vm_id JOIN host h ON h.id = v.run_host_id"
-                " WHERE vd.disk_id = %s AND v.status IN ('Up', 'Paused')", (disk_id,))
-    return cur.fetchone()
+@_operation.recovery("disk.create")
+def _recover_create(engine, job):
+    """A creation or import that died: its volume (made or half filled) and its row go together.
 
-
-def _grow_in_guest(engine, guest, name, size_bytes, timeout):
-    """QEMU holds the image of a running guest: it grows it, and the guest sees the new size at once."""
-    try:
-        conn = _hosts.connect(engine, {"name": guest["host"], "libvirt_uri": guest["libvirt_uri"]}, timeout)
-        _storage.grow_live_disk(conn, guest["vm"], guest["target"], size_bytes)
-    except HypervisorError as exc:
-        raise HypervisorError("Cannot grow disk '%s' of running VM '%s' on host %s: %s"
-                              % (name, guest["vm"], guest["host"], exc))
-
-
-def ensure_absent(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
-    validate_common(name, domain_name, datacenter, timeout)
+    A growth that died is finished instead: the engine takes the size the volume has.
+    """
     with engine.transaction() as cur:
-        domain = _domain(cur, domain_name, datacenter, "remove disk '%s'" % name)
-        current = find(cur, name, domain)
-    if current is None:
-        return Outcome(False)
-    if current["vm"]:
-        raise ConflictError("Cannot remove disk '%s': it is attached to VM %s; detach it first" % (name, current["vm"]))
-    before = view(current)
-    actions = ["remove"] if current["lun"] is not None else ["delete volume %s" % current["volume_name"]]
-    if check_mode:
-        return Outcome(True, before, {}, None, actions)
+        row = disk_rows.by_id(cur, job["object_id"]) if job["object_id"] else None
+        hosts = disk_rows.hosts_with_pool(cur, row["storage_domain_id"]) if row else []
+    if row is None:
+        with engine.transaction() as cur:
+            _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+        return "nothing was left"
+    growing = "size_bytes" in (job["plan"] or {})
+    pool_name = _storage.pool_name(row["storage_domain"])
+    if not hosts:
+        raise HypervisorError("Cannot recover disk '%s' after a run that died: no host has storage domain '%s' active"
+                              % (row["name"], row["storage_domain"]))
+    outcomes = _hosts.on_hosts(engine, hosts[:1], lambda conn, h: _rollback_volume(conn, pool_name, row, growing))
+    result, reason = outcomes[hosts[0]["name"]]
+    if reason is not None:
+        raise HypervisorError("Cannot recover disk '%s' after a run that died: %s" % (row["name"], reason))
     with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-        cur.execute("DELETE FROM disk WHERE id = %s", (current["id"],))
-        _events.record(cur, "DISK_REMOVED", "Disk %s was removed from storage domain %s" % (name, domain_name),
-                       object_type="disk", object_id=current["id"], object_name=name, datacenter=domain["datacenter"])
-        if current["lun"] is None:
-            # the row goes only if the volume does: both in this transaction
-            session = _HostSession(engine, cur, domain, timeout)
-            try:
-                vol = _storage.find_volume(session.pool, current["volume_name"])
-                if vol is not None:
-                    _storage.delete_volume(vol)
-            finally:
-                session.close()
-    return Outcome(True, before, {}, None, actions)
+        if growing:
+            disk_rows.update(cur, row["id"], {"size_bytes": result or row["size_bytes"], "status": "ok",
+                                              "job_id": None})
+            how = "disk %s is %s, as its volume is" % (row["name"], human(result or row["size_bytes"]))
+        else:
+            disk_rows.delete(cur, row["id"])
+            how = "the creation of disk %s was rolled back: %s" % (row["name"], result)
+        _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+    return how
+
+
+def _rollback_volume(conn, pool_name, row, growing):
+    pool = _storage.open_pool(conn, pool_name)
+    vol = _storage.find_volume(pool, row["volume_name"])
+    if growing:
+        return _storage.volume_view(vol)["capacity_bytes"] if vol is not None else None
+    if vol is None:
+        return "its volume was never made"
+    _storage.delete_volume(vol)
+    return "volume %s deleted" % row["volume_name"]
+
+
+class DiskRemove(_DiskOperation):
+    action = "disk.remove"
+
+    def prepare(self, cur):
+        domain, current = self._domain_and_disk(cur, "remove disk '%s'" % self.spec.name)
+        return _operation.Plan(domain=domain, current=current)
+
+    def reserve(self, cur, plan):
+        spec = self.spec
+        domain, current = self._domain_and_disk(cur, "remove disk '%s'" % spec.name)
+        if current is None:
+            plan.outcome = Outcome(False)
+            return
+        if plan.current is None or plan.current["id"] != current["id"]:
+            raise _operation.Retry()
+        _operation.claim(cur, current, "disk '%s'" % spec.name)
+        if current["vm"]:
+            raise ConflictError("Cannot remove disk '%s': it is attached to VM %s; detach it first"
+                                % (spec.name, current["vm"]))
+        plan.domain, plan.current = domain, current
+        plan.before = view(current)
+        plan.actions = ["remove"] if current["lun"] is not None else ["delete volume %s" % current["volume_name"]]
+        plan.hosts = self._pool_host(cur, domain) if current["lun"] is None else []
+        if not self.check_mode:
+            self.start_job(cur, plan, "disk", current["id"], spec.name, "remove disk '%s'" % spec.name,
+                           datacenter=domain["datacenter"])
+            disk_rows.update(cur, current["id"], {"status": "locked", "job_id": plan.job["id"]})
+
+    def act(self, plan):
+        if self.check_mode or plan.current["lun"] is not None:
+            return None
+        _host, _conn, pool = self._open_pool(plan.hosts, plan.domain["name"])
+        vol = _storage.find_volume(pool, plan.current["volume_name"])
+        if vol is not None:
+            _storage.delete_volume(vol)
+        return None
+
+    def release(self, cur, plan, error):
+        disk_rows.update(cur, plan.current["id"], {"status": "ok", "job_id": None})
+
+    def confirm(self, cur, plan, _result):
+        if not self.check_mode:
+            disk_rows.delete(cur, plan.current["id"])
+            _events.record(cur, "DISK_REMOVED", "Disk %s was removed from storage domain %s"
+                           % (self.spec.name, plan.domain["name"]), object_type="disk", object_id=plan.current["id"],
+                           object_name=self.spec.name, datacenter=plan.domain["datacenter"], job_id=plan.job["id"])
+        return Outcome(True, plan.before, {}, None, plan.actions)
+
+
+@_operation.recovery("disk.remove")
+def _recover_remove(engine, job):
+    """A removal that died is finished: the volume (if it is still there) and the row go."""
+    with engine.transaction() as cur:
+        row = disk_rows.by_id(cur, job["object_id"]) if job["object_id"] else None
+        hosts = disk_rows.hosts_with_pool(cur, row["storage_domain_id"]) if row else []
+    if row is not None and row["lun"] is None:
+        pool_name = _storage.pool_name(row["storage_domain"])
+        outcomes = _hosts.on_hosts(engine, hosts[:1], lambda conn, h: _rollback_volume(conn, pool_name, row, False))
+        reasons = [reason for _result, reason in outcomes.values() if reason] or ([] if outcomes else ["no host"])
+        if reasons:
+            raise HypervisorError("Cannot finish removing disk '%s': %s" % (row["name"], "; ".join(reasons)))
+    with engine.transaction() as cur:
+        if row is not None:
+            disk_rows.delete(cur, row["id"])
+        _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+    return "the removal of disk %s was finished" % (row["name"] if row else job["object_name"])
 
 
 _PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
 
 
 def _next_target(cur, vm_id, bus):
-    cur.execute("SELECT target FROM vm_disk WHERE vm_id = %s", (vm_id,))
-    used = {r["target"] for r in cur.fetchall()}
+    used = disk_rows.targets_of_vm(cur, vm_id)
     for letter in "abcdefghijklmnopqrstuvwxyz":
         target = _PREFIX[bus] + letter
         if target not in used:
@@ -421,36 +634,12 @@ def _next_target(cur, vm_id, bus):
     raise ConflictError("the VM has no free %s disk slot left" % bus)
 
 
-def _live(engine, cur, vm_row, disk, target, bus, attach, timeout):
-    """Apply an attachment change to the running guest; None when the VM does not run."""
-    if vm_row["status"] not in ("Up", "Paused") or vm_row["run_host_id"] is None:
-        return None
-    cur.execute("SELECT * FROM host WHERE id = %s", (vm_row["run_host_id"],))
-    host = cur.fetchone()
-    device = _storage.disk_device_xml(_storage.pool_name(disk["storage_domain"]), disk["volume_name"],
-                                      disk["format"], target, bus)
-    try:
-        conn = _hosts.connect(engine, host, timeout)
-        _storage.change_live_disk(conn, vm_row["name"], device, attach)
-        if not attach:
-            _storage.wait_disk_gone(conn, vm_row["name"], target, timeout)
-    except HypervisorError as exc:
-        raise HypervisorError("Cannot %s disk '%s' %s running VM '%s' on host %s: %s"
-                              % ("plug" if attach else "unplug", disk["name"], "into" if attach else "from",
-                                 vm_row["name"], host["name"], exc))
-    return host["name"]
-
-
 def _attachable_vm(cur, domain, vm, action):
     """The VM row, if a disk of ``domain`` can go on it: it exists and its cluster uses the domain."""
-    cur.execute("SELECT v.*, c.name AS cluster FROM vm v JOIN cluster c ON c.id = v.cluster_id WHERE v.name = %s"
-                " FOR UPDATE OF v", (vm,))
-    vm_row = cur.fetchone()
+    vm_row = disk_rows.vm_for_disks(cur, vm, lock=True)
     if vm_row is None:
         raise NotFoundError("VM", vm, action)
-    cur.execute("SELECT 1 FROM storage_domain_cluster WHERE storage_domain_id = %s AND cluster_id = %s",
-                (domain["id"], vm_row["cluster_id"]))
-    if cur.fetchone() is None:
+    if not disk_rows.domain_serves_cluster(cur, domain["id"], vm_row["cluster_id"]):
         raise ValidationError("vm", "VM '%s' is in cluster %s, which does not use storage domain '%s'"
                               % (vm, vm_row["cluster"], domain["name"]))
     return vm_row
@@ -461,78 +650,139 @@ def check_attachable(engine, domain_name, vm, datacenter=None, bus="virtio"):
     validate_name("storage_domain", domain_name)
     validate_name("vm", vm)
     if bus not in BUSES:
-        raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
+        raise ValidationError("bus", "%s is not one of %s" % (shown(bus), ", ".join(BUSES)))
     with engine.transaction() as cur:
         domain = _domain(cur, domain_name, datacenter, "attach a disk to VM '%s'" % vm)
         vm_row = _attachable_vm(cur, domain, vm, "attach a disk to VM '%s'" % vm)
         target = _next_target(cur, vm_row["id"], bus)
-        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
-    return ["attach as %s" % target] + (["plug into the running guest"] if running else [])
+    return ["attach as %s" % target] + (["plug into the running guest"] if _running(vm_row) else [])
 
 
-def ensure_attached(engine, name, domain_name, vm, datacenter=None, bus="virtio", bootable=False, timeout=15,
-                    check_mode=False):
-    """Record the disk on ``vm`` and, when the VM runs, plug it into the guest now."""
-    validate_common(name, domain_name, datacenter, timeout)
-    validate_name("vm", vm)
-    if bus not in BUSES:
-        raise ValidationError("bus", "'%s' is not one of %s" % (bus, ", ".join(BUSES)))
-    action = "attach disk '%s' to VM '%s'" % (name, vm)
-    with engine.transaction() as cur:
-        domain = _domain(cur, domain_name, datacenter, action)
-        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-        current = find(cur, name, domain)
+class _Plug(_DiskOperation):
+    """Attach or detach: the record, and the guest when the VM runs (live only: the engine owns the definition)."""
+
+    attach = True
+
+    def prepare(self, cur):
+        domain, current = self._domain_and_disk(cur, self._action_text())
+        return _operation.Plan(domain=domain, current=current)
+
+    def _action_text(self):
+        if self.attach:
+            return "attach disk '%s' to VM '%s'" % (self.spec.name, self.spec.vm)
+        return "detach disk '%s'" % self.spec.name
+
+    def act(self, plan):
+        if self.check_mode or plan.vm_row is None or not _running(plan.vm_row):
+            return None
+        with self.engine.transaction() as cur:
+            host = host_rows.by_id(cur, plan.vm_row["run_host_id"])
+        disk = plan.current
+        device = _storage.disk_device_xml(_storage.pool_name(disk["storage_domain"]), disk["volume_name"],
+                                          disk["format"], plan.target, plan.bus)
+        verb = "plug disk '%s' into" % disk["name"] if self.attach else "unplug disk '%s' from" % disk["name"]
+
+        def change(conn):
+            _storage.change_live_disk(conn, plan.vm_row["name"], device, self.attach)
+            if not self.attach:  # the disk is free only once the guest has let go of it
+                _storage.wait_disk_gone(conn, plan.vm_row["name"], plan.target, self.spec.timeout)
+        _hosts.hypervisors(self.engine).call(host, "%s running VM '%s'" % (verb, plan.vm_row["name"]), change,
+                                             self.spec.timeout)
+        return host["name"]
+
+    def release(self, cur, plan, error):
+        disk_rows.update(cur, plan.current["id"], {"job_id": None})
+
+    def _reserve_job(self, cur, plan):
+        self.start_job(cur, plan, "disk", plan.current["id"], self.spec.name, self._action_text(),
+                       datacenter=plan.domain["datacenter"])
+        disk_rows.update(cur, plan.current["id"], {"job_id": plan.job["id"]})
+
+
+class DiskAttach(_Plug):
+    action = "disk.attach"
+
+    def reserve(self, cur, plan):
+        spec = self.spec
+        domain, current = self._domain_and_disk(cur, self._action_text())
         if current is None:
-            raise NotFoundError("disk", name, action)
-        vm_row = _attachable_vm(cur, domain, vm, action)
-        if current["vm"] == vm:
-            if current["bus"] != bus or current["bootable"] != bootable:
+            raise NotFoundError("disk", spec.name, self._action_text())
+        _operation.claim(cur, current, "disk '%s'" % spec.name)
+        vm_row = _attachable_vm(cur, domain, spec.vm, self._action_text())
+        plan.domain, plan.current, plan.vm_row = domain, current, vm_row
+        if current["vm"] == spec.vm:
+            if current["bus"] != spec.bus or current["bootable"] != spec.bootable:
                 now = current["bus"] + (", bootable" if current["bootable"] else "")
                 raise ConflictError("Cannot change bus or bootable of disk '%s' on VM '%s' in place (now %s): "
-                                    "detach it and attach it again" % (name, vm, now))
-            return Outcome(False, resource=view(current))
+                                    "detach it and attach it again" % (spec.name, spec.vm, now))
+            plan.outcome = Outcome(False, resource=view(current))
+            return
         if current["vm"]:
-            raise ConflictError("Cannot %s: it is attached to VM %s; detach it first" % (action, current["vm"]))
-        target = _next_target(cur, vm_row["id"], bus)
-        before, after = {"vm": None}, {"vm": vm, "target": target, "bus": bus}
-        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
-        actions = ["attach as %s" % target] + (["plug into the running guest"] if running else [])
-        if check_mode:
-            return Outcome(True, before, after, dict(view(current), **after), actions)
-        cur.execute("INSERT INTO vm_disk (vm_id, disk_id, bus, target, bootable) VALUES (%s, %s, %s, %s, %s)",
-                    (vm_row["id"], current["id"], bus, target, bootable))
-        # the live change last: if the guest refuses, the record rolls back with the error
-        host = _live(engine, cur, vm_row, current, target, bus, True, timeout)
+            raise ConflictError("Cannot %s: it is attached to VM %s; detach it first"
+                                % (self._action_text(), current["vm"]))
+        if current["status"] != "ok":
+            raise ConflictError("Cannot %s: the disk is %s" % (self._action_text(), current["status"]))
+        plan.target, plan.bus = _next_target(cur, vm_row["id"], spec.bus), spec.bus
+        plan.before, plan.after = {"vm": None}, {"vm": spec.vm, "target": plan.target, "bus": spec.bus}
+        plan.actions = ["attach as %s" % plan.target] + (["plug into the running guest"] if _running(vm_row) else [])
+        if not self.check_mode:
+            self._reserve_job(cur, plan)
+
+    def confirm(self, cur, plan, result):
+        host = result
+        spec = self.spec
+        if self.check_mode:
+            return Outcome(True, plan.before, plan.after, dict(view(plan.current), **plan.after), plan.actions)
+        disk_rows.attach(cur, plan.vm_row["id"], plan.current["id"], spec.bus, plan.target, spec.bootable)
+        disk_rows.update(cur, plan.current["id"], {"job_id": None})
         _events.record(cur, "DISK_ATTACHED", "Disk %s was attached to VM %s as %s%s"
-                       % (name, vm, target, " (live on host %s)" % host if host else ""), object_type="disk",
-                       object_id=current["id"], object_name=name, vm=vm)
-        return Outcome(True, before, after, view(find(cur, name, domain)), actions)
+                       % (spec.name, spec.vm, plan.target, " (live on host %s)" % host if host else ""),
+                       object_type="disk", object_id=plan.current["id"], object_name=spec.name, vm=spec.vm,
+                       job_id=plan.job["id"])
+        return Outcome(True, plan.before, plan.after, view(disk_rows.by_id(cur, plan.current["id"])), plan.actions)
 
 
-def ensure_detached(engine, name, domain_name, datacenter=None, timeout=15, check_mode=False):
-    validate_common(name, domain_name, datacenter, timeout)
-    with engine.transaction() as cur:
-        domain = _domain(cur, domain_name, datacenter, "detach disk '%s'" % name)
-        Engine.lock(cur, LOCK_DATACENTER, domain["datacenter"])
-        current = find(cur, name, domain)
+class DiskDetach(_Plug):
+    action = "disk.detach"
+    attach = False
+
+    def reserve(self, cur, plan):
+        spec = self.spec
+        domain, current = self._domain_and_disk(cur, self._action_text())
         if current is None:
-            raise NotFoundError("disk", name, "detach disk '%s'" % name)
+            raise NotFoundError("disk", spec.name, self._action_text())
+        _operation.claim(cur, current, "disk '%s'" % spec.name)
+        plan.domain, plan.current = domain, current
         if not current["vm"]:
-            return Outcome(False, resource=view(current))
-        cur.execute("SELECT * FROM vm WHERE name = %s FOR UPDATE", (current["vm"],))
-        vm_row = cur.fetchone()
-        running = vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
-        before, after = {"vm": current["vm"], "target": current["target"]}, {"vm": None, "target": None}
-        actions = ["detach from %s" % current["vm"]] + (["unplug from the running guest"] if running else [])
-        if check_mode:
-            return Outcome(True, before, after, dict(view(current), vm=None, target=None, bus=None), actions)
-        cur.execute("DELETE FROM vm_disk WHERE disk_id = %s", (current["id"],))
-        # commits only once the guest has let go of the disk: until then it may still write to it
-        host = _live(engine, cur, vm_row, current, current["target"], current["bus"], False, timeout)
+            plan.outcome = Outcome(False, resource=view(current))
+            return
+        vm_row = disk_rows.vm_for_disks(cur, current["vm"], lock=True)
+        plan.vm_row, plan.target, plan.bus = vm_row, current["target"], current["bus"]
+        plan.before = {"vm": current["vm"], "target": current["target"]}
+        plan.after = {"vm": None, "target": None}
+        plan.actions = ["detach from %s" % current["vm"]] + (["unplug from the running guest"]
+                                                             if _running(vm_row) else [])
+        if not self.check_mode:
+            self._reserve_job(cur, plan)
+
+    def confirm(self, cur, plan, result):
+        host = result
+        spec, current = self.spec, plan.current
+        if self.check_mode:
+            return Outcome(True, plan.before, plan.after, dict(view(current), vm=None, target=None, bus=None),
+                           plan.actions)
+        disk_rows.detach(cur, current["id"])
+        disk_rows.update(cur, current["id"], {"job_id": None})
         _events.record(cur, "DISK_DETACHED", "Disk %s was detached from VM %s%s"
-                       % (name, current["vm"], " (live on host %s)" % host if host else ""), object_type="disk",
-                       object_id=current["id"], object_name=name, vm=current["vm"])
-        return Outcome(True, before, after, view(find(cur, name, domain)), actions)
+                       % (spec.name, current["vm"], " (live on host %s)" % host if host else ""), object_type="disk",
+                       object_id=current["id"], object_name=spec.name, vm=current["vm"], job_id=plan.job["id"])
+        return Outcome(True, plan.before, plan.after, view(disk_rows.by_id(cur, current["id"])), plan.actions)
+
+
+for _plug in ("disk.attach", "disk.detach"):
+    # a plug that died changed nothing in the engine: the disk is released as recorded
+    _operation.release_only(_plug, lambda cur, disk_id: disk_rows.update(cur, disk_id, {"job_id": None}),
+                            "released as the engine recorded it; a running guest may differ until its VM is checked")
 
 
 def disk_info(engine, names=None, domain_name=None):
@@ -541,9 +791,7 @@ def disk_info(engine, names=None, domain_name=None):
     if domain_name is not None:
         validate_name("storage_domain", domain_name)
     with engine.transaction() as cur:
-        cur.execute(_SELECT + " WHERE (%s::text IS NULL OR s.name = %s) ORDER BY s.name, k.name",
-                    (domain_name, domain_name))
-        rows = [r for r in cur.fetchall() if not names or r["name"] in names]
+        rows = [r for r in disk_rows.listed(cur, domain_name) if not names or r["name"] in names]
     missing = sorted(set(names or []) - {r["name"] for r in rows})
     if missing:
         raise NotFoundError("disk", ", ".join(missing))

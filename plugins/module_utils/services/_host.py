@@ -1,10 +1,16 @@
 # Copyright: virtplane.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Hypervisor hosts: registration, capabilities read from libvirt, and reachability status."""
+"""Hypervisor hosts: registration, capabilities read from libvirt, reachability and what they realize.
+
+Registering, updating or refreshing a host is one operation (``_operation``): the host's libvirt
+is read with no lock held (its facts, its pools and networks), the host is reserved under its
+data center's lock — the lock under which storage domains and networks are reserved too, so a host
+that joins while one is being applied sees it — the steps its cluster needs are applied on the
+host with no lock held, and the outcome (facts, status, what the host has) is confirmed.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -15,40 +21,72 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    IPROUTE_WORDS,
+    shown,
+    validate_host_name,
     validate_name,
     validate_pattern,
+    validate_range,
     validate_timeout,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, Engine
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster, _hosts
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs, _rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _realize
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
+    Spec,
     changed_fields,
-    insert_row,
     plain,
-    update_row,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 
 FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt_version", "cpu_arch",
          "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
-         "memory_mib", "numa_cells")
+         "memory_mib", "numa_cells", "cpu_features")
 # What moves with the machine rather than with its configuration (the current clock, memory that is
 # hot-added or onlined over time): refreshed on every check, never reported as a change.
 MONITORED = ("cpu_mhz", "memory_mib", "numa_cells")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
 VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic", "status",
            "status_reason") + FACTS
+_NIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_STATUS_FIELDS = ("status", "status_reason")
 
 
-_SELECT = ("SELECT h.*, c.name AS cluster, d.name AS datacenter FROM host h"
-           " JOIN cluster c ON c.id = h.cluster_id JOIN datacenter d ON d.id = c.datacenter_id")
+def validate_address(field, value):
+    """A management address: a host name or an IP address, matched whole."""
+    return None if value is None else validate_host_name(field, value)
+
+
+class HostSpec(Spec):
+    FIELDS = ("name", "cluster", "libvirt_uri", "address", "domain_type", "network_nic", "timeout", "state",
+              "wait_timeout")
+
+    def validate(self):
+        validate_name("name", self.name)
+        if self.cluster is not None:
+            validate_name("cluster", self.cluster)
+        if self.network_nic is not None:
+            validate_pattern("network_nic", self.network_nic, _NIC,
+                             "a network interface name (1-15 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit)")
+            if self.network_nic.lower() in IPROUTE_WORDS:
+                raise ValidationError("network_nic", "%s is a word of iproute2, not an interface name"
+                                      % shown(self.network_nic))
+        self.address = validate_address("address", self.address)
+        self.timeout = 15 if self.timeout is None else self.timeout
+        validate_timeout("timeout", self.timeout)
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        self.state = self.state or "present"
+        if self.state == "refreshed" and any(getattr(self, f) is not None for f in
+                                             ("cluster", "libvirt_uri", "address", "domain_type", "network_nic")):
+            raise ValidationError("state", "refreshed checks a host as it is; change its settings with state present")
 
 
 def find(cur, name, lock=False):
-    cur.execute(_SELECT + " WHERE h.name = %s" + (" FOR UPDATE OF h" if lock else ""), (name,))
-    return cur.fetchone()
+    return host_rows.find(cur, name, lock)
 
 
 def view(row):
@@ -60,301 +98,288 @@ def view(row):
     return result
 
 
-def _vms_on(cur, host_id):
-    cur.execute("SELECT name FROM vm WHERE run_host_id = %s OR migrating_to_host_id = %s ORDER BY name",
-                (host_id, host_id))
-    return [r["name"] for r in cur.fetchall()]
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return ensure_absent(engine, spec.name, check_mode)
+    if spec.libvirt_uri is not None:
+        _client.validate_uri(spec.libvirt_uri, allow_test_driver=engine.allow_test_driver)
+    return _operation.run(engine, HostCheck(engine, check_mode, spec))
 
 
-def probe(engine, host, timeout, domain_type="auto"):
-    """(facts, None) when the libvirt of ``host`` (name, libvirt_uri) answers, (None, reason) when not."""
-    try:
-        return _client.read_host_facts(_hosts.connect(engine, host, timeout), domain_type), None
-    except HypervisorError as exc:
-        return None, str(exc)
+class HostCheck(_operation.Operation):
+    """Register, update or refresh one host: probe, reserve, realize its cluster's needs, confirm."""
 
+    action = "host.check"
 
-def probe_all(engine, rows, timeout):
-    """``probe`` of every host row at once: a dead host costs ``timeout`` once, in parallel with the rest."""
-    outcomes = _hosts.on_hosts(engine, rows, lambda conn, r: _client.read_host_facts(conn, r["domain_type_setting"]),
-                               timeout)
-    return [outcomes[r["name"]] for r in rows]
+    def __init__(self, engine, check_mode, spec):
+        super().__init__(engine, check_mode)
+        self.spec = spec
+        self.wait_timeout = spec.wait_timeout
 
+    # 1. what the engine has, and what the host should be reached at
+    def prepare(self, cur):
+        spec = self.spec
+        current = host_rows.find(cur, spec.name)
+        if current is None and spec.state == "refreshed":
+            raise NotFoundError("host", spec.name, "refresh host '%s'" % spec.name)
+        action = ("update host '%s'" if current else "register host '%s'") % spec.name
+        if current is None:
+            for field in ("cluster", "libvirt_uri"):
+                if getattr(spec, field) is None:
+                    raise ValidationError(field, "is required to %s" % action)
+        cluster = _clusters.find(cur, spec.cluster or current["cluster"])
+        if cluster is None:
+            raise NotFoundError("cluster", spec.cluster, action)
+        self.lock = (LOCK_DATACENTER, cluster["datacenter"])
+        uri = spec.libvirt_uri or current["libvirt_uri"]
+        setting = spec.domain_type or (current["domain_type_setting"] if current else "auto")
+        nic = spec.network_nic if spec.network_nic is not None else (current or {}).get("network_nic")
+        host = dict(current or {}, name=spec.name, libvirt_uri=uri, cluster_id=cluster["id"],
+                    cluster=cluster["name"], datacenter=cluster["datacenter"], network_nic=nic)
+        return _operation.Plan(current=current, action_text=action, uri=uri, setting=setting, host=host,
+                               cluster=cluster)
 
-def observed_status(row_status, facts, reason, problems=()):
-    """The status a probe implies; Maintenance is an administrator's decision and stays.
+    # 2. the host's libvirt, read only and before any lock: a dead host must not stall other writers
+    def observe(self, plan):
+        hypervisors = _hosts.hypervisors(self.engine)
+        plan.facts, plan.reason, plan.observed = None, None, None
+        try:
+            conn = hypervisors.connect(plan.host, self.spec.timeout, readonly=True)
+            plan.facts = _client.read_host_facts(conn, plan.setting)
+            plan.observed = _realize.observe_host(conn)
+        except HypervisorError as exc:
+            plan.reason = str(exc)
+        current = plan.current
+        if current is None and plan.facts is None:
+            raise HypervisorError("Cannot register host '%s': %s" % (self.spec.name, plan.reason))
+        if current is not None and plan.uri != current["libvirt_uri"] and plan.facts is None:
+            # as for a registration: a URI that does not answer is not taken, the host keeps the one it has
+            raise HypervisorError("Cannot %s: %s; it keeps libvirt URI %s"
+                                  % (plan.action_text, plan.reason, _client.redact_uri(current["libvirt_uri"])))
 
-    ``problems`` are what the host lacks of its cluster's storage domains and required networks:
-    such a host answers but is not used (NonOperational) until they are fixed.
-    """
-    if facts is None:
-        return "NonResponsive", reason
-    if row_status in ("Maintenance", "PreparingForMaintenance"):
-        return row_status, ""
-    if problems:
-        return "NonOperational", "; ".join(problems)
-    return "Up", ""
-
-
-def converge(engine, cur, host, check_mode=False, timeout=15):
-    """Realize the cluster's storage domains and networks on the host: (actions, problems)."""
-    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network, _storage
-
-    try:
-        conn = _hosts.connect(engine, host, timeout)
-    except HypervisorError as exc:
-        return [], [str(exc)]
-    actions, problems = _storage.realize_on_host(cur, conn, host, check_mode)
-    net_actions, net_problems = _network.realize_on_host(cur, conn, host, check_mode)
-    return actions + net_actions, problems + net_problems
-
-
-def _same_machine(cur, facts, name):
-    if not facts or facts["hypervisor_type"] == "TEST" or not facts.get("hardware_uuid"):
-        return None
-    cur.execute("SELECT name FROM host WHERE hardware_uuid = %s AND name <> %s", (facts["hardware_uuid"], name))
-    other = cur.fetchone()
-    return other["name"] if other else None
-
-
-_NIC = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-
-
-def validate_address(field, value):
-    """A management address: a host name or an IP address, matched whole."""
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
-    return validate_pattern(field, value, _HOSTNAME, "a host name or an IP address")
-
-
-def ensure_present(engine, name, cluster=None, libvirt_uri=None, address=None, domain_type=None,
-                   probe_timeout=15, check_mode=False, network_nic=None):
-    validate_name("name", name)
-    if network_nic is not None:
-        validate_pattern("network_nic", network_nic, _NIC, "a network interface name (1-15 letters, digits, '.', "
-                                                           "'_' or '-')")
-    if cluster is not None:
-        validate_name("cluster", cluster)
-    address = validate_address("address", address)
-    validate_timeout("probe_timeout", probe_timeout)
-    if libvirt_uri is not None:
-        _client.validate_uri(libvirt_uri, allow_test_driver=engine.allow_test_driver)
-    with engine.transaction() as cur:
-        current = find(cur, name)
-    action = "update host '%s'" % name if current else "register host '%s'" % name
-    if current is None:
-        for field, value in (("cluster", cluster), ("libvirt_uri", libvirt_uri)):
-            if value is None:
-                raise ValidationError(field, "is required to %s" % action)
-    uri = libvirt_uri or current["libvirt_uri"]
-    setting = domain_type or (current["domain_type_setting"] if current else "auto")
-    # Talk to the host before taking any lock: a dead host must not stall other writers.
-    facts, reason = probe(engine, {"name": name, "libvirt_uri": uri}, probe_timeout, setting)
-    if current is None and facts is None:
-        raise HypervisorError("Cannot register host '%s': %s" % (name, reason))
-    if current is not None and uri != current["libvirt_uri"] and facts is None:
-        # as for a registration: a URI that does not answer is not taken, the host keeps the one it has
-        raise HypervisorError("Cannot %s: %s; it keeps libvirt URI %s"
-                              % (action, reason, _client.redact_uri(current["libvirt_uri"])))
-    if address is None and current is None:
-        address = validate_address("libvirt_uri", urlsplit(uri).hostname)
-    with engine.transaction() as cur:
-        cluster_name = cluster or current["cluster"]
-        Engine.lock(cur, LOCK_CLUSTER, cluster_name)
-        # read after the lock: a cluster removed meanwhile is reported, not hit as a foreign key
-        target = _cluster.require(cur, cluster_name, action, lock=True)
-        row = find(cur, name, lock=True)
-        twin = _same_machine(cur, facts, name)
+    # 3. under the data center's lock: read again, decide, reserve
+    def reserve(self, cur, plan):
+        spec, facts = self.spec, plan.facts
+        cluster = _clusters.find(cur, plan.cluster["name"], lock=True)
+        if cluster is None:
+            raise NotFoundError("cluster", plan.cluster["name"], plan.action_text)
+        row = host_rows.find(cur, spec.name, lock=True)
+        if (row is None) != (plan.current is None):
+            raise _operation.Retry()  # registered or removed by another run since we looked
+        if row is not None:
+            _operation.claim(cur, row, "host '%s'" % spec.name)
+        twin = facts and facts["hypervisor_type"] != "TEST" and facts.get("hardware_uuid") and \
+            host_rows.same_machine(cur, facts["hardware_uuid"], spec.name)
         if twin:
             raise ConflictError("Cannot %s: libvirt at %s is the same machine as host '%s' (host UUID %s)"
-                                % (action, uri, twin, facts["hardware_uuid"]))
+                                % (plan.action_text, _client.redact_uri(plan.uri), twin, facts["hardware_uuid"]))
+        if row is not None:
+            _refuse_moves_under_vms(cur, row, cluster, spec.network_nic)
+        host = dict(plan.host, id=row["id"] if row else None)
+        converging = facts is not None and (row or {}).get("status") not in ("Maintenance", "PreparingForMaintenance")
+        plan.rows = _realize.host_plan(cur, host) if converging else {"domains": [], "networks": []}
+        plan.steps, plan.net_problems = (_realize.host_steps(host, plan.rows, plan.observed) if converging
+                                         else ([], {}))
+        # what the engine will hold, as far as it is known before the steps run (check mode shows this)
+        config = {"cluster_id": cluster["id"], "libvirt_uri": plan.uri, "address": spec.address, "domain_type_setting":
+                  plan.setting, "network_nic": spec.network_nic}
+        if row is None and config["address"] is None:
+            config["address"] = validate_address("libvirt_uri", urlsplit(plan.uri).hostname)
+        observed = {k: v for k, v in (facts or {}).items() if k not in MONITORED or row is None}
+        problems = ["required network %s is not realized: %s" % (n, p) for n, p in sorted(plan.net_problems.items())
+                    if any(net["name"] == n and net["required"] for net in plan.rows["networks"])]
+        status, reason = _realize.status_of((row or {}).get("status", "Up"), facts is not None, plan.reason, problems)
+        desired = dict(observed, status=status, status_reason=reason, **config)
+        plan.row, plan.config, plan.predicted = row, config, (status, reason)
+        plan.before, plan.after = _diff(row, desired, cluster)
+        actions = ["register"] if row is None else []
+        if row is not None and set(plan.after) - set(_STATUS_FIELDS):
+            actions.append("update")
+        actions += [_realize.describe(s) for s in plan.steps]
+        if "status" in plan.after and row is not None:
+            actions.append("status %s -> %s" % (plan.before["status"], plan.after["status"]))
+        plan.actions = actions
+        if row is not None and not actions:
+            plan.outcome = self._unchanged(cur, row, facts)
+            return
+        if self.check_mode:
+            return
+        self.start_job(cur, plan, "host", row["id"] if row else None, spec.name, plan.action_text,
+                       datacenter=cluster["datacenter"])
         if row is None:
-            return _register(engine, cur, name, target, uri, address, setting, facts, check_mode, probe_timeout,
-                             network_nic)
-        # before converge: moving the host, or its networks to another NIC, would pull them from under its VMs
-        nic_change = network_nic is not None and network_nic != row["network_nic"]
-        vms = _vms_on(cur, row["id"]) if row["cluster_id"] != target["id"] or nic_change else []
-        if vms and row["cluster_id"] != target["id"]:
-            raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or "
-                                "stop them first" % (name, target["name"], ", ".join(vms)))
-        if vms:
-            raise ConflictError("Cannot change the network NIC of host '%s' from %s to %s: VMs %s run on it and "
-                                "their networks would move under them; migrate them or stop them first"
-                                % (name, row["network_nic"] or "(none)", network_nic, ", ".join(vms)))
-        converged = ([], [])
-        if facts is not None and row["status"] not in ("Maintenance", "PreparingForMaintenance"):
-            moved = dict(row, cluster_id=target["id"], libvirt_uri=uri, network_nic=network_nic or row["network_nic"])
-            converged = converge(engine, cur, moved, check_mode, probe_timeout)
-        return _update(cur, row, target, dict(libvirt_uri=uri, address=address, domain_type_setting=setting,
-                                              network_nic=network_nic),
-                       facts, reason, check_mode, converged)
+            values = dict(facts, name=spec.name, status="Installing", status_reason="", job_id=plan.job["id"],
+                          **{k: v for k, v in config.items() if v is not None})
+            plan.row = host_rows.insert(cur, values)
+            _jobs.attach_object(cur, plan.job["id"], plan.row["id"])
+        else:
+            host_rows.set_job(cur, row["id"], plan.job["id"])
 
-
-def _register(engine, cur, name, cluster, uri, address, setting, facts, check_mode, timeout=15, network_nic=None):
-    values = dict(facts, name=name, cluster_id=cluster["id"], libvirt_uri=uri, address=address,
-                  domain_type_setting=setting, network_nic=network_nic, status="Up", status_reason="")
-    after = view(dict(values, cluster=cluster["name"], datacenter=cluster["datacenter"]))
-    after.pop("id")
-    resource = dict(after, id=None)
-    actions = ["register"]
-    if not check_mode:
-        row = insert_row(cur, "host", dict(values, last_seen_at=_now(cur)))
-        # the cluster's storage domains and networks come to the new host now
-        realized, problems = converge(engine, cur, row, False, timeout)
-        actions += realized
-        if problems:
-            status, status_reason = observed_status("Up", facts, None, problems)
-            row = update_row(cur, "host", row["id"], {"status": status, "status_reason": status_reason})
-            after.update(status=status, status_reason=status_reason)
-        resource = view(dict(row, cluster=cluster["name"], datacenter=cluster["datacenter"]))
-        _events.record(cur, "HOST_ADDED", "Host %s was added to cluster %s (%s, %d CPUs, %d MiB)"
-                       % (name, cluster["name"], facts["domain_type"], facts["cpu_count"], facts["memory_mib"]),
-                       object_type="host", object_id=row["id"], object_name=name,
-                       datacenter=cluster["datacenter"], cluster=cluster["name"], host=name)
-    visible = {k: after[k] for k in VISIBLE}
-    return Outcome(True, {}, visible, resource, actions)
-
-
-def _now(cur):
-    cur.execute("SELECT now() AS now")
-    return cur.fetchone()["now"]
-
-
-def _update(cur, row, cluster, config, facts, reason, check_mode, converged=([], [])):
-    """Apply ``config`` (None values: keep) and what the probe found (``facts`` or ``reason``).
-
-    ``converged`` is what realizing the cluster's resources did and found missing (actions, problems).
-    """
-    name = row["name"]
-    realized, problems = converged
-    status, status_reason = observed_status(row["status"], facts, reason, problems)
-    observed = {k: v for k, v in (facts or {}).items() if k not in MONITORED}
-    desired = dict(observed, cluster_id=cluster["id"], status=status, status_reason=status_reason, **config)
-    changes = changed_fields(row, desired)
-    monitored = changed_fields(row, {k: v for k, v in (facts or {}).items() if k in MONITORED and k != "cpu_mhz"})
-    if "cluster_id" in changes:
-        vms = _vms_on(cur, row["id"])
-        if vms:
-            raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or stop "
-                                "them first" % (name, cluster["name"], ", ".join(vms)))
-    shown_row = dict(row)
-    shown_new = dict(row, **changes, cluster=cluster["name"], datacenter=cluster["datacenter"])
-    before = {k: plain(shown_row.get(k)) for k in VISIBLE if plain(shown_row.get(k)) != plain(shown_new.get(k))}
-    after = {k: plain(shown_new.get(k)) for k in before}
-    if not changes:
-        if facts is not None and not check_mode:
+    def _unchanged(self, cur, row, facts):
+        """Nothing to do: what moves with the machine is refreshed, not reported as a change."""
+        if facts is not None and not self.check_mode:
+            monitored = changed_fields(row, {k: v for k, v in facts.items() if k in MONITORED and k != "cpu_mhz"})
             if monitored:
-                row = dict(row, **update_row(cur, "host", row["id"], monitored))
-            cur.execute("UPDATE host SET last_seen_at = now() WHERE id = %s", (row["id"],))
-        return Outcome(bool(realized), resource=view(row), actions=list(realized))
-    if not check_mode:
-        if "status" in changes:
-            changes["status_changed_at"] = _now(cur)
+                row = dict(row, **host_rows.update(cur, row["id"], monitored))
+            host_rows.seen(cur, row["id"])
+        return Outcome(False, resource=view(row))
+
+    # 4. the host's changes, with no database lock held
+    def act(self, plan):
+        plan.errors = {}
+        plan.conn = None
+        if plan.steps and not self.check_mode:
+            plan.conn = _hosts.hypervisors(self.engine).connect(plan.host, self.spec.timeout)
+            plan.errors = _realize.apply_steps(plan.conn, plan.steps, False)
+        return plan.errors
+
+    # 5. the outcome, recorded under the lock
+    def confirm(self, cur, plan, result):
+        errors = result
+        spec, facts = self.spec, plan.facts
+        if self.check_mode:
+            resource = dict(view(plan.row) if plan.row else {}, **plan.after)
+            resource.setdefault("name", spec.name)
+            return Outcome(True, plan.before, plan.after, resource, plan.actions)
+        row = host_rows.by_id(cur, plan.row["id"], lock=True)
+        host = dict(plan.host, id=row["id"])
+        problems = []
+        in_maintenance = row["status"] in ("Maintenance", "PreparingForMaintenance")
+        if facts is not None and plan.steps is not None and not in_maintenance:
+            problems = _realize.record_host(cur, host, plan.rows, plan.observed, plan.steps, errors,
+                                            plan.net_problems, plan.conn)
+        previous_status = plan.current["status"] if plan.current else "Up"
+        status, reason = _realize.status_of(previous_status, facts is not None, plan.reason, problems)
+        values = dict(facts or {})
+        values.update({k: v for k, v in plan.config.items() if v is not None})
+        values.update(status=status, status_reason=reason, job_id=None)
         if facts is not None:
-            changes["last_seen_at"] = _now(cur)
-        updated = update_row(cur, "host", row["id"], dict(changes, **monitored))
-        shown_new = dict(updated, cluster=cluster["name"], datacenter=cluster["datacenter"])
-        _record_update(cur, row, cluster, before, after)
-    actions = ["update"] if set(changes) - {"status", "status_reason", "status_changed_at", "last_seen_at"} else []
-    actions += realized
-    if "status" in before:
-        actions.append("status %s -> %s" % (before["status"], after["status"]))
-    return Outcome(True, before, after, view(shown_new), actions)
+            values["last_seen_at"] = _rows.now(cur)
+        if status != row["status"] or plan.current is None:
+            values["status_changed_at"] = _rows.now(cur)
+        if facts is None:
+            values = {k: v for k, v in values.items() if k not in FACTS}
+        updated = host_rows.update(cur, row["id"], values)
+        cluster = plan.cluster
+        shown = dict(updated, cluster=cluster["name"], datacenter=cluster["datacenter"])
+        before, after = _diff(plan.current, shown, cluster)
+        actions = [a for a in plan.actions if not a.startswith("status ")]
+        if plan.current is not None and "status" in after:
+            actions.append("status %s -> %s" % (before["status"], after["status"]))
+        context = dict(object_type="host", object_id=row["id"], object_name=spec.name,
+                       datacenter=cluster["datacenter"], cluster=cluster["name"], host=spec.name, job_id=plan.job["id"])
+        if plan.current is None:
+            _events.record(cur, "HOST_ADDED", "Host %s was added to cluster %s (%s, %d CPUs, %d MiB)%s"
+                           % (spec.name, cluster["name"], facts["domain_type"], facts["cpu_count"],
+                              facts["memory_mib"], "" if status == "Up" else ": %s, %s" % (status, reason)),
+                           **context)
+        else:
+            _record_update(cur, shown, before, after, context)
+        return Outcome(True, before if plan.current else {}, after, view(shown), actions)
+
+    def release(self, cur, plan, error):
+        if plan.current is None:
+            host_rows.delete(cur, plan.row["id"])
+        else:
+            host_rows.set_job(cur, plan.row["id"], None)
 
 
-def _record_update(cur, row, cluster, before, after):
+def _diff(row, desired, cluster):
+    """(before, after) of the visible fields that differ; a new host has everything in after."""
+    shown_new = dict(row or {}, **{k: v for k, v in desired.items() if v is not None})
+    shown_new.update(cluster=cluster["name"], datacenter=cluster["datacenter"])
+    if row is None:
+        after = {k: plain(shown_new.get(k)) for k in VISIBLE}
+        after["libvirt_uri"] = _client.redact_uri(after["libvirt_uri"])
+        return {}, after
+    before = {k: plain(row.get(k)) for k in VISIBLE if k not in MONITORED
+              and plain(row.get(k)) != plain(shown_new.get(k))}
+    after = {k: plain(shown_new.get(k)) for k in before}
+    for side in (before, after):
+        if "libvirt_uri" in side:
+            side["libvirt_uri"] = _client.redact_uri(side["libvirt_uri"])
+    return before, after
+
+
+def _refuse_moves_under_vms(cur, row, cluster, network_nic):
+    """Moving a host, or its networks to another NIC, would pull them from under its VMs."""
+    moving = row["cluster_id"] != cluster["id"]
+    nic_change = network_nic is not None and network_nic != row["network_nic"]
+    if not (moving or nic_change):
+        return
+    vms = host_rows.vms_on(cur, row["id"])
+    if vms and moving:
+        raise ConflictError("Cannot move host '%s' to cluster '%s': VMs %s run on it; migrate them or "
+                            "stop them first" % (row["name"], cluster["name"], ", ".join(vms)))
+    if vms:
+        raise ConflictError("Cannot change the network NIC of host '%s' from %s to %s: VMs %s run on it and "
+                            "their networks would move under them; migrate them or stop them first"
+                            % (row["name"], row["network_nic"] or "(none)", network_nic, ", ".join(vms)))
+
+
+def _record_update(cur, row, before, after, context):
     name = row["name"]
-    context = dict(object_type="host", object_id=row["id"], object_name=name, datacenter=cluster["datacenter"],
-                   cluster=cluster["name"], host=name)
     if "status" in after:
-        severity = "normal" if after["status"] == "Up" else "warning"
-        message = "Host %s is %s" % (name, after["status"])
-        if after.get("status_reason"):
-            message += ": %s" % after["status_reason"]
-        _events.record(cur, "HOST_STATUS_CHANGED", message, severity=severity,
-                       details={"from": before["status"], "to": after["status"]}, **context)
-    config = sorted(set(after) - {"status", "status_reason"})
+        _realize.record_status_change(cur, row, before["status"], after["status"], after.get("status_reason"))
+    config = sorted(set(after) - set(_STATUS_FIELDS))
     if config:
         _events.record(cur, "HOST_UPDATED", "Host %s was updated: %s" % (name, ", ".join(config)),
                        details={"before": {k: before[k] for k in config}, "after": {k: after[k] for k in config}},
                        **context)
 
 
+@_operation.recovery("host.check")
+def _recover_check(engine, job):
+    """A check that died: a new host that never got past it goes; a known one is released for the next check."""
+    with engine.transaction() as cur:
+        row = host_rows.by_id(cur, job["object_id"], lock=True) if job["object_id"] else None
+        if row is not None and row["status"] == "Installing":
+            host_rows.delete(cur, row["id"])
+            how = "host %s, registered half-way, was removed again" % row["name"]
+        else:
+            if row is not None:
+                host_rows.set_job(cur, row["id"], None)
+            how = "released; the next check of the host realizes what it lacks"
+        _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+    return how
+
+
 def ensure_absent(engine, name, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
-        row = find(cur, name)
+        row = host_rows.find(cur, name)
         if row is None:
             return Outcome(False)
-        Engine.lock(cur, LOCK_CLUSTER, row["cluster"])
-        row = find(cur, name, lock=True)
-        vms = _vms_on(cur, row["id"])
+        engine.lock(cur, LOCK_DATACENTER, row["datacenter"])
+        row = host_rows.find(cur, name, lock=True)
+        if row is None:
+            return Outcome(False)
+        _operation.claim(cur, row, "host '%s'" % name)
+        vms = host_rows.vms_on(cur, row["id"])
         if vms:
             raise ConflictError("Cannot remove host '%s': VMs %s run on it; migrate them or stop them first"
                                 % (name, ", ".join(vms)))
-        cur.execute("SELECT name FROM storage_domain WHERE host_id = %s ORDER BY name", (row["id"],))
-        local = [r["name"] for r in cur.fetchall()]
+        local = host_rows.local_domains(cur, row["id"])
         if local:
             raise ConflictError("Cannot remove host '%s': it holds the 'dir' storage domains %s; remove them first"
                                 % (name, ", ".join(local)))
         before = view(row)
         if not check_mode:
-            cur.execute("DELETE FROM host WHERE id = %s", (row["id"],))
+            host_rows.delete(cur, row["id"])
             _events.record(cur, "HOST_REMOVED", "Host %s was removed from cluster %s" % (name, row["cluster"]),
                            object_type="host", object_id=row["id"], object_name=name,
                            datacenter=row["datacenter"], cluster=row["cluster"], host=name)
         return Outcome(True, before, {}, None, ["remove"])
 
 
-def _rows(cur, names=None, cluster=None):
-    clauses, args = [], []
-    if names:
-        clauses.append("h.name = ANY(%s)")
-        args.append(list(names))
-    if cluster:
-        clauses.append("c.name = %s")
-        args.append(cluster)
-    cur.execute(_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY h.name", args)
-    return cur.fetchall()
-
-
-def host_info(engine, names=None, cluster=None, refresh=False, probe_timeout=15, check_mode=False):
-    """Hosts with status and capabilities; with ``refresh``, check each host now and record changes.
-
-    Returns (changed, hosts). The checks run in parallel and before any lock is taken, so one
-    dead host costs ``probe_timeout`` once, not once per host.
-    """
+def host_info(engine, names=None, cluster=None):
+    """Hosts with status and capabilities, as the engine knows them (read only)."""
     for host_name in names or []:
         validate_name("name", host_name)
     if cluster is not None:
         validate_name("cluster", cluster)
-    validate_timeout("probe_timeout", probe_timeout)
     with engine.transaction() as cur:
-        rows = _rows(cur, names, cluster)
+        rows = host_rows.rows(cur, names, cluster)
     missing = sorted(set(names or []) - {r["name"] for r in rows})
     if missing:
         raise NotFoundError("host", ", ".join(missing))
-    if not refresh:
-        return False, [view(r) for r in rows]
-    probes = probe_all(engine, rows, probe_timeout)
-    changed, hosts = False, []
-    for row, (facts, reason) in zip(rows, probes):  # noqa: B905 - same length; strict= needs Python 3.10
-        with engine.transaction() as cur:
-            Engine.lock(cur, LOCK_CLUSTER, row["cluster"])
-            current = find(cur, row["name"], lock=True)
-            if current is None:
-                continue  # removed meanwhile
-            cluster_row = {"id": current["cluster_id"], "name": current["cluster"],
-                           "datacenter": current["datacenter"]}
-            converged = ([], [])
-            if facts is not None and current["status"] not in ("Maintenance", "PreparingForMaintenance"):
-                converged = converge(engine, cur, current, check_mode, probe_timeout)
-            outcome = _update(cur, current, cluster_row, {}, facts, reason, check_mode, converged)
-        changed = changed or outcome.changed
-        hosts.append(outcome.resource)
-    return changed, hosts
+    return [view(r) for r in rows]

@@ -14,13 +14,13 @@ def hypervisors(engine):
     return engine.hypervisors
 
 
-def connect(engine, host, timeout=15):
-    return hypervisors(engine).connect(host, timeout)
+def connect(engine, host, timeout=15, readonly=False):
+    return hypervisors(engine).connect(host, timeout, readonly)
 
 
-def on_hosts(engine, hosts, operation, timeout=15):
+def on_hosts(engine, hosts, operation, timeout=15, readonly=False):
     """``operation(conn, host_row)`` on every host in parallel: {name: (result, None) or (None, reason)}."""
-    return hypervisors(engine).on_hosts(hosts, operation, timeout)
+    return hypervisors(engine).on_hosts(hosts, operation, timeout, readonly)
 
 
 def failures(outcomes):
@@ -29,11 +29,3 @@ def failures(outcomes):
 
 def describe_failures(failed):
     return "; ".join("%s: %s" % (name, failed[name]) for name in sorted(failed))
-
-
-def check_hosts(engine, names, timeout):
-    """Check these hosts now, as host_info refresh does: realize what their cluster uses, set their status."""
-    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
-
-    if names:
-        _host.host_info(engine, names=sorted(set(names)), refresh=True, probe_timeout=timeout)

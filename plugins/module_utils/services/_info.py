@@ -14,6 +14,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_pattern,
     validate_range,
 )
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _reports
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import schema_version
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import plain
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import redact_uri
@@ -21,28 +22,18 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import 
 # one page of the audit log; more is paged with since
 EVENT_LIMIT_MAX = 10000
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-_COUNTED = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template",
-            "snapshot", "affinity_group", "event")
 
 
 def engine_summary(engine):
     """Everything at a glance: counts, statuses and the data center > cluster > host tree."""
     with engine.transaction() as cur:
-        cur.execute("SELECT " + ", ".join("(SELECT count(*) FROM %s) AS %s" % (t, t) for t in _COUNTED))
-        counts = {k + "s": v for k, v in cur.fetchone().items()}
-        cur.execute("SELECT status, count(*) AS n FROM host GROUP BY status ORDER BY status")
-        hosts_by_status = {r["status"]: r["n"] for r in cur.fetchall()}
-        cur.execute("SELECT status, count(*) AS n FROM vm GROUP BY status ORDER BY status")
-        vms_by_status = {r["status"]: r["n"] for r in cur.fetchall()}
-        cur.execute("SELECT id, name, description, storage_type FROM datacenter ORDER BY name")
-        datacenters = [dict(r, clusters=[]) for r in cur.fetchall()]
-        cur.execute("SELECT c.id, c.name, c.datacenter_id, c.scheduling_policy,"
-                    " (SELECT count(*) FROM vm WHERE vm.cluster_id = c.id) AS vms FROM cluster c ORDER BY c.name")
-        clusters = [dict(r, hosts=[]) for r in cur.fetchall()]
-        cur.execute("SELECT name, cluster_id, status, status_reason, libvirt_uri, domain_type, cpu_count,"
-                    " memory_mib FROM host ORDER BY name")
-        hosts = cur.fetchall()
+        counts = _reports.counts(cur)
+        hosts_by_status = _reports.hosts_by_status(cur)
+        vms_by_status = _reports.vms_by_status(cur)
+        dc_rows, cluster_rows, hosts = _reports.tree_rows(cur)
         version = schema_version(engine.conn)
+    datacenters = [dict(r, clusters=[]) for r in dc_rows]
+    clusters = [dict(r, hosts=[]) for r in cluster_rows]
     by_cluster = {c["id"]: c for c in clusters}
     for host in hosts:
         by_cluster[host.pop("cluster_id")]["hosts"].append(host)
@@ -96,6 +87,15 @@ def _parse_since(value):
     return parsed
 
 
+def jobs(engine, statuses=None, object_type=None, object_name=None, limit=100):
+    """The engine's jobs (reservations of long work), newest first."""
+    validate_range("limit", limit, 1, EVENT_LIMIT_MAX)
+    if object_name is not None:
+        validate_name("object_name", object_name)
+    with engine.transaction() as cur:
+        return plain(_reports.jobs(cur, list(statuses) if statuses else None, object_type, object_name, limit))
+
+
 def events(engine, severity=None, object_type=None, object_name=None, code=None, since=None, limit=100):
     """The audit log, newest first, filtered."""
     validate_range("limit", limit, 1, EVENT_LIMIT_MAX)
@@ -103,21 +103,6 @@ def events(engine, severity=None, object_type=None, object_name=None, code=None,
         validate_name("object_name", object_name)
     if code is not None:
         validate_pattern("code", code, _CODE, "an event code (upper-case letters, digits and '_', e.g. HOST_ADDED)")
-    clauses, args = [], []
-    for column, value in (("object_type", object_type), ("object_name", object_name), ("code", code)):
-        if value is not None:
-            clauses.append("%s = %%s" % column)
-            args.append(value)
-    if severity:
-        clauses.append("severity = ANY(%s)")
-        args.append(list(severity))
     since_ts = _parse_since(since)
-    if since_ts is not None:
-        clauses.append("occurred_at >= %s")
-        args.append(since_ts)
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     with engine.transaction() as cur:
-        cur.execute("SELECT id, occurred_at, severity, code, message, object_type, object_name, datacenter_name,"
-                    " cluster_name, host_name, vm_name, actor, correlation_id, details FROM event" + where
-                    + " ORDER BY id DESC LIMIT %s", args + [limit])
-        return plain(cur.fetchall())
+        return plain(_reports.events(cur, severity, object_type, object_name, code, since_ts, limit))

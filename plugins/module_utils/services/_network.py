@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Logical networks: defined once per data center, assigned to clusters, realized on their hosts.
 
-The engine records the network and its cluster assignments, then checks every affected host
-(the host service's refresh): that realizes the network through the host's libvirt and makes a
-host that cannot realize a required network NonOperational with libvirt's (or the network
-hook's) reason. Fixing the cause and running again brings the host back Up.
+Applying a network is one operation (``_operation``): every affected host is read with no lock
+held, the network is checked against the data center's others (subnet overlaps, VLAN and VXLAN
+segments, bridges) and reserved under the data center's lock, realized on the hosts with no lock
+held, and confirmed: a host that cannot realize a required network is NonOperational with
+libvirt's (or the network hook's) reason, and Up again once it has it.
 """
 
 from __future__ import annotations
@@ -15,35 +16,38 @@ import re
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ConflictError,
-    HypervisorError,
     NotFoundError,
     ValidationError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    IPROUTE_WORDS,
     shown,
     validate_description,
     validate_name,
+    validate_range,
     validate_timeout,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _datacenters, _events, _jobs
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _networks as network_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _realize
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
-    find_in_datacenter,
-    insert_row,
+    Spec,
     plain,
     refuse_dependants,
-    update_row,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _network
 
-MODES = ("bridge", "nat", "isolated")
 FIELDS = ("description", "mode", "vlan_id", "vxlan_vni", "mtu", "subnet", "gateway", "bridge")
-_BRIDGE = re.compile(r"[A-Za-z0-9_-]{1,15}")
+# An interface name iproute2 takes as a name: it starts with a letter or digit, and is none of its words.
+_BRIDGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
+
 _ADDRESS = re.compile(r"[0-9A-Fa-f.:/]{1,64}")
 # what cannot change while VMs use the network: their taps are on the bridge
 DISRUPTIVE = ("mode", "vlan_id", "vxlan_vni", "bridge", "mtu")
+SERVING_OR_JOINING = ("Up", "NonOperational", "Installing")
 
 
 def derive_bridge(datacenter, name):
@@ -56,6 +60,30 @@ def derive_bridge(datacenter, name):
 def _netaddr():
     import netaddr  # imported here: its absence is one clear message, raised below
     return netaddr
+
+
+def _subnet(netaddr, subnet):
+    """A network for VMs in CIDR notation, as written: a prefix length, no host bits, and a range a VM
+    network can be (not the whole address space, loopback, link-local or multicast)."""
+    address, slash, prefix = subnet.partition("/")
+    if not slash or not prefix.isdigit() or (prefix != "0" and prefix.startswith("0")):
+        raise ValidationError("subnet", "%s is not a network in CIDR notation (address/prefix length, e.g. "
+                                        "10.1.0.0/24)" % shown(subnet))
+    try:
+        network = netaddr.IPNetwork(subnet)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise ValidationError("subnet", "%s is not a network in CIDR notation" % shown(subnet))
+    if network.ip != network.network:
+        raise ValidationError("subnet", "%s has host bits set; did you mean %s?" % (shown(subnet), network.cidr))
+    shortest = 8 if network.version == 4 else 16
+    if network.prefixlen < shortest:
+        raise ValidationError("subnet", "%s is wider than a VM network can be (a prefix of at least /%d)"
+                              % (shown(subnet), shortest))
+    if network.is_loopback() or network.is_link_local() or network.is_multicast() or \
+            (network.version == 4 and network.network in netaddr.IPNetwork("0.0.0.0/8")):
+        raise ValidationError("subnet", "%s is a loopback, link-local, multicast or 'this network' range, which no "
+                                        "VM network can use" % shown(subnet))
+    return network
 
 
 def validate(desired, name, datacenter, complete=True):
@@ -83,9 +111,11 @@ def validate(desired, name, datacenter, complete=True):
     if complete and mode != "bridge" and (vlan or vni):
         raise ValidationError("mode", "a %s network is local to each host: VLAN and VXLAN need mode bridge" % mode)
     bridge = desired.get("bridge")
-    if bridge is not None and not (isinstance(bridge, str) and _BRIDGE.fullmatch(bridge)):
-        raise ValidationError("bridge", "%s is not a usable bridge name: 1-15 letters, digits, '_' or '-'"
-                              % shown(bridge))
+    if bridge is not None and not (isinstance(bridge, str) and _BRIDGE.fullmatch(bridge)
+                                   and bridge.lower() not in IPROUTE_WORDS):
+        raise ValidationError("bridge", "%s is not a usable bridge name: 1-15 letters, digits, '_' or '-', starting "
+                              "with a letter or digit, and not a word of iproute2 (%s)"
+                              % (shown(bridge), ", ".join(IPROUTE_WORDS)))
     subnet, gateway = desired.get("subnet"), desired.get("gateway")
     for field, value in (("subnet", subnet), ("gateway", gateway)):
         # netaddr reads past surrounding whitespace; an address is taken only as written, whole
@@ -97,12 +127,7 @@ def validate(desired, name, datacenter, complete=True):
     except ImportError:
         raise ValidationError("subnet", "the Python library netaddr is required on the engine host")
     if subnet is not None:
-        try:
-            network = netaddr.IPNetwork(subnet)
-        except (netaddr.AddrFormatError, ValueError, TypeError):
-            raise ValidationError("subnet", "%s is not a network in CIDR notation" % shown(subnet))
-        if network.ip != network.network:
-            raise ValidationError("subnet", "%s has host bits set; did you mean %s?" % (shown(subnet), network.cidr))
+        network = _subnet(netaddr, subnet)
         desired["subnet"] = str(network.cidr)
         if gateway is not None:
             try:
@@ -123,47 +148,38 @@ def validate(desired, name, datacenter, complete=True):
         raise ValidationError("subnet", "a nat network needs a subnet and a gateway (the host's address on it)")
 
 
-def _overlap(cur, datacenter_id, network_id, subnet):
-    netaddr = _netaddr()
-    cur.execute("SELECT name, subnet FROM logical_network WHERE datacenter_id = %s AND subnet IS NOT NULL"
-                " AND id IS DISTINCT FROM %s", (datacenter_id, network_id))
-    mine = netaddr.IPNetwork(subnet)
-    for row in cur.fetchall():
-        other = netaddr.IPNetwork(str(row["subnet"]))
-        if mine.first <= other.last and other.first <= mine.last:
-            return row["name"], str(other.cidr)
-    return None
+_SEGMENTS = (("vlan_id", "vlan", "VLAN"), ("vxlan_vni", "vxlan", "VXLAN segment"))
 
 
-# one segment, one network: two networks on the same VLAN or VNI would share (and fight over) a device
-_SAME_SEGMENT = {
-    column: "SELECT name FROM logical_network WHERE datacenter_id = %%s AND %s = %%s AND id IS DISTINCT FROM %%s"
-            % column for column in ("vlan_id", "vxlan_vni")}
+class NetworkSpec(Spec):
+    FIELDS = ("name", "datacenter", "clusters", "state", "timeout", "wait_timeout") + FIELDS
 
-_SELECT = ("SELECT n.*, d.name AS datacenter FROM logical_network n JOIN datacenter d ON d.id = n.datacenter_id")
+    def validate(self):
+        validate_name("name", self.name)
+        self.state = self.state or "present"
+        if self.datacenter is not None:
+            validate_name("datacenter", self.datacenter)
+        elif self.state == "present":
+            raise ValidationError("datacenter", "is required to create or update a logical network")
+        self.timeout = 15 if self.timeout is None else self.timeout
+        validate_timeout("timeout", self.timeout)
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        desired = {k: getattr(self, k) for k in FIELDS}
+        validate(desired, self.name, self.datacenter, complete=False)
+        for k in FIELDS:
+            setattr(self, k, desired[k])
+        self.clusters = None if self.clusters is None else _normalize_clusters(self.clusters)
+
+    @classmethod
+    def from_params(cls, params):
+        values = {f: params.get(f) for f in cls.FIELDS}
+        values.update(vlan_id=params.get("vlan"), vxlan_vni=params.get("vxlan"))
+        return cls(**values)
 
 
 def find(cur, name, datacenter=None):
-    return find_in_datacenter(cur, _SELECT, "n", "logical network", name, datacenter)
-
-
-def _assignments(cur, network_id):
-    cur.execute("SELECT c.name, cn.required FROM cluster_network cn JOIN cluster c ON c.id = cn.cluster_id"
-                " WHERE cn.network_id = %s ORDER BY c.name", (network_id,))
-    return [{"name": r["name"], "required": r["required"]} for r in cur.fetchall()]
-
-
-def _hosts_of(cur, cluster_names):
-    cur.execute("SELECT h.*, c.name AS cluster FROM host h JOIN cluster c ON c.id = h.cluster_id"
-                " WHERE c.name = ANY(%s) ORDER BY h.name", (list(cluster_names),))
-    return cur.fetchall()
-
-
-def _host_views(cur, network_id):
-    cur.execute("SELECT h.name AS host, h.status AS host_status, hn.nic, hn.realized, hn.error, hn.updated_at"
-                " FROM host_network hn JOIN host h ON h.id = hn.host_id WHERE hn.network_id = %s ORDER BY h.name",
-                (network_id,))
-    return [{k: plain(v) for k, v in r.items()} for r in cur.fetchall()]
+    return network_rows.find(cur, name, datacenter)
 
 
 def _config(row, clusters):
@@ -173,10 +189,9 @@ def _config(row, clusters):
 
 
 def view(cur, row):
-    clusters = _assignments(cur, row["id"])
-    hosts = _host_views(cur, row["id"])
-    expected = [h["name"] for h in _hosts_of(cur, [c["name"] for c in clusters])
-                if h["status"] in ("Up", "NonOperational")]
+    clusters = network_rows.assignments(cur, row["id"])
+    hosts = [{k: plain(v) for k, v in r.items()} for r in network_rows.host_views(cur, row["id"])]
+    expected = [h["name"] for h in host_rows.of_clusters(cur, [c["name"] for c in clusters], host_rows.SERVING)]
     realized = {h["host"] for h in hosts if h["realized"]}
     missing = sorted(set(expected) - realized)
     if not expected:
@@ -187,7 +202,8 @@ def view(cur, row):
         status = "partial" if realized else "missing"
     result = _config(row, clusters)
     result.update(id=plain(row["id"]), name=row["name"], datacenter=row["datacenter"],
-                  libvirt_name=_network.libvirt_name(row["name"]), status=status, missing_on=missing, hosts=hosts)
+                  libvirt_name=_network.libvirt_name(row["name"]), status=status, missing_on=missing, hosts=hosts,
+                  locked=row.get("job_id") is not None)
     return result
 
 
@@ -201,19 +217,30 @@ def _normalize_clusters(clusters):
     return [out[k] for k in sorted(out)]
 
 
-def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15, check_mode=False):
-    """``desired``: FIELDS (None = keep, or the default on creation); ``clusters``: list or None (keep)."""
-    validate_name("name", name)
-    validate_name("datacenter", datacenter)
-    validate_timeout("timeout", timeout)
-    desired = dict(desired)
-    validate(desired, name, datacenter, complete=False)
-    clusters = None if clusters is None else _normalize_clusters(clusters)
-    with engine.transaction() as cur:
-        current = find(cur, name, datacenter)
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return _operation.run(engine, NetworkRemove(engine, check_mode, spec))
+    return _operation.run(engine, NetworkApply(engine, check_mode, spec))
+
+
+class NetworkApply(_operation.Operation):
+    """Create or update a logical network and realize it on the hosts of its clusters."""
+
+    action = "logical_network.apply"
+
+    def __init__(self, engine, check_mode, spec):
+        super().__init__(engine, check_mode)
+        self.spec = spec
+        self.wait_timeout = spec.wait_timeout
+        self.lock = (LOCK_DATACENTER, spec.datacenter)
+
+    def _decide(self, cur):
+        spec = self.spec
+        name, datacenter = spec.name, spec.datacenter
+        desired = {k: getattr(spec, k) for k in FIELDS}
+        current = network_rows.find(cur, name, datacenter)
         action = ("update" if current else "create") + " logical network '%s'" % name
-        cur.execute("SELECT * FROM datacenter WHERE name = %s", (datacenter,))
-        dc = cur.fetchone()
+        dc = _datacenters.find(cur, datacenter)
         if dc is None:
             raise NotFoundError("data center", datacenter, action)
         if current is None:
@@ -232,29 +259,25 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
         check = dict(target)
         validate(check, name, datacenter)
         target.update(subnet=check["subnet"], gateway=check["gateway"])
+        own_id = current["id"] if current else None
         if target["subnet"]:
-            clash = _overlap(cur, dc["id"], current["id"] if current else None, target["subnet"])
+            clash = network_rows.overlapping(cur, dc["id"], own_id, target["subnet"])
             if clash:
                 raise ValidationError("subnet", "%s overlaps subnet %s of logical network '%s' in data center '%s'"
                                       % (target["subnet"], clash[1], clash[0], datacenter))
-        for column, field, label in (("vlan_id", "vlan", "VLAN"), ("vxlan_vni", "vxlan", "VXLAN segment")):
+        for column, field, label in _SEGMENTS:
             if target[column] is not None:
-                cur.execute(_SAME_SEGMENT[column], (dc["id"], target[column], current["id"] if current else None))
-                taken = cur.fetchone()
+                taken = network_rows.on_segment(cur, dc["id"], own_id, column, target[column])
                 if taken:
                     raise ValidationError(field, "%s %s is already logical network '%s' in data center '%s'"
-                                          % (label, target[column], taken["name"], datacenter))
-        cur.execute("SELECT name FROM logical_network WHERE datacenter_id = %s AND bridge = %s"
-                    " AND id IS DISTINCT FROM %s", (dc["id"], target["bridge"], current["id"] if current else None))
-        other = cur.fetchone()
+                                          % (label, target[column], taken, datacenter))
+        other = network_rows.on_segment(cur, dc["id"], own_id, "bridge", target["bridge"])
         if other:
             raise ValidationError("bridge", "'%s' is already the bridge of logical network '%s'"
-                                  % (target["bridge"], other["name"]))
-        cur.execute("SELECT id, name FROM cluster WHERE datacenter_id = %s", (dc["id"],))
-        dc_clusters = {r["name"]: r["id"] for r in cur.fetchall()}
-        old_clusters = _assignments(cur, current["id"]) if current else []
-        if clusters is None:
-            clusters = old_clusters
+                                  % (target["bridge"], other))
+        dc_clusters = _datacenters.clusters(cur, dc["id"])
+        old_clusters = network_rows.assignments(cur, current["id"]) if current else []
+        clusters = old_clusters if spec.clusters is None else spec.clusters
         unknown = sorted({c["name"] for c in clusters} - set(dc_clusters))
         if unknown:
             raise NotFoundError("cluster", "%s' in data center '%s" % (", ".join(unknown), datacenter), action)
@@ -263,113 +286,169 @@ def ensure_present(engine, name, datacenter, desired, clusters=None, timeout=15,
         changes = {k: v for k, v in after_cfg.items() if before_cfg.get(k) != v}
         if current is not None:
             disruptive = sorted(set(changes) & set(DISRUPTIVE))
-            if disruptive:
-                cur.execute("SELECT DISTINCT v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id WHERE n.network_id = %s"
-                            " ORDER BY v.name", (current["id"],))
-                users = [r["name"] for r in cur.fetchall()]
-                if users:
-                    raise ConflictError("Cannot change %s of logical network '%s': VMs %s have NICs on it"
-                                        % (", ".join(disruptive), name, ", ".join(users)))
-        if current is not None:
+            users = network_rows.vms_with_nics(cur, current["id"]) if disruptive else []
+            if users:
+                raise ConflictError("Cannot change %s of logical network '%s': VMs %s have NICs on it"
+                                    % (", ".join(disruptive), name, ", ".join(users)))
             dropped = sorted({c["name"] for c in old_clusters} - {c["name"] for c in clusters})
-            cur.execute("SELECT DISTINCT v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id JOIN cluster c"
-                        " ON c.id = v.cluster_id WHERE n.network_id = %s AND c.name = ANY(%s) ORDER BY v.name",
-                        (current["id"], dropped))
-            users = [r["name"] for r in cur.fetchall()]
+            users = network_rows.vms_with_nics(cur, current["id"], dropped) if dropped else []
             if users:
                 raise ConflictError("Cannot take logical network '%s' from clusters %s: VMs %s have NICs on it"
                                     % (name, ", ".join(dropped), ", ".join(users)))
-        affected = _hosts_of(cur, sorted({c["name"] for c in clusters} | {c["name"] for c in old_clusters}))
-    affected = [h for h in affected if h["status"] in ("Up", "NonOperational")]
-    host_plan = _plan_hosts(engine, affected, name, target, clusters, timeout)
-    # a host that does not answer now is checked (and marked) by the host refresh below, not an action
-    host_actions = ["%s on %s" % (a, h) for h, a in sorted(host_plan.items()) if a and not a.startswith("check (")]
-    before = {k: before_cfg.get(k) for k in changes} if current else {}
-    after = dict(changes) if current else dict(after_cfg)
-    actions = ([] if current else ["create"]) + (["update"] if current and changes else []) + host_actions
-    if not changes and not host_actions:
-        with engine.transaction() as cur:
-            return Outcome(False, resource=view(cur, current))
-    if check_mode:
-        with engine.transaction() as cur:
-            predicted = dict(after_cfg, name=name, datacenter=datacenter, hosts=[], status="unattached")
-            resource = view(cur, current) if current else predicted
-        return Outcome(True, before, after, resource, actions)
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, datacenter)
+        names = sorted({c["name"] for c in clusters} | {c["name"] for c in old_clusters})
+        hosts = host_rows.of_clusters(cur, names, SERVING_OR_JOINING)
+        return _operation.Plan(current=current, action_text=action, dc=dc, dc_clusters=dc_clusters, target=target,
+                               clusters=clusters, before_cfg=before_cfg, after_cfg=after_cfg, changes=changes,
+                               hosts=hosts)
+
+    def prepare(self, cur):
+        return self._decide(cur)
+
+    def observe(self, plan):
+        lv_name = _network.libvirt_name(self.spec.name)
+        observed = _hosts.on_hosts(self.engine, plan.hosts, lambda conn, h: _network.network_state(conn, lv_name),
+                                   self.spec.timeout, readonly=True)
+        plan.observed = observed
+
+    def reserve(self, cur, plan):
+        seen = plan
+        plan = self._decide(cur)
+        if (plan.current is None) != (seen.current is None) or {h["name"] for h in plan.hosts} - set(seen.observed):
+            raise _operation.Retry()
+        plan.observed = seen.observed
+        seen.__dict__.update(plan.__dict__)
+        plan = seen
+        spec, current = self.spec, plan.current
+        if current is not None:
+            _operation.claim(cur, current, "logical network '%s'" % spec.name)
+        wanted = {c["name"]: c["required"] for c in plan.clusters}
+        net = dict(plan.target, name=spec.name, id=current["id"] if current else None)
+        plan.steps, plan.problems, plan.unreachable = {}, {}, {}
+        for host in plan.hosts:
+            state, reason = plan.observed[host["name"]]
+            if reason is not None:
+                plan.unreachable[host["name"]] = reason  # checked (and marked) by the host's own next check
+                continue
+            step, problem = _realize.network_step(dict(net, required=wanted.get(host["cluster"])), host, state)
+            if step:
+                plan.steps[host["name"]] = step
+            if problem:
+                plan.problems[host["name"]] = problem
+        host_actions = ["%s on %s" % ("remove network" if s.description == "remove network" else "realize network",
+                                      h) for h, s in sorted(plan.steps.items())]
+        plan.before = {k: plan.before_cfg.get(k) for k in plan.changes} if current else {}
+        plan.after = dict(plan.changes) if current else dict(plan.after_cfg)
+        plan.actions = (([] if current else ["create"]) + (["update"] if current and plan.changes else [])
+                        + host_actions)
+        if not plan.actions:
+            plan.outcome = Outcome(False, resource=view(cur, current))
+            return
+        if self.check_mode:
+            return
+        self.start_job(cur, plan, "logical_network", current["id"] if current else None, spec.name,
+                       plan.action_text, datacenter=spec.datacenter, saved={"before": plain(plan.before_cfg)})
         if current is None:
-            row = insert_row(cur, "logical_network", dict(target, name=name, datacenter_id=dc["id"]))
+            row = network_rows.insert(cur, dict(plan.target, name=spec.name, datacenter_id=plan.dc["id"],
+                                                job_id=plan.job["id"]))
+            _jobs.attach_object(cur, plan.job["id"], row["id"])
         else:
-            fields = {k: target[k] for k in FIELDS if k in changes}
-            row = update_row(cur, "logical_network", current["id"], fields) if fields else current
-        if "clusters" in changes:
-            cur.execute("DELETE FROM cluster_network WHERE network_id = %s", (row["id"],))
-            for entry in clusters:
-                cur.execute("INSERT INTO cluster_network (cluster_id, network_id, required) VALUES (%s, %s, %s)",
-                            (dc_clusters[entry["name"]], row["id"], entry["required"]))
-        _events.record(cur, "NETWORK_%s" % ("ADDED" if current is None else "UPDATED"),
-                       "Logical network %s was %s" % (name, "added" if current is None else "updated: %s"
-                                                      % ", ".join(sorted(changes))),
-                       object_type="logical_network", object_id=row["id"], object_name=name, datacenter=datacenter,
-                       details={"before": before, "after": after})
-    _hosts.check_hosts(engine, [h["name"] for h in affected], timeout)
-    with engine.transaction() as cur:
-        return Outcome(True, before, after, view(cur, find(cur, name, datacenter)), actions)
+            fields = {k: plan.target[k] for k in FIELDS if k in plan.changes}
+            row = network_rows.update(cur, current["id"], dict(fields, job_id=plan.job["id"]))
+        if "clusters" in plan.changes:
+            network_rows.set_assignments(cur, row["id"], [(plan.dc_clusters[c["name"]], c["required"])
+                                                          for c in plan.clusters])
+        plan.row = row
+
+    def act(self, plan):
+        if self.check_mode or not plan.steps:
+            return {}
+        hosts = [h for h in plan.hosts if h["name"] in plan.steps]
+        outcomes = _hosts.on_hosts(self.engine, hosts, lambda conn, h: plan.steps[h["name"]].apply(conn),
+                                   self.spec.timeout)
+        return {h: reason for h, (_result, reason) in outcomes.items() if reason}
+
+    def release(self, cur, plan, error):
+        if plan.current is None:
+            network_rows.delete(cur, plan.row["id"])
+            return
+        restore = {k: plan.before_cfg[k] for k in FIELDS if k in plan.changes}
+        network_rows.update(cur, plan.current["id"], dict(restore, job_id=None))
+        if "clusters" in plan.changes:
+            network_rows.set_assignments(cur, plan.current["id"], [
+                (plan.dc_clusters[c["name"]], c["required"]) for c in plan.before_cfg["clusters"]
+                if c["name"] in plan.dc_clusters])
+
+    def confirm(self, cur, plan, result):
+        failures = result
+        spec = self.spec
+        if self.check_mode:
+            predicted = dict(plan.after_cfg, name=spec.name, datacenter=spec.datacenter, hosts=[],
+                             status="unattached")
+            resource = view(cur, plan.current) if plan.current else predicted
+            return Outcome(True, plan.before, plan.after, resource, plan.actions)
+        row_id = plan.row["id"]
+        wanted = {c["name"]: c["required"] for c in plan.clusters}
+        lv_name = _network.libvirt_name(spec.name)
+        still_here = host_rows.existing_ids(cur, [h["id"] for h in plan.hosts])
+        for host in plan.hosts:
+            if host["name"] in plan.unreachable or host["id"] not in still_here:
+                continue
+            required = wanted.get(host["cluster"])
+            step = plan.steps.get(host["name"])
+            if required is None:
+                if step and host["name"] not in failures:
+                    network_rows.forget_on_host(cur, host["id"], row_id)
+                continue
+            error = plan.problems.get(host["name"]) or failures.get(host["name"], "")
+            network_rows.record_on_host(cur, host["id"], row_id, host.get("network_nic"), not error, error, lv_name)
+        network_rows.set_job(cur, row_id, None)
+        _realize.recompute_status(cur, sorted(still_here))
+        verb = "added" if plan.current is None else "updated: %s" % ", ".join(sorted(plan.changes))
+        _events.record(cur, "NETWORK_%s" % ("ADDED" if plan.current is None else "UPDATED"),
+                       "Logical network %s was %s" % (spec.name, verb), object_type="logical_network",
+                       object_id=row_id, object_name=spec.name, datacenter=spec.datacenter, job_id=plan.job["id"],
+                       details={"before": plan.before, "after": plan.after, "host_failures": failures})
+        return Outcome(True, plan.before, plan.after, view(cur, network_rows.find(cur, spec.name, spec.datacenter)),
+                       plan.actions)
 
 
-def _plan_hosts(engine, hosts, name, target, clusters, timeout):
-    """What each affected host needs (define/redefine/start/remove): read only, for check mode and actions."""
-    wanted = {c["name"] for c in clusters}
-    net = dict(target, name=name)
-
-    def observe(conn, host):
-        spec, active = _network.network_state(conn, _network.libvirt_name(name))
-        if host["cluster"] not in wanted:
-            return "remove network" if spec is not None else ""
-        if spec is None:
-            return "define network"
-        if spec != _network.network_spec(net, host.get("network_nic")):
-            return "redefine network"
-        return "" if active else "start network"
-
-    outcomes = _hosts.on_hosts(engine, hosts, observe, timeout)
-    return {h: (result if reason is None else "check (%s)" % reason) for h, (result, reason) in outcomes.items()}
+_operation.release_realized("logical_network", network_rows.set_job, "network")
 
 
-def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
-    validate_name("name", name)
-    if datacenter is not None:
-        validate_name("datacenter", datacenter)
-    validate_timeout("timeout", timeout)
-    with engine.transaction() as cur:
-        current = find(cur, name, datacenter)
-        if current is None:
-            return Outcome(False)
-        cur.execute("SELECT DISTINCT v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id WHERE n.network_id = %s",
-                    (current["id"],))
-        users = [r["name"] for r in cur.fetchall()]
-        refuse_dependants("remove", "logical network", name, [("VMs with NICs on it", users)])
-        before = _config(current, _assignments(cur, current["id"]))
-        holders = [h for h in _hosts_of(cur, [c["name"] for c in before["clusters"]])
-                   if h["status"] in ("Up", "NonOperational")]
-    if check_mode:
-        return Outcome(True, before, {}, None, ["remove"] + ["remove network on %s" % h["name"] for h in holders])
-    lv_name = _network.libvirt_name(name)
-    outcomes = _hosts.on_hosts(engine, holders, lambda conn, _host: _network.remove_network(conn, lv_name), timeout)
-    failed = _hosts.failures(outcomes)
-    if failed:
-        raise HypervisorError("Cannot remove logical network '%s': hosts %s: %s"
-                              % (name, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, current["datacenter"])
-        cur.execute("DELETE FROM cluster_network WHERE network_id = %s", (current["id"],))
-        cur.execute("DELETE FROM logical_network WHERE id = %s", (current["id"],))
-        _events.record(cur, "NETWORK_REMOVED", "Logical network %s was removed" % name,
-                       object_type="logical_network", object_id=current["id"], object_name=name,
-                       datacenter=current["datacenter"])
-    # a host that was NonOperational for this network alone is Up again
-    _hosts.check_hosts(engine, [h["name"] for h in holders], timeout)
-    return Outcome(True, before, {}, None, ["remove"] + ["remove network on %s" % h for h in sorted(outcomes)])
+class NetworkRemove(_operation.RemoveFromHosts):
+    action = "logical_network.remove"
+    kind = "logical network"
+    host_action = "remove network"
+
+    def find(self, cur):
+        return network_rows.find(cur, self.spec.name, self.spec.datacenter)
+
+    def refuse(self, cur, current):
+        refuse_dependants("remove", "logical network", self.spec.name,
+                          [("VMs with NICs on it", network_rows.vms_with_nics(cur, current["id"]))])
+
+    def config(self, cur, current):
+        return _config(current, network_rows.assignments(cur, current["id"]))
+
+    def holders(self, cur, current):
+        clusters = [c["name"] for c in network_rows.assignments(cur, current["id"])]
+        return host_rows.of_clusters(cur, clusters, SERVING_OR_JOINING), []
+
+    def remove_on_host(self, conn, _host):
+        return _network.remove_network(conn, _network.libvirt_name(self.spec.name))
+
+    def set_job(self, cur, network_id, job_id):
+        network_rows.set_job(cur, network_id, job_id)
+
+    def delete(self, cur, current):
+        network_rows.delete(cur, current["id"])
+
+    def removed(self, cur, plan):
+        # a host that was NonOperational for this network alone is Up again
+        _realize.recompute_status(cur, [h["id"] for h in plan.holders])
+        _events.record(cur, "NETWORK_REMOVED", "Logical network %s was removed" % self.spec.name,
+                       object_type="logical_network", object_id=plan.current["id"], object_name=self.spec.name,
+                       datacenter=plan.current["datacenter"], job_id=plan.job["id"])
 
 
 def network_info(engine, names=None, datacenter=None):
@@ -378,52 +457,8 @@ def network_info(engine, names=None, datacenter=None):
     if datacenter is not None:
         validate_name("datacenter", datacenter)
     with engine.transaction() as cur:
-        cur.execute(_SELECT + " WHERE (%s::text IS NULL OR d.name = %s) ORDER BY d.name, n.name",
-                    (datacenter, datacenter))
-        rows = [r for r in cur.fetchall() if not names or r["name"] in names]
+        rows = [r for r in network_rows.listed(cur, datacenter) if not names or r["name"] in names]
         missing = sorted(set(names or []) - {r["name"] for r in rows})
         if missing:
             raise NotFoundError("logical network", ", ".join(missing))
         return [view(cur, r) for r in rows]
-
-
-def realize_on_host(cur, conn, host, check_mode=False):
-    """The networks of the host's cluster on the host, the others withdrawn: (actions, problems)."""
-    cur.execute("SELECT n.*, cn.required FROM logical_network n JOIN cluster c ON c.datacenter_id = n.datacenter_id"
-                " LEFT JOIN cluster_network cn ON cn.network_id = n.id AND cn.cluster_id = c.id"
-                " WHERE c.id = %s ORDER BY n.name", (host["cluster_id"],))
-    actions, problems = [], []
-    for net in cur.fetchall():
-        lv_name = _network.libvirt_name(net["name"])
-        assigned = net["required"] is not None
-        nic = host.get("network_nic")
-        try:
-            if not assigned:
-                spec, _active = _network.network_state(conn, lv_name)
-                if spec is not None:
-                    actions.append("remove network %s" % net["name"])
-                    if not check_mode:
-                        _network.remove_network(conn, lv_name)
-                        cur.execute("DELETE FROM host_network WHERE host_id = %s AND network_id = %s",
-                                    (host["id"], net["id"]))
-                continue
-            if net["mode"] == "bridge" and not nic:
-                raise HypervisorError("the host has no network NIC (set network_nic on the host) to carry it")
-            spec = _network.network_spec(net, nic)
-            current, active = _network.network_state(conn, lv_name)
-            if current != spec or not active:
-                actions.append("realize network %s" % net["name"])
-                if not check_mode:
-                    _network.realize_network(conn, lv_name, spec)
-            realized, error = True, ""
-        except HypervisorError as exc:
-            realized, error = False, str(exc)
-            if net["required"]:
-                problems.append("required network %s is not realized: %s" % (net["name"], error))
-        if not check_mode:
-            cur.execute("INSERT INTO host_network (host_id, network_id, nic, realized, error, libvirt_name, updated_at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT (host_id, network_id) DO UPDATE SET"
-                        " nic = EXCLUDED.nic, realized = EXCLUDED.realized, error = EXCLUDED.error,"
-                        " libvirt_name = EXCLUDED.libvirt_name, updated_at = now()",
-                        (host["id"], net["id"], nic, realized, error, lv_name))
-    return actions, problems

@@ -2,16 +2,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Storage domains: defined once per data center, realized as a libvirt pool on every host that uses it.
 
-The order is always: validate, ask every host (a transient probe pool, which leaves nothing),
-then change the engine and the hosts together. A host that cannot realize the domain stops the
-change before anything is written, with its name and libvirt's reason; a host that joins later
-or comes back gets the domain from the host service (``realize_on_host``).
+Applying a domain is one operation (``_operation``): every host is asked first, with no lock held
+(its pool as it is, and where it differs a transient probe pool that leaves nothing, so a host that
+cannot have the domain stops the change before anything is written, with its name and libvirt's
+reason); then the domain is reserved under the data center's lock, the pools are changed with no
+lock held, and the outcome confirmed. A host that joins later or comes back gets the domain from
+its own check (``_realize``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ConflictError,
     HypervisorError,
@@ -20,25 +24,30 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     shown,
+    validate_data_path,
     validate_description,
+    validate_host_name,
     validate_name,
     validate_path,
+    validate_pattern,
+    validate_range,
     validate_text,
     validate_timeout,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER, Engine
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _datacenters, _events, _jobs
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _storage_domains as domain_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _realize
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
-    find_in_datacenter,
-    insert_row,
+    Spec,
     plain,
     refuse_dependants,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
 
-TYPES = ("dir", "posixfs", "nfs", "logical", "iscsi", "rbd")
+TYPES = _choices.STORAGE_TYPES
 PARAMS = {
     "dir": ("path",),
     "posixfs": ("path",),
@@ -48,10 +57,32 @@ PARAMS = {
     "rbd": ("monitors", "pool", "user", "secret_uuid"),
 }
 DEFAULT_INITIATOR_PREFIX = "iqn.2026-11.dev.virtplane"
-_IQN = re.compile(r"iqn\.[0-9]{4}-[0-9]{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[A-Za-z0-9_.:-]+)?")
-_HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?")
+_IQN = re.compile(r"iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[A-Za-z0-9_.:-]+)?")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_VG = re.compile(r"[A-Za-z0-9+_.-]{1,127}")
+_VG = re.compile(r"[A-Za-z0-9+_][A-Za-z0-9+_.-]{0,126}")
+# Ceph pool and user names: nothing that means something in QEMU's or Ceph's option strings (, = : @ /)
+_CEPH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def host_and_port(field, value, what="host[:port]"):
+    """``host``, ``host:port`` or ``[v6-address]:port``: (host, port or None), both checked."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "%s is not %s" % (shown(value), what))
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?|([^:\[\]]+)(?::([0-9]{1,5}))?", value)
+    if not match:
+        raise ValidationError(field, "%s is not %s" % (shown(value), what))
+    host = match.group(1) or match.group(3)
+    port = match.group(2) or match.group(4)
+    if match.group(1):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValidationError(field, "%s is not %s" % (shown(value), what))
+    else:
+        validate_host_name(field, host, what)
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValidationError(field, "%s has port %s, outside 1-65535" % (shown(value), port))
+    return host, port
 
 
 def normalize_params(kind, name, params):
@@ -70,23 +101,24 @@ def normalize_params(kind, name, params):
         return given[key]
 
     if kind in ("dir", "posixfs"):
-        out["path"] = validate_path("%s.path" % kind, need("path"))
+        out["path"] = validate_data_path("%s.path" % kind, need("path"))
     elif kind == "nfs":
-        server = validate_text("nfs.server", need("server"), "server name")
-        if not _HOST_PORT.fullmatch(server) or ":" in server:
-            raise ValidationError("nfs.server", "%s is not a host name or IPv4 address" % shown(server))
+        server = validate_host_name("nfs.server", need("server"), "a host name or an IP address of an NFS server")
         out.update(server=server, export=validate_path("nfs.export", need("export")),
-                   path=validate_path("nfs.path", given.get("path") or "%s/%s" % (_storage.NFS_MOUNT_ROOT, name)))
+                   path=validate_data_path("nfs.path", given.get("path") or "%s/%s" % (_storage.NFS_MOUNT_ROOT, name)))
     elif kind == "logical":
         group = need("volume_group")
-        if not _VG.fullmatch(group) or group.startswith("-"):
+        if not isinstance(group, str) or not _VG.fullmatch(group) or group in (".", ".."):
             raise ValidationError("logical.volume_group", "%s is not a valid LVM volume group name" % shown(group))
-        out.update(volume_group=group,
-                   devices=[validate_path("logical.devices", d) for d in given.get("devices") or []])
+        devices = [validate_path("logical.devices", d) for d in given.get("devices") or []]
+        for device in devices:
+            if not device.startswith("/dev/"):
+                raise ValidationError("logical.devices", "%s is not a block device (a path under /dev)"
+                                      % shown(device))
+        out.update(volume_group=group, devices=devices)
     elif kind == "iscsi":
         portal = validate_text("iscsi.portal", need("portal"), "portal")
-        if not _HOST_PORT.fullmatch(portal):
-            raise ValidationError("iscsi.portal", "%s is not host[:port]" % shown(portal))
+        host_and_port("iscsi.portal", portal)
         target = validate_text("iscsi.target", need("target"), "target IQN")
         if not _IQN.fullmatch(target):
             raise ValidationError("iscsi.target", "%s is not an iSCSI qualified name (iqn.YYYY-MM.domain:name)"
@@ -99,52 +131,59 @@ def normalize_params(kind, name, params):
     elif kind == "rbd":
         monitors = need("monitors")
         for monitor in monitors:
-            validate_text("rbd.monitors", monitor, "monitor address")
-            if not _HOST_PORT.fullmatch(monitor):
-                raise ValidationError("rbd.monitors", "%s is not host[:port]" % shown(monitor))
-        out.update(monitors=list(monitors), pool=validate_text("rbd.pool", need("pool"), "Ceph pool name"))
+            host_and_port("rbd.monitors", validate_text("rbd.monitors", monitor, "monitor address"))
+        out.update(monitors=list(monitors),
+                   pool=validate_pattern("rbd.pool", need("pool"), _CEPH_NAME, "a Ceph pool name"))
         if given.get("user") or given.get("secret_uuid"):
-            out["user"] = validate_text("rbd.user", need("user"), "Ceph user name")
+            out["user"] = validate_pattern("rbd.user", need("user"), _CEPH_NAME, "a Ceph user name")
             secret = need("secret_uuid")
-            if not _UUID.fullmatch(secret):
+            if not isinstance(secret, str) or not _UUID.fullmatch(secret.lower()):
                 raise ValidationError("rbd.secret_uuid", "is not the UUID of a libvirt secret")
-            out["secret_uuid"] = secret
+            out["secret_uuid"] = secret.lower()
     return out
 
 
-_SELECT = ("SELECT s.*, d.name AS datacenter, h.name AS host FROM storage_domain s"
-           " JOIN datacenter d ON d.id = s.datacenter_id LEFT JOIN host h ON h.id = s.host_id")
+SERVING_OR_JOINING = ("Up", "NonOperational", "Installing")
+
+
+class StorageDomainSpec(Spec):
+    FIELDS = ("name", "datacenter", "type", "params", "clusters", "host", "description", "state", "timeout",
+              "wait_timeout")
+
+    def validate(self):
+        validate_name("name", self.name)
+        self.state = self.state or "present"
+        if self.datacenter is not None:
+            validate_name("datacenter", self.datacenter)
+        elif self.state != "absent":
+            raise ValidationError("datacenter", "is required to %s a storage domain" % (
+                "put in maintenance" if self.state == "maintenance" else "create or update"))
+        for cluster in self.clusters or []:
+            validate_name("clusters", cluster)
+        if self.host is not None:
+            validate_name("host", self.host)
+        validate_description("description", self.description)
+        self.timeout = 15 if self.timeout is None else self.timeout
+        validate_timeout("timeout", self.timeout)
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        if self.state != "absent":
+            self.params = normalize_params(self.type, self.name, self.params)
+
+    @classmethod
+    def from_params(cls, params):
+        kind = params.get("type")
+        return cls(params=params.get(kind) if kind else None,
+                   **{f: params.get(f) for f in cls.FIELDS if f != "params"})
 
 
 def find(cur, name, datacenter=None):
-    return find_in_datacenter(cur, _SELECT, "s", "storage domain", name, datacenter)
+    return domain_rows.find(cur, name, datacenter)
 
 
-def _clusters_of(cur, domain_id):
-    cur.execute("SELECT c.name FROM storage_domain_cluster sc JOIN cluster c ON c.id = sc.cluster_id"
-                " WHERE sc.storage_domain_id = %s ORDER BY c.name", (domain_id,))
-    return [r["name"] for r in cur.fetchall()]
-
-
-def _disks_of(cur, domain_id):
-    cur.execute("SELECT name FROM disk WHERE storage_domain_id = %s ORDER BY name", (domain_id,))
-    return [r["name"] for r in cur.fetchall()]
-
-
-def _target_hosts(cur, cluster_names, host_name=None):
-    """Up hosts of the clusters (for a 'dir' domain: its one host, when Up)."""
-    cur.execute("SELECT h.*, c.name AS cluster FROM host h JOIN cluster c ON c.id = h.cluster_id"
-                " WHERE c.name = ANY(%s) AND h.status IN ('Up', 'NonOperational')"
-                " AND (%s::text IS NULL OR h.name = %s) ORDER BY h.name",
-                (list(cluster_names), host_name, host_name))
-    return cur.fetchall()
-
-
-def _host_views(cur, domain_id):
-    cur.execute("SELECT h.name AS host, sh.pool_name, sh.active, sh.capacity_bytes, sh.allocation_bytes,"
-                " sh.available_bytes, sh.error, sh.updated_at FROM storage_domain_host sh"
-                " JOIN host h ON h.id = sh.host_id WHERE sh.storage_domain_id = %s ORDER BY h.name", (domain_id,))
-    return [{k: plain(v) for k, v in r.items()} for r in cur.fetchall()]
+def _targets(cur, clusters, host_name=None):
+    """Hosts that have (or are about to have) the domain: serving or joining hosts of its clusters."""
+    return host_rows.of_clusters(cur, clusters, SERVING_OR_JOINING, host_name)
 
 
 def domain_status(state, host_views, expected_hosts):
@@ -161,14 +200,14 @@ def domain_status(state, host_views, expected_hosts):
 
 
 def view(cur, row):
-    clusters = _clusters_of(cur, row["id"])
-    hosts = _host_views(cur, row["id"])
-    expected = [h["name"] for h in _target_hosts(cur, clusters, row.get("host"))]
+    clusters = domain_rows.cluster_names(cur, row["id"])
+    hosts = [{k: plain(v) for k, v in r.items()} for r in domain_rows.host_views(cur, row["id"])]
+    expected = [h["name"] for h in host_rows.of_clusters(cur, clusters, host_rows.SERVING, row.get("host"))]
     status, missing = domain_status(row["state"], hosts, expected)
     return {"id": plain(row["id"]), "name": row["name"], "datacenter": row["datacenter"], "type": row["type"],
             "description": row["description"], "state": row["state"], "params": plain(row["params"]),
             "host": row.get("host"), "clusters": clusters, "status": status, "missing_on": missing,
-            "hosts": hosts, "disks": _disks_of(cur, row["id"])}
+            "hosts": hosts, "disks": domain_rows.disk_names(cur, row["id"]), "locked": row.get("job_id") is not None}
 
 
 def _config(row, clusters):
@@ -193,338 +232,306 @@ def _refuse_immutable(current, kind, params, host):
                             % (name, current["host"], host, reason))
 
 
-def _observe(conn, host, name, spec):
-    pool = _storage.pool_name(name)
-    current, pool_view = _storage.pool_state(conn, pool)
-    return {"pool": pool, "spec": current, "view": pool_view, "matches": current == spec}
+def ensure(engine, spec, check_mode=False):
+    if spec.state == "absent":
+        return _operation.run(engine, DomainRemove(engine, check_mode, spec))
+    return _operation.run(engine, DomainApply(engine, check_mode, spec))
 
 
-def _probe(conn, host, name, spec):
-    return _storage.probe_pool(conn, "vp-probe-%s" % name, spec)
+class DomainApply(_operation.Operation):
+    """Create or update a storage domain, or put it in maintenance, on every host of its clusters."""
 
+    action = "storage_domain.apply"
 
-def ensure_present(engine, name, datacenter, kind, params, clusters=None, host=None, description=None,
-                   state="present", timeout=15, check_mode=False):
-    validate_name("name", name)
-    validate_name("datacenter", datacenter)
-    for cluster in clusters or []:
-        validate_name("clusters", cluster)
-    if host is not None:
-        validate_name("host", host)
-    validate_description("description", description)
-    validate_timeout("timeout", timeout)
-    params = normalize_params(kind, name, params)
-    if kind == "dir" and host is None:
-        with engine.transaction() as cur:
-            current = find(cur, name, datacenter)
-        if current is None:
-            raise ValidationError("host", "is required for a 'dir' storage domain: the directory is local to one host")
-    wanted_state = "maintenance" if state == "maintenance" else "active"
-    with engine.transaction() as cur:
-        current = find(cur, name, datacenter)
-        action = ("update" if current else "create") + " storage domain '%s'" % name
-        cur.execute("SELECT * FROM datacenter WHERE name = %s", (datacenter,))
-        dc = cur.fetchone()
+    def __init__(self, engine, check_mode, spec):
+        super().__init__(engine, check_mode)
+        self.spec = spec
+        self.wait_timeout = spec.wait_timeout
+        self.lock = (LOCK_DATACENTER, spec.datacenter)
+
+    def _decide(self, cur):
+        """Everything the engine says about the request: read in prepare, read again under the lock."""
+        spec = self.spec
+        current = domain_rows.find(cur, spec.name, spec.datacenter)
+        action = ("update" if current else "create") + " storage domain '%s'" % spec.name
+        dc = _datacenters.find(cur, spec.datacenter)
         if dc is None:
-            raise NotFoundError("data center", datacenter, action)
+            raise NotFoundError("data center", spec.datacenter, action)
+        host = spec.host
         if current is not None:
-            _refuse_immutable(current, kind, params, host)
-        host_row = None
-        if kind == "dir":
-            host = host or current["host"]
-            cur.execute("SELECT h.*, c.name AS cluster, c.datacenter_id FROM host h JOIN cluster c"
-                        " ON c.id = h.cluster_id WHERE h.name = %s", (host,))
-            host_row = cur.fetchone()
+            _refuse_immutable(current, spec.type, spec.params, host)
+        clusters = spec.clusters
+        if spec.type == "dir":
+            host = host or (current or {}).get("host")
+            if host is None:
+                raise ValidationError("host", "is required for a 'dir' storage domain: the directory is local to "
+                                              "one host")
+            host_row = host_rows.find(cur, host)
             if host_row is None or host_row["datacenter_id"] != dc["id"]:
-                raise NotFoundError("host", "%s' in data center '%s" % (host, datacenter), action)
+                raise NotFoundError("host", "%s' in data center '%s" % (host, spec.datacenter), action)
             if clusters and clusters != [host_row["cluster"]]:
                 raise ValidationError("clusters", "a 'dir' domain is used by its host's cluster (%s) only"
                                       % host_row["cluster"])
             clusters = [host_row["cluster"]]
         elif host is not None:
             raise ValidationError("host", "only a 'dir' storage domain belongs to one host; a %s domain is "
-                                          "used by every host of its clusters" % kind)
-        cur.execute("SELECT id, name FROM cluster WHERE datacenter_id = %s ORDER BY name", (dc["id"],))
-        dc_clusters = {r["name"]: r["id"] for r in cur.fetchall()}
+                                          "used by every host of its clusters" % spec.type)
+        dc_clusters = _datacenters.clusters(cur, dc["id"])
+        old_clusters = domain_rows.cluster_names(cur, current["id"]) if current else []
         if clusters is None:
-            clusters = _clusters_of(cur, current["id"]) if current else sorted(dc_clusters)
+            clusters = old_clusters if current else sorted(dc_clusters)
         unknown = sorted(set(clusters) - set(dc_clusters))
         if unknown:
-            raise NotFoundError("cluster", "%s' in data center '%s" % (", ".join(unknown), datacenter), action)
+            raise NotFoundError("cluster", "%s' in data center '%s" % (", ".join(unknown), spec.datacenter), action)
         clusters = sorted(set(clusters))
-        old_clusters = _clusters_of(cur, current["id"]) if current else []
-        targets = _target_hosts(cur, clusters, host if kind == "dir" else None)
-        leaving = list(_target_hosts(cur, sorted(set(old_clusters) - set(clusters))))
-        desired_description = description if description is not None else (current or {}).get("description", "")
+        desired = {"type": spec.type, "params": spec.params, "host": host if spec.type == "dir" else None,
+                   "clusters": clusters, "state": "maintenance" if spec.state == "maintenance" else "active",
+                   "description": spec.description if spec.description is not None
+                   else (current or {}).get("description", "")}
+        targets = _targets(cur, clusters, host if spec.type == "dir" else None)
+        leaving = _targets(cur, sorted(set(old_clusters) - set(clusters)))
+        return _operation.Plan(current=current, action_text=action, dc=dc, dc_clusters=dc_clusters,
+                               old_clusters=old_clusters, desired=desired, targets=targets, leaving=leaving)
 
-    specs = {h["name"]: _storage.pool_spec(kind, params, h["name"]) for h in targets}
-    # 1. what each host has now, and whether it can realize the domain at all (leaves nothing behind)
-    observed = _hosts.on_hosts(engine, targets, lambda conn, h: _observe(conn, h, name, specs[h["name"]]), timeout)
-    failed = _hosts.failures(observed)
-    if failed:
-        raise HypervisorError("Cannot %s: hosts %s did not answer: %s"
-                              % (action, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
-    if wanted_state == "maintenance" and (current is None or current["state"] != "maintenance"):
-        _refuse_in_use(engine, current or {"id": None, "name": name}, "put storage domain '%s' into maintenance" % name)
-    # the probe starts a transient pool: harmless for a directory or an iSCSI login, but a mount or a
-    # volume group activation is a change to the host, which check mode must not make
-    if wanted_state == "active" and not (check_mode and kind in ("nfs", "logical", "rbd")):
-        to_probe = [h for h in targets if not observed[h["name"]][0]["matches"]]
-        probes = _hosts.on_hosts(engine, to_probe, lambda conn, h: _probe(conn, h, name, specs[h["name"]]), timeout)
-        problems = {n: (r or e) for n, (r, e) in probes.items() if r or e}
-        if problems:
-            raise HypervisorError("Cannot %s: hosts %s cannot realize this %s domain: %s"
-                                  % (action, ", ".join(sorted(problems)), kind, _hosts.describe_failures(problems)))
-    if leaving and current is not None:
-        _refuse_detach_in_use(engine, current, leaving)
+    def prepare(self, cur):
+        return self._decide(cur)
 
-    desired = {"type": kind, "params": params, "host": host if kind == "dir" else None, "clusters": clusters,
-               "state": wanted_state, "description": desired_description}
-    before_cfg = _config(current, old_clusters) if current else {}
-    host_actions = _planned_host_actions(targets, observed, wanted_state)
-    config_changes = {k: v for k, v in desired.items() if before_cfg.get(k) != v}
-    changed = bool(config_changes) or any(host_actions.values()) or bool(leaving)
-    before = {k: before_cfg.get(k) for k in config_changes} if current else {}
-    after = dict(config_changes) if current else dict(desired)
-    actions = ([] if current else ["create"]) + (["update"] if current and config_changes else [])
-    actions += ["%s on %s" % (", ".join(a), h) for h, a in sorted(host_actions.items()) if a]
-    actions += ["remove pool on %s" % h["name"] for h in leaving]
-    if not changed:
-        with engine.transaction() as cur:
-            _record_hosts(cur, current["id"], targets, observed, check_mode)
-            return Outcome(False, resource=view(cur, find(cur, name, datacenter)))
-    if check_mode:
-        with engine.transaction() as cur:
-            predicted = dict(desired, name=name, datacenter=datacenter, hosts=[], disks=[], status="unattached")
-            resource = view(cur, current) if current else predicted
-        return Outcome(True, before, after, resource, actions)
-    outcome = _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets, specs, leaving, before,
-                     after, actions, timeout)
-    # a host kept out for lack of this domain comes back once it has it
-    _hosts.check_hosts(engine, [h["name"] for h in targets + leaving if h["status"] == "NonOperational"], timeout)
-    return outcome
+    def observe(self, plan):
+        """Each target's pool (one read-only look); where it differs, whether the host can realize it at all."""
+        name, desired = self.spec.name, plan.desired
+        pool = _storage.pool_name(name)
+        plan.specs = {h["name"]: _realize.domain_spec(dict(desired, name=name), h) for h in plan.targets}
+        observed = _hosts.on_hosts(self.engine, plan.targets, lambda conn, h: _storage.pool_state(conn, pool),
+                                   self.spec.timeout, readonly=True)
+        failed = _hosts.failures(observed)
+        if failed:
+            raise HypervisorError("Cannot %s: hosts %s did not answer: %s"
+                                  % (plan.action_text, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
+        plan.observed = {h: result for h, (result, _reason) in observed.items()}
+        # a transient copy of the pool, started and stopped, tells whether a host can have it (path, client,
+        # volume group) before anything is written; a mount or a VG activation is a change check mode skips
+        if desired["state"] == "active" and not (self.check_mode and desired["type"] in ("nfs", "logical", "rbd")):
+            to_probe = [h for h in plan.targets if plan.observed[h["name"]][0] != plan.specs[h["name"]]]
+            probes = _hosts.on_hosts(self.engine, to_probe, lambda conn, h: _storage.probe_pool(
+                conn, "vp-probe-%s" % name, plan.specs[h["name"]]), self.spec.timeout)
+            problems = {n: (r or e) for n, (r, e) in probes.items() if r or e}
+            if problems:
+                raise HypervisorError("Cannot %s: hosts %s cannot realize this %s domain: %s"
+                                      % (plan.action_text, ", ".join(sorted(problems)), desired["type"],
+                                         _hosts.describe_failures(problems)))
 
-
-def _planned_host_actions(targets, observed, wanted_state):
-    planned = {}
-    for h in targets:
-        seen = observed[h["name"]][0]
-        active = bool(seen["view"] and seen["view"]["active"])
-        if wanted_state == "maintenance":
-            planned[h["name"]] = ["stop pool"] if active else []
-        elif not seen["matches"]:
-            planned[h["name"]] = ["define pool" if seen["spec"] is None else "redefine pool"]
-        elif not active or not seen["view"]["autostart"]:
-            planned[h["name"]] = ["start pool"]
+    def reserve(self, cur, plan):
+        seen = plan
+        plan = self._decide(cur)
+        if (plan.current is None) != (seen.current is None) or \
+                {h["name"] for h in plan.targets} - set(seen.observed):
+            raise _operation.Retry()
+        seen.__dict__.update({k: v for k, v in plan.__dict__.items() if k not in ("observed", "specs")})
+        plan = seen
+        spec, current, desired = self.spec, plan.current, plan.desired
+        if current is not None:
+            _operation.claim(cur, current, "storage domain '%s'" % spec.name)
+        if desired["state"] == "maintenance" and (current is None or current["state"] != "maintenance"):
+            vms = domain_rows.vms_using(cur, current["id"]) if current else []
+            if vms:
+                raise ConflictError("Cannot put storage domain '%s' into maintenance: running VMs %s use its disks"
+                                    % (spec.name, ", ".join(vms)))
+        if plan.leaving and current is not None:
+            vms = domain_rows.vms_using(cur, current["id"], [h["id"] for h in plan.leaving])
+            if vms:
+                raise ConflictError("Cannot detach storage domain '%s' from hosts %s: running VMs %s use its disks"
+                                    % (spec.name, ", ".join(h["name"] for h in plan.leaving), ", ".join(vms)))
+        domain = dict(desired, name=spec.name)
+        plan.steps = {}
+        for host in plan.targets:
+            step = _realize.domain_step(domain, host, plan.observed[host["name"]])
+            if step:
+                plan.steps[host["name"]] = step
+        before_cfg = _config(current, plan.old_clusters) if current else {}
+        config_changes = {k: v for k, v in desired.items() if before_cfg.get(k) != v}
+        plan.before = {k: before_cfg.get(k) for k in config_changes} if current else {}
+        plan.after = dict(config_changes) if current else dict(desired)
+        actions = ([] if current else ["create"]) + (["update"] if current and config_changes else [])
+        actions += ["%s on %s" % (plan.steps[h].description, h) for h in sorted(plan.steps)]
+        actions += ["remove pool on %s" % h["name"] for h in plan.leaving]
+        plan.actions = actions
+        if not actions:
+            if not self.check_mode:  # what each host has now, without rescanning a pool
+                for host in plan.targets:
+                    domain_rows.record_view(cur, current["id"], host["id"], _storage.pool_name(spec.name),
+                                            plan.observed[host["name"]][1], "")
+            plan.outcome = _operation_outcome(cur, False, current)
+            return
+        if self.check_mode:
+            return
+        saved = {"before": plain(before_cfg), "created": current is None}
+        self.start_job(cur, plan, "storage_domain", current["id"] if current else None, spec.name,
+                       plan.action_text, datacenter=spec.datacenter, saved=saved)
+        values = {"type": desired["type"], "params": desired["params"], "state": desired["state"],
+                  "description": desired["description"], "job_id": plan.job["id"]}
+        if current is None:
+            host_id = next((h["id"] for h in plan.targets if h["name"] == desired["host"]), None)
+            if desired["host"] and host_id is None:
+                host_id = host_rows.find(cur, desired["host"])["id"]
+            row = domain_rows.insert(cur, dict(values, name=spec.name, datacenter_id=plan.dc["id"], host_id=host_id))
+            _jobs.attach_object(cur, plan.job["id"], row["id"])
         else:
-            planned[h["name"]] = []
-    return planned
+            row = domain_rows.update(cur, current["id"], values)
+        domain_rows.set_clusters(cur, row["id"], [plan.dc_clusters[c] for c in desired["clusters"]])
+        plan.row = row
+
+    def act(self, plan):
+        if self.check_mode:
+            return {}
+        hosts = [h for h in plan.targets if h["name"] in plan.steps]
+        pool = _storage.pool_name(self.spec.name)
+
+        def apply(conn, host):
+            plan.steps[host["name"]].apply(conn)
+            return _storage.pool_state(conn, pool)[1]
+        outcomes = _hosts.on_hosts(self.engine, hosts, apply, self.spec.timeout)
+        plan.done = outcomes
+        failed = _hosts.failures(outcomes)
+        if failed:
+            raise HypervisorError("Cannot %s: %s" % (plan.action_text, _hosts.describe_failures(failed)))
+        plan.removed = _hosts.on_hosts(self.engine, plan.leaving, _pool_remover(self.spec.name), self.spec.timeout)
+        return {h: view for h, (view, _e) in outcomes.items()}
+
+    def undo(self, plan, error):
+        """No host keeps a pool the engine does not know: what this run defined goes, what it stopped restarts."""
+        done = {h: reason is None for h, (_v, reason) in (getattr(plan, "done", None) or {}).items()}
+        created = [h for h in plan.targets if done.get(h["name"]) and
+                   plan.steps[h["name"]].description == "define pool"]
+        _hosts.on_hosts(self.engine, created, _pool_remover(self.spec.name), self.spec.timeout)
+        stopped = [h for h in plan.targets if done.get(h["name"]) and
+                   plan.steps[h["name"]].description == "stop pool"]
+        pool = _storage.pool_name(self.spec.name)
+        _hosts.on_hosts(self.engine, stopped, lambda conn, h: _storage.realize_pool(conn, pool, plan.specs[h["name"]]),
+                        self.spec.timeout)
+
+    def release(self, cur, plan, error):
+        if plan.current is None:
+            domain_rows.delete(cur, plan.row["id"])
+            return
+        before = plan.current
+        domain_rows.update(cur, before["id"], {"state": before["state"], "description": before["description"],
+                                               "job_id": None})
+        domain_rows.set_clusters(cur, before["id"], [plan.dc_clusters[c] for c in plan.old_clusters
+                                                     if c in plan.dc_clusters])
+
+    def confirm(self, cur, plan, result):
+        views = result
+        spec = self.spec
+        if self.check_mode:
+            predicted = dict(plan.desired, name=spec.name, datacenter=spec.datacenter, hosts=[], disks=[],
+                             status="unattached")
+            resource = view(cur, plan.current) if plan.current else predicted
+            return _common_outcome(True, plan, resource)
+        row_id = plan.row["id"]
+        pool = _storage.pool_name(spec.name)
+        still_here = host_rows.existing_ids(cur, [h["id"] for h in plan.targets + plan.leaving])
+        for host in plan.targets:
+            if host["id"] not in still_here:
+                continue  # its registration failed meanwhile
+            seen = views.get(host["name"]) if host["name"] in plan.steps else plan.observed[host["name"]][1]
+            domain_rows.record_view(cur, row_id, host["id"], pool, seen, "")
+        if plan.leaving:
+            domain_rows.forget_hosts(cur, row_id, [h["id"] for h in plan.leaving])
+        domain_rows.set_job(cur, row_id, None)
+        # a host kept out for lack of this domain comes back once it has it (and the other way round)
+        _realize.recompute_status(cur, sorted(still_here))
+        verb = "created" if plan.current is None else "updated"
+        _events.record(cur, "STORAGE_DOMAIN_%s" % verb.upper(), "Storage domain %s (%s) was %s: %s"
+                       % (spec.name, plan.desired["type"], verb, ", ".join(plan.actions)),
+                       object_type="storage_domain", object_id=row_id, object_name=spec.name,
+                       datacenter=spec.datacenter, job_id=plan.job["id"],
+                       details={"before": plan.before, "after": plan.after,
+                                "unreachable_on_detach": _hosts.failures(getattr(plan, "removed", {}))})
+        return _common_outcome(True, plan, view(cur, domain_rows.by_id(cur, row_id)))
 
 
-def _refuse_in_use(engine, current, action):
-    with engine.transaction() as cur:
-        cur.execute("SELECT DISTINCT v.name FROM vm v JOIN vm_disk vd ON vd.vm_id = v.id JOIN disk k ON"
-                    " k.id = vd.disk_id WHERE k.storage_domain_id = %s AND v.status NOT IN ('Down', 'Suspended')"
-                    " ORDER BY v.name", (current["id"],))
-        vms = [r["name"] for r in cur.fetchall()]
-    if vms:
-        raise ConflictError("Cannot %s: running VMs %s use its disks" % (action, ", ".join(vms)))
+def _common_outcome(changed, plan, resource):
+    return Outcome(changed, plan.before, plan.after, resource, plan.actions)
 
 
-def _refuse_detach_in_use(engine, current, leaving):
-    with engine.transaction() as cur:
-        cur.execute("SELECT DISTINCT v.name FROM vm v JOIN vm_disk vd ON vd.vm_id = v.id JOIN disk k ON"
-                    " k.id = vd.disk_id WHERE k.storage_domain_id = %s AND v.run_host_id = ANY(%s)",
-                    (current["id"], [h["id"] for h in leaving]))
-        vms = [r["name"] for r in cur.fetchall()]
-    if vms:
-        raise ConflictError("Cannot detach storage domain '%s' from hosts %s: running VMs %s use its disks"
-                            % (current["name"], ", ".join(h["name"] for h in leaving), ", ".join(vms)))
-
-
-def _record_hosts(cur, domain_id, targets, outcomes, check_mode, errors=None):
-    """Store each host's view of the domain's pool (active, capacity, free, error)."""
-    if check_mode:
-        return
-    for h in targets:
-        result, reason = outcomes.get(h["name"], (None, None))
-        pool_view = (result or {}).get("view") or {}
-        error = (errors or {}).get(h["name"]) or reason or ""
-        cur.execute(
-            "INSERT INTO storage_domain_host (storage_domain_id, host_id, pool_name, active, capacity_bytes,"
-            " allocation_bytes, available_bytes, error, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
-            " ON CONFLICT (storage_domain_id, host_id) DO UPDATE SET pool_name = EXCLUDED.pool_name,"
-            " active = EXCLUDED.active, capacity_bytes = EXCLUDED.capacity_bytes,"
-            " allocation_bytes = EXCLUDED.allocation_bytes, available_bytes = EXCLUDED.available_bytes,"
-            " error = EXCLUDED.error, updated_at = now()",
-            (domain_id, h["id"], (result or {}).get("pool") or "", bool(pool_view.get("active")),
-             pool_view.get("capacity_bytes"), pool_view.get("allocation_bytes"), pool_view.get("available_bytes"),
-             error))
+def _operation_outcome(cur, changed, row):
+    return Outcome(changed, resource=view(cur, domain_rows.by_id(cur, row["id"])))
 
 
 def _pool_remover(name):
     return lambda conn, _host: _storage.remove_pool(conn, _storage.pool_name(name))
 
 
-def _realize(conn, host, name, spec, wanted_state):
-    pool = _storage.pool_name(name)
-    if wanted_state == "maintenance":
-        actions = _storage.deactivate_pool(conn, pool)
-    else:
-        actions = _storage.realize_pool(conn, pool, spec)
-    _spec, pool_view = _storage.pool_state(conn, pool)
-    return {"pool": pool, "view": pool_view, "actions": actions}
+_operation.release_realized("storage_domain", domain_rows.set_job, "domain")
 
 
-def _apply(engine, name, datacenter, dc, current, desired, dc_clusters, targets, specs, leaving, before, after,
-           actions, timeout):
-    with engine.transaction() as cur:
-        Engine.lock(cur, LOCK_DATACENTER, datacenter)
-        row_values = {"type": desired["type"], "params": desired["params"], "state": desired["state"],
-                      "description": desired["description"]}
-        if current is None:
-            host_id = targets[0]["id"] if desired["host"] and targets else None
-            if desired["host"] and host_id is None:
-                cur.execute("SELECT id FROM host WHERE name = %s", (desired["host"],))
-                host_id = cur.fetchone()["id"]
-            row = insert_row(cur, "storage_domain", dict(row_values, name=name, datacenter_id=dc["id"],
-                                                         host_id=host_id))
-        else:
-            cur.execute("UPDATE storage_domain SET state = %s, description = %s, updated_at = now() WHERE id = %s"
-                        " RETURNING *", (desired["state"], desired["description"], current["id"]))
-            row = cur.fetchone()
-        cur.execute("DELETE FROM storage_domain_cluster WHERE storage_domain_id = %s", (row["id"],))
-        for cluster in desired["clusters"]:
-            cur.execute("INSERT INTO storage_domain_cluster (storage_domain_id, cluster_id) VALUES (%s, %s)",
-                        (row["id"], dc_clusters[cluster]))
-        # the hosts change inside the transaction: if one fails, the pools this run defined are
-        # removed again and the engine rolls back, so no host keeps a pool the engine does not know
+class DomainRemove(_operation.RemoveFromHosts):
+    action = "storage_domain.remove"
+    kind = "storage domain"
+    host_action = "remove pool"
 
-        def realize(conn, host):
-            return _realize(conn, host, name, specs[host["name"]], desired["state"])
+    def find(self, cur):
+        return domain_rows.find(cur, self.spec.name, self.spec.datacenter)
 
-        outcomes = _hosts.on_hosts(engine, targets, realize, timeout)
-        failed = _hosts.failures(outcomes)
-        if failed:
-            done = {h["name"]: (outcomes[h["name"]][0] or {}).get("actions") or [] for h in targets}
-            created = [h for h in targets if "define" in done[h["name"]]]
-            _hosts.on_hosts(engine, created, _pool_remover(name), timeout)
-            stopped = [h for h in targets if "stop" in done[h["name"]]]  # maintenance half-done: back to active
-            _hosts.on_hosts(engine, stopped,
-                            lambda conn, h: _storage.realize_pool(conn, _storage.pool_name(name), specs[h["name"]]),
-                            timeout)
-            verb = "create" if current is None else "update"
-            raise HypervisorError("Cannot %s storage domain '%s': %s" % (verb, name, _hosts.describe_failures(failed)))
-        removed = _hosts.on_hosts(engine, leaving, _pool_remover(name),
-                                  timeout)
-        if leaving:
-            cur.execute("DELETE FROM storage_domain_host WHERE storage_domain_id = %s AND host_id = ANY(%s)",
-                        (row["id"], [h["id"] for h in leaving]))
-        _record_hosts(cur, row["id"], targets, outcomes, False)
-        verb = "created" if current is None else "updated"
-        _events.record(cur, "STORAGE_DOMAIN_%s" % verb.upper(), "Storage domain %s (%s) was %s: %s"
-                       % (name, desired["type"], verb, ", ".join(actions)), object_type="storage_domain",
-                       object_id=row["id"], object_name=name, datacenter=datacenter,
-                       details={"before": before, "after": after,
-                                "unreachable_on_detach": _hosts.failures(removed)})
-        resource = view(cur, find(cur, name, datacenter))
-    return Outcome(True, before, after, resource, actions)
-
-
-def ensure_absent(engine, name, datacenter=None, timeout=15, check_mode=False):
-    validate_name("name", name)
-    if datacenter is not None:
-        validate_name("datacenter", datacenter)
-    validate_timeout("timeout", timeout)
-    with engine.transaction() as cur:
-        current = find(cur, name, datacenter)
-        if current is None:
-            return Outcome(False)
-        Engine.lock(cur, LOCK_DATACENTER, current["datacenter"])
+    def refuse(self, cur, current):
         # under the lock: no disk can be created in the domain while its pools are taken away
-        refuse_dependants("remove", "storage domain", name, [("disks", _disks_of(cur, current["id"]))])
-        cur.execute("SELECT h.* FROM host h JOIN storage_domain_host sh ON sh.host_id = h.id"
-                    " WHERE sh.storage_domain_id = %s ORDER BY h.name", (current["id"],))
-        holders = cur.fetchall()
-        before = _config(current, _clusters_of(cur, current["id"]))
-        reachable = [h for h in holders if h["status"] != "NonResponsive"]
-        actions = ["remove"] + ["remove pool on %s" % h["name"] for h in reachable]
-        if check_mode:
-            return Outcome(True, before, {}, None, actions)
-        outcomes = _hosts.on_hosts(engine, reachable, _pool_remover(name),
-                                   timeout)
-        failed = _hosts.failures(outcomes)
-        if failed:
-            raise HypervisorError("Cannot remove storage domain '%s': the pool could not be removed from hosts %s: "
-                                  "%s" % (name, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
-        cur.execute("DELETE FROM storage_domain WHERE id = %s", (current["id"],))
-        skipped = sorted(h["name"] for h in holders if h not in reachable)
-        _events.record(cur, "STORAGE_DOMAIN_REMOVED", "Storage domain %s was removed" % name,
-                       severity="warning" if skipped else "normal", object_type="storage_domain",
-                       object_id=current["id"], object_name=name, datacenter=current["datacenter"],
-                       details={"pool_left_on_unreachable_hosts": skipped})
-    return Outcome(True, before, {}, None, actions)
+        refuse_dependants("remove", "storage domain", self.spec.name,
+                          [("disks", domain_rows.disk_names(cur, current["id"]))])
+
+    def config(self, cur, current):
+        return _config(current, domain_rows.cluster_names(cur, current["id"]))
+
+    def holders(self, cur, current):
+        holders = domain_rows.holders(cur, current["id"])
+        return ([h for h in holders if h["status"] != "NonResponsive"],
+                sorted(h["name"] for h in holders if h["status"] == "NonResponsive"))
+
+    def remove_on_host(self, conn, _host):
+        return _storage.remove_pool(conn, _storage.pool_name(self.spec.name))
+
+    def set_job(self, cur, domain_id, job_id):
+        domain_rows.set_job(cur, domain_id, job_id)
+
+    def delete(self, cur, current):
+        self.host_ids = [h["id"] for h in domain_rows.holders(cur, current["id"])]
+        domain_rows.delete(cur, current["id"])
+
+    def removed(self, cur, plan):
+        current = plan.current
+        _realize.recompute_status(cur, self.host_ids)
+        _events.record(cur, "STORAGE_DOMAIN_REMOVED", "Storage domain %s was removed" % self.spec.name,
+                       severity="warning" if plan.skipped else "normal", object_type="storage_domain",
+                       object_id=current["id"], object_name=self.spec.name, datacenter=current["datacenter"],
+                       details={"pool_left_on_unreachable_hosts": plan.skipped}, job_id=plan.job["id"])
 
 
-def domain_info(engine, names=None, datacenter=None, refresh=False, timeout=15, check_mode=False):
-    """Domains with each host's view; with ``refresh``, ask the hosts now and record what they say."""
+def domain_info(engine, names=None, datacenter=None, refresh=False, timeout=15):
+    """Domains with each host's view as recorded; ``refresh`` asks the hosts now (read only, nothing recorded)."""
     for domain_name in names or []:
         validate_name("name", domain_name)
     if datacenter is not None:
         validate_name("datacenter", datacenter)
     validate_timeout("timeout", timeout)
     with engine.transaction() as cur:
-        cur.execute(_SELECT + " WHERE (%s::text IS NULL OR d.name = %s) ORDER BY d.name, s.name",
-                    (datacenter, datacenter))
-        rows = [r for r in cur.fetchall() if not names or r["name"] in names]
+        rows = [r for r in domain_rows.listed(cur, datacenter) if not names or r["name"] in names]
         missing = sorted(set(names or []) - {r["name"] for r in rows})
         if missing:
             raise NotFoundError("storage domain", ", ".join(missing))
-        if not refresh:
-            return False, [view(cur, r) for r in rows]
-        plans = [(r, _target_hosts(cur, _clusters_of(cur, r["id"]), r.get("host"))) for r in rows]
-    result = []
-    for row, targets in plans:
-        observed = _hosts.on_hosts(
-            engine, targets, lambda conn, h, row=row: _observe(conn, h, row["name"], _storage.pool_spec(
-                row["type"], plain(row["params"]), h["name"])), timeout)
-        with engine.transaction() as cur:
-            _record_hosts(cur, row["id"], targets, observed, check_mode)
-            result.append(view(cur, row))
-    return not check_mode and bool(rows), result
+        views = [view(cur, r) for r in rows]
+        expected = {r["id"]: host_rows.of_clusters(cur, domain_rows.cluster_names(cur, r["id"]), host_rows.SERVING,
+                                                   r.get("host")) for r in rows}
+    if refresh:
+        for row, domain_view in zip(rows, views):  # noqa: B905 - same length
+            _live_view(engine, row, domain_view, expected[row["id"]], timeout)
+    return views
 
 
-def realize_on_host(cur, conn, host, check_mode=False):
-    """Bring every domain the host's cluster uses to the host; returns (actions, problems).
-
-    Called by the host service when a host registers or is checked: a host that joins a
-    cluster later gets its domains here, and one that cannot realize them is reported.
-    """
-    cur.execute(_SELECT + " JOIN storage_domain_cluster sc ON sc.storage_domain_id = s.id"
-                " WHERE sc.cluster_id = %s AND (s.host_id IS NULL OR s.host_id = %s) ORDER BY s.name",
-                (host["cluster_id"], host["id"]))
-    actions, problems = [], []
-    for row in cur.fetchall():
-        spec = _storage.pool_spec(row["type"], plain(row["params"]), host["name"])
-        pool = _storage.pool_name(row["name"])
-        try:
-            current, pool_view = _storage.pool_state(conn, pool)
-            wanted_active = row["state"] == "active"
-            done = []
-            if wanted_active and (current != spec or not pool_view["active"] or not pool_view["autostart"]):
-                done = ["realize storage domain %s" % row["name"]]
-                if not check_mode:
-                    _storage.realize_pool(conn, pool, spec)
-            elif not wanted_active and pool_view and pool_view["active"]:
-                done = ["stop storage domain %s (maintenance)" % row["name"]]
-                if not check_mode:
-                    _storage.deactivate_pool(conn, pool)
-            actions += done
-            _spec, pool_view = _storage.pool_state(conn, pool)
-            outcome, error = {"pool": pool, "view": pool_view}, ""
-        except HypervisorError as exc:
-            outcome, error = {"pool": pool, "view": None}, str(exc)
-            if row["state"] == "active":
-                problems.append("storage domain %s: %s" % (row["name"], error))
-        _record_hosts(cur, row["id"], [host], {host["name"]: (outcome, None)}, check_mode, {host["name"]: error})
-    return actions, problems
+def _live_view(engine, row, domain_view, hosts, timeout):
+    pool = _storage.pool_name(row["name"])
+    # a read-only connection may not rescan a pool: what libvirt knows of it now (active, capacity) is asked
+    live = _hosts.on_hosts(engine, hosts, lambda conn, _h: _storage.pool_state(conn, pool)[1], timeout,
+                           readonly=True)
+    domain_view["hosts"] = [dict({k: v for k, v in (result or {}).items() if k != "autostart"}, host=name,
+                                 pool_name=pool, active=bool(result and result["active"]), error=reason or "")
+                            for name, (result, reason) in sorted(live.items())]
+    domain_view["status"], domain_view["missing_on"] = domain_status(row["state"], domain_view["hosts"], sorted(live))

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import posixpath
 import re
 import threading
@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qsl, urlsplit
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError, ValidationError
-from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown, validate_host_name
 
 try:
     import libvirt
@@ -28,10 +28,8 @@ else:
 DRIVERS = ("qemu", "test")
 REMOTE_TRANSPORTS = ("tcp", "tls", "ssh", "libssh", "libssh2")
 LOCAL_TRANSPORTS = ("unix",)
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 _FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f\"'<>`;|$\\]")
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9_.,:/@+=-]*")
 _SSH_PARAMETERS = {"keyfile": "path", "known_hosts": "path", "no_verify": "flag"}
 # The query parameters the engine hands to libvirt, per transport, and what their values may be.
 # Everything else is refused: 'socket', 'command', 'netcat', 'name' and 'proxy' point libvirt at
@@ -52,18 +50,39 @@ TEST_DRIVER_HINT = ("the test driver simulates a host for trials and tests; this
                     "(virtplane.kvm.engine_database allow_test_driver)")
 
 
+# Where a URI's file parameters may point: the engine's and the system's key and certificate
+# directories, and the engine's own state. ssh writes a host key into its known_hosts file, and
+# libvirt reads keys and certificates as root: anywhere else could be any file of the engine host.
+URI_FILE_TREES = re.compile(r"(/etc/pki|/etc/virtplane|/etc/ssh|/root/\.ssh|/home/[a-z_][a-z0-9_-]{0,31}/\.ssh"
+                            r"|/var/lib/virtplane(-[a-z0-9-]{1,32})?)(/[A-Za-z0-9_.,+=-]+)*")
+# userinfo: from after '//' to the last '@' of the authority (a careless password may hold '/' or spaces)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^@]*)@")
+
+
 def redact_uri(text):
-    """``text`` with the password of any URI in it replaced: what may be shown or stored."""
-    return _CREDENTIALS.sub(r"\1:***@", text) if text else text
+    """``text`` with the credentials of any URI in it masked: what may be shown or stored."""
+    if not text:
+        return text
+    return _USERINFO.sub(lambda m: m.group(1) + _masked_userinfo(m.group(2)) + "@", text)
 
 
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):([^/@\s]*)@")
+def _masked_userinfo(userinfo):
+    user, colon, _password = userinfo.partition(":")
+    return user + ":***" if colon else userinfo
 
 
 def uri_passwords(value):
     """The passwords of the URIs anywhere in ``value`` (strings, lists, dicts): what must be masked."""
     if isinstance(value, str):
-        return {m.group(2) for m in _CREDENTIALS.finditer(value) if m.group(2)}
+        found = set()
+        for match in _USERINFO.finditer(value):
+            _user, colon, password = match.group(2).partition(":")
+            if colon and password:
+                found.add(password)
+        for _key, _sep, query_value in (part.partition("=") for part in value.partition("?")[2].split("&")):
+            if _key.lower() in ("password", "passwd", "pass") and query_value:
+                found.add(query_value)
+        return found
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
@@ -72,17 +91,21 @@ def uri_passwords(value):
 
 
 def _shown(uri):
-    return shown(redact_uri(uri), 120)
+    """A URI for a message: credentials masked, query values left out (they are not repeated)."""
+    base, question, query = redact_uri(uri).partition("?")
+    if question:
+        base += "?" + "&".join(part.partition("=")[0] + ("=..." if "=" in part else "") for part in query.split("&"))
+    return shown(base, 120)
 
 
 def _valid_host(name):
     if not name:
         return False
     try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.fullmatch(name))
+        validate_host_name("libvirt_uri", name)
+    except ValidationError:
+        return False
+    return True
 
 
 def validate_uri(uri, field="libvirt_uri", allow_test_driver=False):
@@ -107,6 +130,8 @@ def validate_uri(uri, field="libvirt_uri", allow_test_driver=False):
         raise ValidationError(field, "%s carries a password: libvirt does not take one from a URI; it authenticates "
                                      "with TLS client certificates (qemu+tls), SSH keys (qemu+ssh) or SASL"
                               % _shown(uri))
+    if uri.split(":", 1)[0] != parts.scheme:
+        raise ValidationError(field, "%s: write the driver and transport in lower case (e.g. qemu+tls)" % _shown(uri))
     driver, _plus, transport = parts.scheme.partition("+")
     if driver not in DRIVERS:
         raise ValidationError(field, "%s has driver '%s'; supported drivers: %s"
@@ -163,7 +188,7 @@ def _validate_parameters(uri, parts, transport, field):
             raise ValidationError(field, "%s gives query parameter '%s' twice" % (_shown(uri), key))
         seen.add(key)
         if kind == "path":
-            good = bool(_SAFE_PATH.fullmatch(value)) and posixpath.normpath(value) == value
+            good = bool(URI_FILE_TREES.fullmatch(value)) and posixpath.normpath(value) == value
         elif kind == "flag":
             good = value in ("0", "1")
         elif kind == "sshauth":
@@ -171,7 +196,10 @@ def _validate_parameters(uri, parts, transport, field):
         else:
             good = value in kind
         if not good:
-            raise ValidationError(field, "%s has an invalid value for query parameter '%s'" % (_shown(uri), key))
+            hint = (" (a path under /etc/pki, /etc/virtplane, /etc/ssh, ~/.ssh or /var/lib/virtplane)"
+                    if kind == "path" else "")
+            raise ValidationError(field, "%s has an invalid value for query parameter '%s'%s"
+                                  % (_shown(uri), key, hint))
 
 
 # libxml2 reports a parse error with the offending line of the document: for a file, its content.
@@ -200,7 +228,25 @@ def _message(exc):
     return safe_message(str(exc))
 
 
-def open_connection(uri, timeout=15, allow_test_driver=False):
+def translated(missing=(), reason=None):
+    """The one translation of libvirt's errors: a decorated call raises HypervisorError with libvirt's
+    words made safe (``safe_message``), or returns None when the error code is one of ``missing``
+    (names of ``VIR_ERR_*`` constants: the object does not exist). ``reason(exc)`` may word it.
+    """
+    def decorate(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in [getattr(libvirt, code, None) for code in missing]:
+                    return None
+                raise HypervisorError(reason(exc) if reason else _message(exc))
+        return call
+    return decorate
+
+
+def open_connection(uri, timeout=15, allow_test_driver=False, readonly=False):
     """Open a libvirt connection, giving up after ``timeout`` seconds.
 
     The URI is checked again here, not only where it was typed: a row written before a rule
@@ -218,7 +264,7 @@ def open_connection(uri, timeout=15, allow_test_driver=False):
 
     def attempt():
         try:
-            outcome["conn"] = libvirt.open(uri)
+            outcome["conn"] = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
         except Exception as exc:  # handed to the caller below, translated there
             outcome["error"] = exc
 
@@ -286,6 +332,9 @@ def parse_capabilities(caps_xml):
         "cpu_cores": _int(topology.get("cores")) if topology is not None else None,
         "cpu_threads": _int(topology.get("threads")) if topology is not None else None,
         "numa_cells": cells,
+        # what the CPU offers beyond its model: a guest started with a feature cannot move to a host without it
+        "cpu_features": sorted({f.get("name") for f in cpu.findall("feature") if f.get("name")}) if cpu is not None
+        else [],
         "domain_types": sorted(t for t in domain_types if t),
     }
     return facts
@@ -309,33 +358,24 @@ def _version(number):
 
 def read_host_facts(conn, domain_type="auto"):
     """Capacity, CPU and identity of the host behind ``conn``."""
-    try:
-        facts = parse_capabilities(conn.getCapabilities())
-        model, memory_mib, cpus, mhz, _nodes, sockets, cores, threads = conn.getInfo()
-        facts["cpu_count"] = cpus
-        facts["cpu_mhz"] = mhz
-        facts["memory_mib"] = memory_mib
-        facts["cpu_arch"] = facts["cpu_arch"] or model
-        # capabilities may omit the topology (test driver); getInfo always has it
-        facts["cpu_sockets"] = facts["cpu_sockets"] or sockets
-        facts["cpu_cores"] = facts["cpu_cores"] or cores
-        facts["cpu_threads"] = facts["cpu_threads"] or threads
-        facts["hypervisor_type"] = conn.getType()
-        facts["libvirt_version"] = _version(conn.getLibVersion())
-        facts["hostname"] = conn.getHostname()
-    except libvirt.libvirtError as exc:
-        raise HypervisorError("cannot read the host's capabilities: %s" % _message(exc))
+    facts = _read_facts(conn)
     facts["domain_type"] = choose_domain_type(facts["hypervisor_type"], facts.pop("domain_types"), domain_type)
     return facts
 
 
-def probe_host(uri, timeout=15, domain_type="auto", allow_test_driver=False):
-    """Connect, read the host facts, disconnect."""
-    conn = open_connection(uri, timeout, allow_test_driver)
-    try:
-        return read_host_facts(conn, domain_type)
-    finally:
-        try:
-            conn.close()
-        except Exception:  # closing a broken connection must not hide the real outcome
-            pass
+@translated()
+def _read_facts(conn):
+    facts = parse_capabilities(conn.getCapabilities())
+    model, memory_mib, cpus, mhz, _nodes, sockets, cores, threads = conn.getInfo()
+    facts["cpu_count"] = cpus
+    facts["cpu_mhz"] = mhz
+    facts["memory_mib"] = memory_mib
+    facts["cpu_arch"] = facts["cpu_arch"] or model
+    # capabilities may omit the topology (test driver); getInfo always has it
+    facts["cpu_sockets"] = facts["cpu_sockets"] or sockets
+    facts["cpu_cores"] = facts["cpu_cores"] or cores
+    facts["cpu_threads"] = facts["cpu_threads"] or threads
+    facts["hypervisor_type"] = conn.getType()
+    facts["libvirt_version"] = _version(conn.getLibVersion())
+    facts["hostname"] = conn.getHostname()
+    return facts

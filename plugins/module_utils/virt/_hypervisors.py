@@ -4,7 +4,9 @@
 
 Every connection the collection opens goes through here, so every one is made with the engine's
 URI policy (the test driver only where the engine allows it) and a bounded connect; a host that
-several steps of a run talk to costs one connection, and a dead host one timeout.
+several steps of a run talk to costs one connection, and a dead host one timeout. A run that only
+reads a host asks for a read-only connection; one that changes it gets a read-write one (which
+then serves its reads too).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError, VirtplaneError
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 
 
@@ -21,48 +23,46 @@ class Hypervisors:
 
     def __init__(self, allow_test_driver=False):
         self.allow_test_driver = allow_test_driver
-        self._connections = {}
+        self._connections = {}  # uri -> (conn, readonly)
         self._failures = {}
         self._lock = threading.Lock()
-        self.opened = 0  # connections actually opened this run (what the bench and tests look at)
+        self.opened = []  # (uri, readonly) of every connection opened in this run, for tests and benches
 
-    def connect(self, host, timeout=15):
+    def connect(self, host, timeout=15, readonly=False):
         """The connection to ``host`` (a row with ``libvirt_uri``), opened on first use.
 
         A host that did not answer once in this run is not asked again: the same reason comes back.
         """
         uri = host["libvirt_uri"]
         with self._lock:
-            conn = self._connections.get(uri)
+            cached = self._connections.get(uri)
             failure = self._failures.get(uri)
         if failure is not None:
             raise failure
-        if conn is not None and _alive(conn):
-            return conn
+        if cached is not None and (readonly or not cached[1]) and _alive(cached[0]):
+            return cached[0]
         try:
-            conn = _client.open_connection(uri, timeout, self.allow_test_driver)
+            conn = _client.open_connection(uri, timeout, self.allow_test_driver, readonly)
         except VirtplaneError as exc:
             with self._lock:
                 self._failures[uri] = exc
             raise
         with self._lock:
-            self.opened += 1
-            existing = self._connections.get(uri)
-            if existing is not None and _alive(existing):
-                _close(conn)
-                return existing
-            self._connections[uri] = conn
+            self.opened.append((uri, readonly))
+            previous = self._connections.get(uri)
+            self._connections[uri] = (conn, readonly)
+        if previous is not None:
+            _close(previous[0])
         return conn
 
-    def forget(self, host):
-        """Drop what is known of ``host`` (its URI changed, or it should be asked again)."""
-        with self._lock:
-            conn = self._connections.pop(host["libvirt_uri"], None)
-            self._failures.pop(host["libvirt_uri"], None)
-        if conn is not None:
-            _close(conn)
+    def call(self, host, action, function, timeout=15, readonly=False):
+        """``function(conn)`` on ``host``; a failure reads "Failed to <action> on host <name>: <reason>"."""
+        try:
+            return function(self.connect(host, timeout, readonly))
+        except HypervisorError as exc:
+            raise HypervisorError("Failed to %s on host %s: %s" % (action, host["name"], exc), host=host["name"])
 
-    def on_hosts(self, hosts, operation, timeout=15):
+    def on_hosts(self, hosts, operation, timeout=15, readonly=False):
         """``operation(conn, host_row)`` on every host in parallel.
 
         Returns {host name: (result, None) or (None, reason)}: one slow or dead host costs
@@ -70,20 +70,22 @@ class Hypervisors:
         """
         def run(host):
             try:
-                return operation(self.connect(host, timeout), host), None
+                return operation(self.connect(host, timeout, readonly), host), None
             except VirtplaneError as exc:
                 return None, str(exc)
 
         hosts = list(hosts)
         if not hosts:
             return {}
+        if len(hosts) == 1:
+            return {hosts[0]["name"]: run(hosts[0])}
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             outcomes = list(pool.map(run, hosts))
         return {h["name"]: outcome for h, outcome in zip(hosts, outcomes)}  # noqa: B905 - same length
 
     def close(self):
         with self._lock:
-            connections, self._connections = list(self._connections.values()), {}
+            connections, self._connections = [c for c, _ro in self._connections.values()], {}
         for conn in connections:
             _close(conn)
 

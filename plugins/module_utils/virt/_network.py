@@ -13,8 +13,12 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError
-from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import _message, libvirt
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import (
+    _message,
+    libvirt,
+    safe_message,
+    translated,
+)
 
 NAMESPACE = "https://virtplane.dev/xmlns/logical-network/1"
 VXLAN_PORT = 4789
@@ -98,68 +102,64 @@ _HOOK_FAILED = re.compile(r"unexpected exit status \d+: (.*)$", re.S)
 
 def _reason(exc):
     """libvirt's message; for the network hook, just what the hook said (not its command line)."""
-    message = _message(exc)
     if exc.get_error_code() == getattr(libvirt, "VIR_ERR_HOOK_SCRIPT_FAILED", 70):
-        found = _HOOK_FAILED.search(message)
+        found = _HOOK_FAILED.search(exc.get_error_message() or "")
         if found and found.group(1).strip():
-            return "the host's network hook refused: " + found.group(1).strip()
-    return message
+            return "the host's network hook refused: " + safe_message(found.group(1))
+    return _message(exc)
 
 
+@translated(missing=("VIR_ERR_NO_NETWORK",))
 def _lookup(conn, name):
-    try:
-        return conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            return None
-        raise HypervisorError(_message(exc))
+    return conn.networkLookupByName(name)
 
 
+@translated()
 def network_state(conn, name):
     """(spec, active) of the libvirt network ``name``; (None, False) when it is not defined."""
     net = _lookup(conn, name)
     if net is None:
         return None, False
-    try:
-        return read_network_spec(net.XMLDesc(0)), bool(net.isActive() and net.autostart())
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    return read_network_spec(net.XMLDesc(0)), bool(net.isActive() and net.autostart())
 
 
+@translated()
+def networks_of_host(conn, prefix="vp-"):
+    """{libvirt name: (spec, active)} of every network of the collection on the host, in one pass."""
+    return {net.name(): (read_network_spec(net.XMLDesc(0)), bool(net.isActive() and net.autostart()))
+            for net in conn.listAllNetworks(0) if net.name().startswith(prefix)}
+
+
+@translated(reason=_reason)
 def realize_network(conn, name, spec):
     """Define, start and autostart; a definition that differs is replaced. Returns the actions."""
     actions = []
-    try:
-        net = _lookup(conn, name)
-        if net is not None and read_network_spec(net.XMLDesc(0)) != spec:
-            if net.isActive():
-                net.destroy()
-            net.undefine()
-            net = None
-            actions.append("redefine")
-        if net is None:
-            net = conn.networkDefineXML(network_xml(name, spec))
-            if not actions:
-                actions.append("define")
-        if not net.isActive():
-            net.create()
-            actions.append("start")
-        if not net.autostart():
-            net.setAutostart(1)
-            actions.append("autostart")
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_reason(exc))
+    net = _lookup(conn, name)
+    if net is not None and read_network_spec(net.XMLDesc(0)) != spec:
+        if net.isActive():
+            net.destroy()
+        net.undefine()
+        net = None
+        actions.append("redefine")
+    if net is None:
+        net = conn.networkDefineXML(network_xml(name, spec))
+        if not actions:
+            actions.append("define")
+    if not net.isActive():
+        net.create()
+        actions.append("start")
+    if not net.autostart():
+        net.setAutostart(1)
+        actions.append("autostart")
     return actions
 
 
+@translated()
 def remove_network(conn, name):
     net = _lookup(conn, name)
     if net is None:
         return []
-    try:
-        if net.isActive():
-            net.destroy()
-        net.undefine()
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    if net.isActive():
+        net.destroy()
+    net.undefine()
     return ["remove"]

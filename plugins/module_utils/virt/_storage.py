@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import HypervisorError
-from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import _message, libvirt
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import _message, libvirt, translated
 
 POOL_TYPES = {"dir": "dir", "posixfs": "dir", "nfs": "netfs", "logical": "logical", "iscsi": "iscsi-direct",
               "rbd": "rbd"}
@@ -110,31 +110,42 @@ def read_pool_spec(xml_text):
     return spec
 
 
+@translated(missing=("VIR_ERR_NO_STORAGE_POOL",))
 def _pool(conn, name):
-    try:
-        return conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return None
-        raise HypervisorError(_message(exc))
+    return conn.storagePoolLookupByName(name)
 
 
-def pool_state(conn, name):
-    """(spec, view) of the pool named ``name`` on ``conn``; (None, None) when it is not defined."""
+def _view(pool, refresh):
+    active = bool(pool.isActive())
+    if active and refresh:
+        pool.refresh(0)
+    _state, capacity, allocation, available = pool.info()
+    return {"active": active, "autostart": bool(pool.autostart()), "capacity_bytes": capacity,
+            "allocation_bytes": allocation, "available_bytes": available}
+
+
+@translated()
+def pool_state(conn, name, refresh=False):
+    """(spec, view) of the pool named ``name`` on ``conn``; (None, None) when it is not defined.
+
+    ``refresh`` rescans the pool first (its volumes and free space as the storage has them now),
+    which on an iSCSI pool is a login: only where a change needs it.
+    """
     pool = _pool(conn, name)
     if pool is None:
         return None, None
-    try:
-        spec = read_pool_spec(pool.XMLDesc(0))
-        active = bool(pool.isActive())
-        if active:
-            pool.refresh(0)
-        _state, capacity, allocation, available = pool.info()
-        view = {"active": active, "autostart": bool(pool.autostart()), "capacity_bytes": capacity,
-                "allocation_bytes": allocation, "available_bytes": available}
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
-    return spec, view
+    return read_pool_spec(pool.XMLDesc(0)), _view(pool, refresh)
+
+
+@translated()
+def pools_of_host(conn, prefix="vp-"):
+    """{pool name: (spec, view)} of every pool of the collection on the host, in one pass."""
+    found = {}
+    for pool in conn.listAllStoragePools(0):
+        name = pool.name()
+        if name.startswith(prefix):
+            found[name] = (read_pool_spec(pool.XMLDesc(0)), _view(pool, False))
+    return found
 
 
 def probe_pool(conn, name, spec):
@@ -149,7 +160,7 @@ def probe_pool(conn, name, spec):
         return _message(exc)
     try:
         pool.destroy()
-    except libvirt.libvirtError:
+    except libvirt.libvirtError:  # a transient pool that will not stop still goes when libvirtd restarts
         pass
     return None
 
@@ -195,34 +206,30 @@ def realize_pool(conn, name, spec):
     return actions
 
 
+@translated()
 def deactivate_pool(conn, name):
     """Stop the pool and its autostart, keep the definition (maintenance)."""
     actions = []
-    try:
-        pool = _pool(conn, name)
-        if pool is None:
-            return actions
-        if pool.isActive():
-            pool.destroy()
-            actions.append("stop")
-        if pool.autostart():
-            pool.setAutostart(0)
-            actions.append("no autostart")
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    pool = _pool(conn, name)
+    if pool is None:
+        return actions
+    if pool.isActive():
+        pool.destroy()
+        actions.append("stop")
+    if pool.autostart():
+        pool.setAutostart(0)
+        actions.append("no autostart")
     return actions
 
 
+@translated()
 def remove_pool(conn, name):
     """Stop and undefine the pool; the data under it stays (a pool is a view of storage)."""
     actions = deactivate_pool(conn, name)
-    try:
-        pool = _pool(conn, name)
-        if pool is not None:
-            pool.undefine()
-            actions.append("undefine")
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    pool = _pool(conn, name)
+    if pool is not None:
+        pool.undefine()
+        actions.append("undefine")
     return actions
 
 
@@ -237,74 +244,57 @@ def volume_xml(name, size_bytes, fmt, preallocated):
     return ET.tostring(root, encoding="unicode")
 
 
-def open_pool(conn, name):
+@translated()
+def open_pool(conn, name, refresh=True):
+    """The active pool ``name``; ``refresh`` rescans it (a volume another host made is seen after one)."""
     pool = _pool(conn, name)
     if pool is None:
         raise HypervisorError("storage pool %s is not defined on this host" % name)
-    try:
-        if not pool.isActive():
-            raise HypervisorError("storage pool %s is not active on this host" % name)
+    if not pool.isActive():
+        raise HypervisorError("storage pool %s is not active on this host" % name)
+    if refresh:
         pool.refresh(0)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
     return pool
 
 
+@translated(missing=("VIR_ERR_NO_STORAGE_VOL",))
 def find_volume(pool, name):
-    try:
-        return pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise HypervisorError(_message(exc))
+    return pool.storageVolLookupByName(name)
 
 
+@translated()
 def volume_view(vol):
-    try:
-        kind, capacity, allocation = vol.info()
-        root = ET.fromstring(vol.XMLDesc(0))
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
-    fmt = root.find("target/format")
+    _kind, capacity, allocation = vol.info()
+    fmt = ET.fromstring(vol.XMLDesc(0)).find("target/format")
     return {"path": vol.path(), "capacity_bytes": capacity, "allocation_bytes": allocation,
             "format": fmt.get("type") if fmt is not None else None}
 
 
+@translated()
 def list_volumes(pool):
-    try:
-        pool.refresh(0)
-        return {vol.name(): volume_view(vol) for vol in pool.listAllVolumes(0)}
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    pool.refresh(0)
+    return {vol.name(): volume_view(vol) for vol in pool.listAllVolumes(0)}
 
 
+@translated()
 def create_volume(pool, name, size_bytes, fmt, preallocated):
-    try:
-        return pool.createXML(volume_xml(name, size_bytes, fmt, preallocated), 0)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    return pool.createXML(volume_xml(name, size_bytes, fmt, preallocated), 0)
 
 
+@translated()
 def delete_volume(vol):
-    try:
-        vol.delete(0)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    vol.delete(0)
 
 
+@translated()
 def resize_volume(vol, size_bytes):
-    try:
-        vol.resize(size_bytes, 0)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    vol.resize(size_bytes, 0)
 
 
+@translated()
 def grow_live_disk(conn, domain_name, target, size_bytes):
     """Grow the disk ``target`` of the running guest through QEMU, which holds the image open."""
-    try:
-        conn.lookupByName(domain_name).blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    conn.lookupByName(domain_name).blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
 
 def upload_volume(conn, vol, source_path, length, progress, chunk=4 * 1024 * 1024):
@@ -355,16 +345,14 @@ def disk_device_xml(pool, volume, fmt, target, bus):
     return ET.tostring(root, encoding="unicode")
 
 
+@translated()
 def change_live_disk(conn, domain_name, device_xml, attach):
     """Attach or detach a disk of the running guest ``domain_name`` (live only: the engine owns the definition)."""
-    try:
-        dom = conn.lookupByName(domain_name)
-        if attach:
-            dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        else:
-            dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    dom = conn.lookupByName(domain_name)
+    if attach:
+        dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    else:
+        dom.detachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
 def wait_disk_gone(conn, domain_name, target, timeout):
@@ -378,12 +366,10 @@ def wait_disk_gone(conn, domain_name, target, timeout):
         time.sleep(0.5)
 
 
+@translated()
 def live_disk_targets(conn, domain_name):
     """{target dev: (pool, volume)} of the running guest's volume disks."""
-    try:
-        root = ET.fromstring(conn.lookupByName(domain_name).XMLDesc(0))
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(_message(exc))
+    root = ET.fromstring(conn.lookupByName(domain_name).XMLDesc(0))
     found = {}
     for disk in root.findall("devices/disk"):
         target, source = disk.find("target"), disk.find("source")

@@ -1,0 +1,34 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Every fixed set of values a module offers, in one place: argument specs and services use these.
+
+The database keeps its own copies in its migrations (a migration's text never changes once
+released); tests/unit/test_choices.py checks that each set here is one the database accepts.
+"""
+
+from __future__ import annotations
+
+PRESENT_ABSENT = ("present", "absent")
+
+DATACENTER_STORAGE_TYPES = ("shared", "local")
+
+SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
+MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
+
+HOST_STATES = ("present", "refreshed", "absent")
+HOST_DOMAIN_TYPES = ("auto", "kvm", "qemu")
+
+STORAGE_TYPES = ("dir", "posixfs", "nfs", "logical", "iscsi", "rbd")
+STORAGE_STATES = ("present", "maintenance", "absent")
+
+DISK_FORMATS = ("qcow2", "raw")
+DISK_BUSES = ("virtio", "scsi", "sata")
+DISK_STATES = ("present", "detached", "absent")
+
+NETWORK_MODES = ("bridge", "nat", "isolated")
+
+EVENT_SEVERITIES = ("normal", "warning", "error")
+JOB_STATUSES = ("running", "finished", "failed", "aborted")
+OBJECT_TYPES = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template")
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
