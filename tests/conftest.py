@@ -21,13 +21,6 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join(
     p for p in (ensure_collection_link(), os.environ.get("ANSIBLE_COLLECTIONS_PATH")) if p)
 
 
-def pytest_collection_modifyitems(items):
-    """The lab tests share one pytest-xdist worker: their labs would otherwise fight over two cores."""
-    for item in items:
-        if os.sep + "lab" + os.sep in str(item.fspath):
-            item.add_marker(pytest.mark.xdist_group(name="lab"))
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL server of our own for the whole session, removed afterwards."""

@@ -30,7 +30,7 @@ options:
     default: true
   wait_timeout:
     description:
-      - Seconds to wait for another run's hold with O(wait=true), 1 to 3600.
+      - Seconds to wait for another run's hold with O(wait=true), 0 to 3600.
     type: int
     default: 60
 """

@@ -92,3 +92,29 @@ def test_check_mode_reports_the_real_runs_actions_and_diff(engine_options, sql, 
     assert predicted["changed"] and done["changed"], scenario
     assert predicted["actions"] == [a for a in done["actions"] if not a.startswith("progress ")]
     assert predicted["diff"] == done["diff"]
+
+
+def test_an_import_is_predicted_and_a_chained_image_refused(engine_options, sql, tmp_path):
+    """Imports stream only in a real run; their plan (and their refusals) are the same in check mode."""
+    import subprocess
+
+    node = tmp_path / "node.xml"
+    node.write_text(NODE)
+    assert run_play([dict(_expand(t, node), name="setup %d" % i) for i, t in enumerate(
+        [DC, CLUSTER, host("{node}"), domain()])], engine=engine_options).rc == 0
+    image = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    chained = tmp_path / "chained.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image), "-F", "qcow2", str(chained)],
+                   check=True)
+    run = run_play([{"name": "import", "virtplane.kvm.disk": {"name": "base", "storage_domain": "shared",
+                                                              "source": str(image)}},
+                    {"name": "chained", "ignore_errors": True, "virtplane.kvm.disk": {
+                        "name": "chained", "storage_domain": "shared", "source": str(chained)}}],
+                   engine=engine_options, check=True, diff=True)
+    [action] = run["import"]["actions"]
+    assert action == "import %s (%d bytes)" % (image, image.stat().st_size)
+    assert run["import"]["diff"]["after"]["size_bytes"] == 64 * 1024 ** 2
+    assert run["import"]["diff"]["after"]["format"] == "qcow2"
+    assert "with a backing file" in run["chained"]["msg"]
+    assert sql("SELECT count(*) AS n FROM disk") == [{"n": 0}]

@@ -38,7 +38,9 @@ GIB = 1024 ** 3
 SSH = ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
        "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 
-pytestmark = pytest.mark.lab
+# one pytest-xdist worker runs every lab test: their labs would otherwise fight over two cores (and each
+# module's lab is built once, by its own fixture)
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab")]
 
 
 def lab_play(**extra):

@@ -22,26 +22,33 @@ OWNER = "%s:%d:%s" % (socket.gethostname(), os.getpid(), secrets.token_hex(3))
 
 _COLUMNS = ("id, action, description, status, object_type, object_id, object_name, progress, actor, owner,"
             " started_at, ended_at, heartbeat_at, lease_seconds, datacenter_name, plan, result,"
-            " (status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < now()) AS expired,"
-            " extract(epoch FROM now() - heartbeat_at)::integer AS silent_seconds")
+            " (status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < clock_timestamp())"
+            " AS expired, extract(epoch FROM clock_timestamp() - heartbeat_at)::integer AS silent_seconds")
 
 
 def start(cur, action, object_type, object_id, object_name, description, lease_seconds, actor, datacenter=None,
           plan=None):
     """A running job owned by this run; its row is the reservation."""
+    # clock_timestamp(), not now(): the transaction may have waited for its lock, which no lease should pay for
     cur.execute("INSERT INTO job (action, description, object_type, object_id, object_name, actor, owner,"
-                " lease_seconds, datacenter_name, plan) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING " + _COLUMNS,
+                " lease_seconds, datacenter_name, plan, heartbeat_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, clock_timestamp()) RETURNING " + _COLUMNS,
                 (action, description, object_type, object_id, object_name, actor, OWNER, lease_seconds, datacenter,
                  Jsonb(plan or {})))
     return cur.fetchone()
 
 
-def get(cur, job_id):
+def get(cur, job_id, lock=False):
     if job_id is None:
         return None
-    cur.execute("SELECT " + _COLUMNS + " FROM job WHERE id = %s", (job_id,))
+    cur.execute("SELECT " + _COLUMNS + " FROM job WHERE id = %s" + (" FOR UPDATE" if lock else ""), (job_id,))
     return cur.fetchone()
+
+
+def note(cur, job_id, values):
+    """Add to what the job's plan records (what a recovery needs to know of how far the work got)."""
+    cur.execute("UPDATE job SET plan = plan || %s, heartbeat_at = clock_timestamp() WHERE id = %s AND owner = %s",
+                (Jsonb(values), job_id, OWNER))
 
 
 def attach_object(cur, job_id, object_id):
@@ -51,29 +58,29 @@ def attach_object(cur, job_id, object_id):
 
 def beat(cur, job_id, owner=OWNER):
     """Keep the job alive; False when it is no longer ours (taken over after we were silent too long)."""
-    cur.execute("UPDATE job SET heartbeat_at = now() WHERE id = %s AND owner = %s AND status = 'running'",
+    cur.execute("UPDATE job SET heartbeat_at = clock_timestamp() WHERE id = %s AND owner = %s AND status = 'running'",
                 (job_id, owner))
     return cur.rowcount == 1
 
 
 def set_progress(cur, job_id, percent):
-    cur.execute("UPDATE job SET progress = %s, heartbeat_at = now() WHERE id = %s AND owner = %s",
+    cur.execute("UPDATE job SET progress = %s, heartbeat_at = clock_timestamp() WHERE id = %s AND owner = %s",
                 (max(0, min(100, int(percent))), job_id, OWNER))
 
 
 def take_over(cur, job_id, previous_owner):
     """Make an expired job ours (to finish or roll back); False if it is not expired or not what we saw."""
-    cur.execute("UPDATE job SET owner = %s, heartbeat_at = now() WHERE id = %s AND owner = %s"
-                " AND status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < now()",
+    cur.execute("UPDATE job SET owner = %s, heartbeat_at = clock_timestamp() WHERE id = %s AND owner = %s"
+                " AND status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < clock_timestamp()",
                 (OWNER, job_id, previous_owner))
     return cur.rowcount == 1
 
 
 def end(cur, job_id, status, result=None):
     """finished, failed (the run gave up and released what it reserved) or aborted (rolled back by another)."""
-    cur.execute("UPDATE job SET status = %s, ended_at = now(), progress = CASE WHEN %s = 'finished' THEN 100"
-                " ELSE progress END, result = result || %s WHERE id = %s",
-                (status, status, Jsonb(result or {}), job_id))
+    cur.execute("UPDATE job SET status = %s, ended_at = clock_timestamp(), progress = CASE WHEN %s = 'finished'"
+                " THEN 100 ELSE progress END, result = result || %s WHERE id = %s AND owner = %s"
+                " AND status = 'running'", (status, status, Jsonb(result or {}), job_id, OWNER))
 
 
 def running(cur, object_type=None, names=None, limit=100):

@@ -40,6 +40,12 @@ def on_segment(cur, datacenter_id, network_id, column, value):
     return row["name"] if row else None
 
 
+def missing(cur, network_ids):
+    """Which of these networks no longer exist."""
+    cur.execute("SELECT id FROM logical_network WHERE id = ANY(%s)", (list(network_ids),))
+    return set(network_ids) - {r["id"] for r in cur.fetchall()}
+
+
 def assignments(cur, network_id):
     cur.execute("SELECT c.name, cn.required FROM cluster_network cn JOIN cluster c ON c.id = cn.cluster_id"
                 " WHERE cn.network_id = %s ORDER BY c.name", (network_id,))

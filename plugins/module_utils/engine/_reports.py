@@ -40,7 +40,8 @@ def jobs(cur, statuses=None, object_type=None, object_name=None, limit=100):
     """Jobs, newest first, with whether a running one has outlived its lease (its run died)."""
     cur.execute("SELECT id, action, description, status, object_type, object_name, progress, actor, owner,"
                 " started_at, ended_at, heartbeat_at, lease_seconds, result,"
-                " (status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < now()) AS expired"
+                " (status = 'running' AND heartbeat_at + lease_seconds * interval '1 second' < clock_timestamp())"
+                " AS expired"
                 " FROM job WHERE (%s::text[] IS NULL OR status = ANY(%s)) AND (%s::text IS NULL OR object_type = %s)"
                 " AND (%s::text IS NULL OR object_name = %s) ORDER BY started_at DESC LIMIT %s",
                 (statuses, statuses, object_type, object_type, object_name, object_name, limit))

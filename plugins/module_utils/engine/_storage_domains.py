@@ -32,6 +32,12 @@ def of_host(cur, host):
     return cur.fetchall()
 
 
+def missing(cur, domain_ids):
+    """Which of these domains no longer exist."""
+    cur.execute("SELECT id FROM storage_domain WHERE id = ANY(%s)", (list(domain_ids),))
+    return set(domain_ids) - {r["id"] for r in cur.fetchall()}
+
+
 def cluster_names(cur, domain_id):
     return _rows.names(cur, "SELECT c.name FROM storage_domain_cluster sc JOIN cluster c ON c.id = sc.cluster_id"
                             " WHERE sc.storage_domain_id = %s ORDER BY c.name", (domain_id,))

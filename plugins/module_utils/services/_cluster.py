@@ -19,7 +19,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_range,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _datacenters, _events
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._policies import normalize_parameters
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
@@ -167,6 +167,12 @@ def ensure_absent(engine, name, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
         engine.lock(cur, LOCK_CLUSTER, name)
+        row = find(cur, name)
+        if row is None:
+            return Outcome(False)
+        # its storage domain and network attachments go with it: under the data center's lock, which every
+        # apply of those takes, and before the row's own lock (the order hosts take them in)
+        engine.lock(cur, LOCK_DATACENTER, row["datacenter"])
         row = find(cur, name, lock=True)
         if row is None:
             return Outcome(False)

@@ -26,7 +26,9 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    SECTOR,
     SIZE_MAX,
+    SIZE_MIN,
     parse_size,
     shown,
     validate_data_path,
@@ -70,27 +72,43 @@ _NOT_IMAGES = ("/proc/", "/sys/", "/dev/", "/run/")
 
 
 def inspect_image(path):
-    """(format, virtual size, file size) of a local image: qcow2 by its header, anything else raw.
+    """(format, virtual size, file size, open file) of a local image: qcow2 by its header, anything else raw.
 
     Only a regular file is an image: a device (/dev/zero never ends, /dev/sda is the engine's own
-    disk), a FIFO or a kernel file would be read as one otherwise.
+    disk), a FIFO or a kernel file would be read as one otherwise. The file is opened once, here, and
+    what is checked is what is streamed: swapping the path afterwards changes nothing.
     """
     real = os.path.realpath(path)
-    try:
-        info = os.stat(real)
-    except OSError as exc:
-        raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
-    if not stat.S_ISREG(info.st_mode) or any((real + "/").startswith(p) for p in _NOT_IMAGES):
+    if any((real + "/").startswith(p) for p in _NOT_IMAGES):
         raise ValidationError("source", "%s is not a regular file on the engine host, so it is no disk image"
                               % shown(path))
     try:
-        with open(real, "rb") as handle:
-            header = handle.read(QCOW2_HEADER_V3)
+        descriptor = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
-    length = info.st_size
+    handle = os.fdopen(descriptor, "rb")
+    try:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValidationError("source", "%s is not a regular file on the engine host, so it is no disk image"
+                                  % shown(path))
+        header = handle.read(QCOW2_HEADER_V3)
+        handle.seek(0)
+        fmt, virtual = _image_format(path, header, info.st_size)
+    except (ValidationError, OSError) as exc:
+        handle.close()
+        if isinstance(exc, OSError):
+            raise ValidationError("source", "cannot read %s on the engine host: %s" % (shown(path), exc.strerror))
+        raise
+    return fmt, virtual, info.st_size, handle
+
+
+def _image_format(path, header, length):
     if header[:4] != QCOW2_MAGIC:
-        return "raw", length, length
+        if length < SIZE_MIN or length % SECTOR:
+            raise ValidationError("source", "%s is a raw image of %d bytes; a disk is at least 1 MiB, in whole "
+                                            "512-byte sectors (pad it: truncate -s)" % (shown(path), length))
+        return "raw", length
     if len(header) < 32:
         raise ValidationError("source", "%s starts like a qcow2 image but its header is cut short" % shown(path))
     version, backing_offset = struct.unpack(">IQ", header[4:16])
@@ -111,7 +129,7 @@ def inspect_image(path):
                                   % shown(path))
         if incompatible & ~QCOW2_KNOWN_INCOMPATIBLE:
             raise ValidationError("source", "%s uses qcow2 features this engine does not know" % shown(path))
-    return "qcow2", struct.unpack(">Q", header[24:32])[0], length
+    return "qcow2", struct.unpack(">Q", header[24:32])[0]
 
 
 def find(cur, name, domain):
@@ -176,6 +194,12 @@ def _domain(cur, domain_name, datacenter, action):
     return row
 
 
+def _created_format(spec, domain, fmt=None):
+    """The format a new disk gets: as asked, as the image is, or what its domain takes."""
+    fmt = fmt or spec.format or (spec.image[0] if spec.image else None)
+    return fmt or ("raw" if domain["type"] in ("logical", "rbd") else "qcow2")
+
+
 def _running(vm_row):
     return vm_row["status"] in ("Up", "Paused") and vm_row["run_host_id"] is not None
 
@@ -186,13 +210,13 @@ def ensure(engine, spec, check_mode=False):
     if spec.state == "detached":
         return _operation.run(engine, DiskDetach(engine, check_mode, spec))
     if spec.vm is not None:  # refused before the disk is created, not after
-        planned = check_attachable(engine, spec.storage_domain, spec.vm, spec.datacenter, spec.bus)
+        planned, target = check_attachable(engine, spec.storage_domain, spec.vm, spec.datacenter, spec.bus)
     outcome = _operation.run(engine, DiskPresent(engine, check_mode, spec))
     if spec.vm is None:
         return outcome
     if check_mode and outcome.resource.get("id") is None:  # a disk that does not exist yet
-        return merge_outcomes(outcome, Outcome(True, {"vm": None}, {"vm": spec.vm},
-                                               dict(outcome.resource, vm=spec.vm), planned))
+        after = {"vm": spec.vm, "target": target, "bus": spec.bus}
+        return merge_outcomes(outcome, Outcome(True, {"vm": None}, after, dict(outcome.resource, **after), planned))
     return merge_outcomes(outcome, _operation.run(engine, DiskAttach(engine, check_mode, spec)))
 
 
@@ -216,13 +240,13 @@ class _DiskOperation(_operation.Operation):
             raise HypervisorError("storage domain '%s' is not active on any Up host" % domain["name"])
         return hosts
 
-    def _open_pool(self, hosts, domain_name, refresh=True):
-        """(host, conn, pool) on the first host that answers."""
+    def _open_pool(self, hosts, domain_name, refresh=True, readonly=False):
+        """(host, conn, pool) on the first host that answers; a read-only look rescans nothing."""
         reasons = []
         for host in hosts:
             try:
-                conn = _hosts.connect(self.engine, host, self.spec.timeout)
-                return host, conn, _storage.open_pool(conn, _storage.pool_name(domain_name), refresh)
+                conn = _hosts.connect(self.engine, host, self.spec.timeout, readonly)
+                return host, conn, _storage.open_pool(conn, _storage.pool_name(domain_name), refresh and not readonly)
             except HypervisorError as exc:
                 reasons.append("%s: %s" % (host["name"], exc))
         raise HypervisorError("no host with storage domain '%s' answers: %s" % (domain_name, "; ".join(reasons)))
@@ -244,15 +268,25 @@ class DiskPresent(_DiskOperation):
         return _operation.Plan(domain=domain, current=current)
 
     def observe(self, plan):
+        """Read only: the LUNs of an iSCSI domain, or whether a volume of the new disk's name is there already
+        (a volume the engine has no disk for is refused in check mode as in a real run)."""
         spec, domain, current = self.spec, plan.domain, plan.current
-        if current is not None or spec.lun is None:
-            return
-        if domain["type"] in _storage.CREATES_VOLUMES:
+        if current is not None or domain["state"] != "active":
             return
         with self.engine.transaction() as cur:
-            hosts = self._pool_host(cur, domain)
-        _host, _conn, pool = self._open_pool(hosts, domain["name"])
-        plan.luns = _storage.list_volumes(pool)
+            hosts = disk_rows.hosts_with_pool(cur, domain["id"])
+        if not hosts:
+            return  # refused in reserve, with the reason
+        if domain["type"] not in _storage.CREATES_VOLUMES:
+            if spec.lun is not None:
+                _host, _conn, pool = self._open_pool(hosts, domain["name"], readonly=True)
+                plan.luns = _storage.list_volumes(pool, refresh=False)
+            return
+        if spec.lun is None:
+            volume = "%s.%s" % (spec.name, "img" if _created_format(spec, domain) == "raw" else "qcow2")
+            _host, _conn, pool = self._open_pool(hosts, domain["name"], readonly=True)
+            if _storage.find_volume(pool, volume) is not None:
+                raise ConflictError(_orphan_message(spec.name, domain["name"], volume))
 
     def reserve(self, cur, plan):
         spec = self.spec
@@ -283,7 +317,7 @@ class DiskPresent(_DiskOperation):
         spec, domain = self.spec, plan.domain
         fmt, size_bytes, image = spec.format, spec.size_bytes, spec.image
         if image is not None:
-            detected, virtual, _length = image
+            detected, virtual, _length, _handle = image
             if fmt is not None and fmt != detected:
                 raise ValidationError("format", "%s is a %s image, not %s: convert it first (qemu-img convert)"
                                       % (shown(spec.source), detected, fmt))
@@ -298,7 +332,7 @@ class DiskPresent(_DiskOperation):
         if raw_only and fmt == "qcow2":
             raise ValidationError("format", "a %s storage domain holds raw volumes only; use format raw"
                                   % domain["type"])
-        fmt = fmt or ("raw" if raw_only else "qcow2")
+        fmt = _created_format(spec, domain, fmt)
         plan.kind = "create"
         plan.fmt, plan.preallocated = fmt, fmt == "raw" and image is None
         plan.volume = "%s.%s" % (spec.name, "qcow2" if fmt == "qcow2" else "img")
@@ -329,13 +363,14 @@ class DiskPresent(_DiskOperation):
         spec = self.spec
         plan.host, conn, pool = self._open_pool(plan.hosts, plan.domain["name"])
         if _storage.find_volume(pool, plan.volume) is not None:
-            raise ConflictError("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the "
-                                "engine has no disk for; it is neither adopted nor overwritten"
-                                % (spec.name, plan.domain["name"], plan.volume))
+            raise ConflictError(_orphan_message(spec.name, plan.domain["name"], plan.volume))
+        # from here a volume of that name is this run's: a recovery may delete it
+        with self.engine.transaction() as cur:
+            _jobs.note(cur, plan.job["id"], {"volume_claimed": True})
         plan.made = _storage.create_volume(pool, plan.volume, plan.created_size, plan.fmt, plan.preallocated)
         plan.progress = []
         if spec.image is not None:
-            _storage.upload_volume(conn, plan.made, spec.source, spec.image[2], self._reporter(plan))
+            _storage.upload_volume(conn, plan.made, spec.image[3], spec.image[2], self._reporter(plan))
         if plan.final_size > plan.created_size:
             _storage.resize_volume(plan.made, plan.final_size)
         return _storage.volume_view(plan.made)
@@ -408,6 +443,7 @@ class DiskPresent(_DiskOperation):
             raise ConflictError("Cannot resize disk '%s': it is LUN %d of an iSCSI target, sized by the target"
                                 % (name, current["lun"]))
         plan.kind = "grow"
+        self.irreversible = True  # a volume does not shrink back: its recovery takes the size it has
         plan.size_bytes = size_bytes
         plan.before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
         plan.after = {"size_bytes": size_bytes, "size": human(size_bytes)}
@@ -467,7 +503,8 @@ class DiskPresent(_DiskOperation):
             # a volume that could not be deleted keeps its row, marked illegal: removing the disk deletes both
             disk_rows.update(cur, plan.row["id"], {"status": "illegal", "job_id": None})
             _events.record(cur, "DISK_CREATE_FAILED", "Disk %s could not be created (%s) and its volume could not be "
-                           "deleted: the disk is illegal until it is removed" % (self.spec.name, error),
+                           "deleted: the disk is illegal until it is removed"
+                           % (self.spec.name, _operation.describe(error)),
                            severity="error", object_type="disk", object_id=plan.row["id"], object_name=self.spec.name,
                            datacenter=plan.domain["datacenter"], job_id=plan.job["id"])
         else:
@@ -509,6 +546,11 @@ class DiskPresent(_DiskOperation):
             self._refresh_others(plan)
 
 
+def _orphan_message(name, domain, volume):
+    return ("Cannot create disk '%s': storage domain '%s' already holds a volume %s that the engine has no disk for; "
+            "it is neither adopted nor overwritten" % (name, domain, volume))
+
+
 @_operation.recovery("disk.create")
 def _recover_create(engine, job):
     """A creation or import that died: its volume (made or half filled) and its row go together.
@@ -522,7 +564,16 @@ def _recover_create(engine, job):
         with engine.transaction() as cur:
             _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
         return "nothing was left"
+    if row["storage_domain"] is None:
+        raise HypervisorError("Cannot recover disk '%s': its storage domain is gone" % row["name"])
     growing = "size_bytes" in (job["plan"] or {})
+    if not growing and not (job["plan"] or {}).get("volume_claimed"):
+        # it died before it made a volume: a volume of that name, if any, is not its to delete
+        with engine.transaction() as cur:
+            _operation.lock_for(engine, cur, job)
+            disk_rows.delete(cur, row["id"])
+            _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+        return "the creation of disk %s was rolled back: it had made no volume yet" % row["name"]
     pool_name = _storage.pool_name(row["storage_domain"])
     if not hosts:
         raise HypervisorError("Cannot recover disk '%s' after a run that died: no host has storage domain '%s' active"
@@ -532,6 +583,7 @@ def _recover_create(engine, job):
     if reason is not None:
         raise HypervisorError("Cannot recover disk '%s' after a run that died: %s" % (row["name"], reason))
     with engine.transaction() as cur:
+        _operation.lock_for(engine, cur, job)
         if growing:
             disk_rows.update(cur, row["id"], {"size_bytes": result or row["size_bytes"], "status": "ok",
                                               "job_id": None})
@@ -556,6 +608,7 @@ def _rollback_volume(conn, pool_name, row, growing):
 
 class DiskRemove(_DiskOperation):
     action = "disk.remove"
+    irreversible = True  # a deleted volume is gone: its recovery finishes the removal
 
     def prepare(self, cur):
         domain, current = self._domain_and_disk(cur, "remove disk '%s'" % self.spec.name)
@@ -655,7 +708,7 @@ def check_attachable(engine, domain_name, vm, datacenter=None, bus="virtio"):
         domain = _domain(cur, domain_name, datacenter, "attach a disk to VM '%s'" % vm)
         vm_row = _attachable_vm(cur, domain, vm, "attach a disk to VM '%s'" % vm)
         target = _next_target(cur, vm_row["id"], bus)
-    return ["attach as %s" % target] + (["plug into the running guest"] if _running(vm_row) else [])
+    return ["attach as %s" % target] + (["plug into the running guest"] if _running(vm_row) else []), target
 
 
 class _Plug(_DiskOperation):
@@ -688,7 +741,18 @@ class _Plug(_DiskOperation):
                 _storage.wait_disk_gone(conn, plan.vm_row["name"], plan.target, self.spec.timeout)
         _hosts.hypervisors(self.engine).call(host, "%s running VM '%s'" % (verb, plan.vm_row["name"]), change,
                                              self.spec.timeout)
+        plan.changed_on = host["name"]
         return host["name"]
+
+    def undo(self, plan, error):
+        """The guest is put back as the engine recorded it: what was plugged is unplugged, and the other way."""
+        if getattr(plan, "changed_on", None) is None:
+            return
+        self.attach = not self.attach
+        try:
+            self.act(plan)
+        finally:
+            self.attach = not self.attach
 
     def release(self, cur, plan, error):
         disk_rows.update(cur, plan.current["id"], {"job_id": None})

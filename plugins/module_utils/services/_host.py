@@ -100,7 +100,7 @@ def view(row):
 
 def ensure(engine, spec, check_mode=False):
     if spec.state == "absent":
-        return ensure_absent(engine, spec.name, check_mode)
+        return ensure_absent(engine, spec.name, check_mode, spec.wait_timeout)
     if spec.libvirt_uri is not None:
         _client.validate_uri(spec.libvirt_uri, allow_test_driver=engine.allow_test_driver)
     return _operation.run(engine, HostCheck(engine, check_mode, spec))
@@ -142,13 +142,17 @@ class HostCheck(_operation.Operation):
     # 2. the host's libvirt, read only and before any lock: a dead host must not stall other writers
     def observe(self, plan):
         hypervisors = _hosts.hypervisors(self.engine)
-        plan.facts, plan.reason, plan.observed = None, None, None
+        plan.facts, plan.reason, plan.observed, plan.observe_error = None, None, None, None
         try:
             conn = hypervisors.connect(plan.host, self.spec.timeout, readonly=True)
             plan.facts = _client.read_host_facts(conn, plan.setting)
-            plan.observed = _realize.observe_host(conn)
         except HypervisorError as exc:
             plan.reason = str(exc)
+        else:
+            try:
+                plan.observed = _realize.observe_host(conn)
+            except HypervisorError as exc:  # it answers, but its pools or networks cannot be read
+                plan.observe_error = str(exc)
         current = plan.current
         if current is None and plan.facts is None:
             raise HypervisorError("Cannot register host '%s': %s" % (self.spec.name, plan.reason))
@@ -168,6 +172,14 @@ class HostCheck(_operation.Operation):
             raise _operation.Retry()  # registered or removed by another run since we looked
         if row is not None:
             _operation.claim(cur, row, "host '%s'" % spec.name)
+            # what the spec leaves unset comes from the row as it is now: another run may have changed it
+            # since prepare; if it changed what the host was reached at or where it belongs, look again
+            if (spec.libvirt_uri or row["libvirt_uri"]) != plan.uri or \
+                    (spec.cluster or row["cluster"]) != plan.cluster["name"]:
+                raise _operation.Retry()
+            plan.current = row
+            plan.setting = spec.domain_type or row["domain_type_setting"]
+            plan.host["network_nic"] = spec.network_nic if spec.network_nic is not None else row["network_nic"]
         twin = facts and facts["hypervisor_type"] != "TEST" and facts.get("hardware_uuid") and \
             host_rows.same_machine(cur, facts["hardware_uuid"], spec.name)
         if twin:
@@ -176,7 +188,8 @@ class HostCheck(_operation.Operation):
         if row is not None:
             _refuse_moves_under_vms(cur, row, cluster, spec.network_nic)
         host = dict(plan.host, id=row["id"] if row else None)
-        converging = facts is not None and (row or {}).get("status") not in ("Maintenance", "PreparingForMaintenance")
+        converging = facts is not None and plan.observed is not None and \
+            (row or {}).get("status") not in ("Maintenance", "PreparingForMaintenance")
         plan.rows = _realize.host_plan(cur, host) if converging else {"domains": [], "networks": []}
         plan.steps, plan.net_problems = (_realize.host_steps(host, plan.rows, plan.observed) if converging
                                          else ([], {}))
@@ -188,6 +201,8 @@ class HostCheck(_operation.Operation):
         observed = {k: v for k, v in (facts or {}).items() if k not in MONITORED or row is None}
         problems = ["required network %s is not realized: %s" % (n, p) for n, p in sorted(plan.net_problems.items())
                     if any(net["name"] == n and net["required"] for net in plan.rows["networks"])]
+        if facts is not None and plan.observed is None:
+            problems.append("cannot read the host's pools and networks: %s" % plan.observe_error)
         status, reason = _realize.status_of((row or {}).get("status", "Up"), facts is not None, plan.reason, problems)
         desired = dict(observed, status=status, status_reason=reason, **config)
         plan.row, plan.config, plan.predicted = row, config, (status, reason)
@@ -225,11 +240,10 @@ class HostCheck(_operation.Operation):
 
     # 4. the host's changes, with no database lock held
     def act(self, plan):
-        plan.errors = {}
-        plan.conn = None
+        plan.errors, plan.views, plan.conn = {}, {}, None
         if plan.steps and not self.check_mode:
             plan.conn = _hosts.hypervisors(self.engine).connect(plan.host, self.spec.timeout)
-            plan.errors = _realize.apply_steps(plan.conn, plan.steps, False)
+            plan.errors, plan.views = _realize.apply_steps(plan.conn, plan.steps, False)
         return plan.errors
 
     # 5. the outcome, recorded under the lock
@@ -244,9 +258,12 @@ class HostCheck(_operation.Operation):
         host = dict(plan.host, id=row["id"])
         problems = []
         in_maintenance = row["status"] in ("Maintenance", "PreparingForMaintenance")
-        if facts is not None and plan.steps is not None and not in_maintenance:
+        plan.gone = _realize.vanished(cur, plan.rows)
+        if facts is not None and plan.observed is not None and not in_maintenance:
             problems = _realize.record_host(cur, host, plan.rows, plan.observed, plan.steps, errors,
-                                            plan.net_problems, plan.conn)
+                                            plan.net_problems, plan.views, plan.gone)
+        elif facts is not None and plan.observed is None:
+            problems = ["cannot read the host's pools and networks: %s" % plan.observe_error]
         previous_status = plan.current["status"] if plan.current else "Up"
         status, reason = _realize.status_of(previous_status, facts is not None, plan.reason, problems)
         values = dict(facts or {})
@@ -281,6 +298,12 @@ class HostCheck(_operation.Operation):
             host_rows.delete(cur, plan.row["id"])
         else:
             host_rows.set_job(cur, plan.row["id"], None)
+
+    def after_confirm(self, plan):
+        """A domain or network this run realized, that a failed apply released meanwhile, goes from the host too."""
+        gone = getattr(plan, "gone", (set(), set()))
+        if plan.conn is not None and (gone[0] or gone[1]):
+            _realize.undo_vanished(plan.conn, plan.steps, plan.errors, gone)
 
 
 def _diff(row, desired, cluster):
@@ -331,6 +354,7 @@ def _record_update(cur, row, before, after, context):
 def _recover_check(engine, job):
     """A check that died: a new host that never got past it goes; a known one is released for the next check."""
     with engine.transaction() as cur:
+        _operation.lock_for(engine, cur, job)
         row = host_rows.by_id(cur, job["object_id"], lock=True) if job["object_id"] else None
         if row is not None and row["status"] == "Installing":
             host_rows.delete(cur, row["id"])
@@ -343,16 +367,37 @@ def _recover_check(engine, job):
     return how
 
 
-def ensure_absent(engine, name, check_mode=False):
+def ensure_absent(engine, name, check_mode=False, wait_timeout=60):
     validate_name("name", name)
-    with engine.transaction() as cur:
-        row = host_rows.find(cur, name)
-        if row is None:
-            return Outcome(False)
-        engine.lock(cur, LOCK_DATACENTER, row["datacenter"])
+    operation = HostRemove(engine, check_mode, name)
+    operation.wait_timeout = wait_timeout
+    return _operation.run(engine, operation)
+
+
+class HostRemove(_operation.Operation):
+    """Remove a host from the engine: nothing on the host changes, so it is all one short transaction,
+    but it meets another run's hold on the host as every operation does (waits for a live one, recovers
+    a dead one)."""
+
+    action = "host.remove"
+
+    def __init__(self, engine, check_mode, name):
+        super().__init__(engine, check_mode)
+        self.name = name
+
+    def prepare(self, cur):
+        row = host_rows.find(cur, self.name)
+        self.lock = (LOCK_DATACENTER, row["datacenter"] if row else "")
+        return _operation.Plan(current=row)
+
+    def reserve(self, cur, plan):
+        name = self.name
         row = host_rows.find(cur, name, lock=True)
         if row is None:
-            return Outcome(False)
+            plan.outcome = Outcome(False)
+            return
+        if plan.current is None or row["datacenter"] != plan.current["datacenter"]:
+            raise _operation.Retry()
         _operation.claim(cur, row, "host '%s'" % name)
         vms = host_rows.vms_on(cur, row["id"])
         if vms:
@@ -362,13 +407,12 @@ def ensure_absent(engine, name, check_mode=False):
         if local:
             raise ConflictError("Cannot remove host '%s': it holds the 'dir' storage domains %s; remove them first"
                                 % (name, ", ".join(local)))
-        before = view(row)
-        if not check_mode:
+        if not self.check_mode:
             host_rows.delete(cur, row["id"])
             _events.record(cur, "HOST_REMOVED", "Host %s was removed from cluster %s" % (name, row["cluster"]),
                            object_type="host", object_id=row["id"], object_name=name,
                            datacenter=row["datacenter"], cluster=row["cluster"], host=name)
-        return Outcome(True, before, {}, None, ["remove"])
+        plan.outcome = Outcome(True, view(row), {}, None, ["remove"])
 
 
 def host_info(engine, names=None, cluster=None):

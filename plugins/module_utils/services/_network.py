@@ -227,6 +227,9 @@ class NetworkApply(_operation.Operation):
     """Create or update a logical network and realize it on the hosts of its clusters."""
 
     action = "logical_network.apply"
+    # definitions replaced on hosts are not put back: a failure to confirm leaves the network to its
+    # recovery, which releases it with the settings the hosts now have
+    irreversible = True
 
     def __init__(self, engine, check_mode, spec):
         super().__init__(engine, check_mode)
@@ -302,7 +305,10 @@ class NetworkApply(_operation.Operation):
                                hosts=hosts)
 
     def prepare(self, cur):
-        return self._decide(cur)
+        plan = self._decide(cur)
+        if plan.current is not None:  # another run's hold is waited for (or recovered) before any host is asked
+            _operation.claim(cur, plan.current, "logical network '%s'" % self.spec.name)
+        return plan
 
     def observe(self, plan):
         lv_name = _network.libvirt_name(self.spec.name)

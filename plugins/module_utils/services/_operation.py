@@ -91,6 +91,9 @@ class Operation:
     action = None
     #: how long to wait for another run's reservation of the same object, in seconds
     wait_timeout = 15
+    #: whether ``act`` may do what ``undo`` cannot take back: then a failure to confirm leaves the
+    #: reservation to its recovery, which finishes the work as the hosts have it
+    irreversible = False
 
     def __init__(self, engine, check_mode):
         self.engine = engine
@@ -135,6 +138,7 @@ def release_only(action, release, how):
     @recovery(action)
     def recover_by_release(engine, job):
         with engine.transaction() as cur:
+            lock_for(engine, cur, job)
             if job["object_id"] is not None:
                 release(cur, job["object_id"])
             _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
@@ -149,6 +153,12 @@ def release_realized(kind, set_job, what):
                  "released; the %s's settings stand and are realized by the next apply or host check" % what)
     release_only(kind + ".remove", lambda cur, object_id: set_job(cur, object_id, None),
                  "released; removing the %s again finishes it" % what)
+
+
+def lock_for(engine, cur, job):
+    """A recovery writes under the lock the job's operation took: its data center's."""
+    if job.get("datacenter_name"):
+        engine.lock(cur, _db.LOCK_DATACENTER, job["datacenter_name"])
 
 
 class RemoveFromHosts(Operation):
@@ -242,6 +252,12 @@ def run(engine, operation):
                                     % operation.action)
         except Expired as stale:
             job = stale.job
+            if operation.check_mode:
+                # recovering is a change; check mode can only say that the real run will do it first
+                raise ConflictError("Cannot predict %s: job %s (%s of %s %s) was left by run %s, which stopped "
+                                    "answering %d s ago; a real run recovers it first"
+                                    % (operation.action, job["id"], job["action"], job["object_type"],
+                                       job["object_name"], job["owner"], job["silent_seconds"]))
             if job["id"] in recovered:
                 raise ConflictError("Cannot %s: job %s of a run that died could not be recovered"
                                     % (operation.action, job["id"]))
@@ -257,23 +273,44 @@ def run(engine, operation):
         result = operation.act(plan)
         with engine.transaction() as cur:
             return operation.confirm(cur, plan, result)
+    # the heartbeat lasts until the job has ended, whichever way: confirm may wait for the lock
     with Heartbeat(engine, plan.job):
         try:
             result = operation.act(plan)
         except BaseException as exc:  # a failure, or the run being stopped: never leave a half-done object
             _give_up(engine, operation, plan, exc)
             raise
-    try:
-        with engine.transaction() as cur:
-            engine.lock(cur, *operation.lock)
-            outcome = operation.confirm(cur, plan, result)
-            _jobs.end(cur, plan.job["id"], "finished", {"actions": outcome.actions})
-    except (VirtplaneError, _db.DatabaseError) as exc:
-        # the outcome could not be recorded: what was done on the hosts is taken back, the object released
-        _give_up(engine, operation, plan, exc)
-        raise
+        try:
+            with engine.transaction() as cur:
+                engine.lock(cur, *operation.lock)
+                still_ours(cur, plan.job)
+                outcome = operation.confirm(cur, plan, result)
+                _jobs.end(cur, plan.job["id"], "finished", {"actions": outcome.actions})
+        except LostReservation:
+            raise
+        except BaseException as exc:
+            if operation.irreversible:
+                # what was done on the hosts cannot be taken back (a volume deleted, a definition replaced):
+                # the reservation stays, and its recovery finishes the work as the hosts now have it
+                raise
+            # the outcome could not be recorded: what was done on the hosts is taken back, the object released
+            _give_up(engine, operation, plan, exc)
+            raise
     operation.after_confirm(plan)
     return outcome
+
+
+class LostReservation(ConflictError):
+    """The run's job was taken over while it worked (it was silent longer than its lease)."""
+
+
+def still_ours(cur, job):
+    """Under the lock, before anything is recorded: the job is still this run's, or nothing is recorded."""
+    current = _jobs.get(cur, job["id"], lock=True)
+    if current is None or current["status"] != "running" or current["owner"] != _jobs.OWNER:
+        raise LostReservation("Job %s of this run was taken over by run %s while it worked (its heartbeat was "
+                              "silent longer than its lease); what it did is that run's to finish or roll back"
+                              % (job["id"], current["owner"] if current else "(none)"))
 
 
 def _reserve(engine, operation):
@@ -287,13 +324,26 @@ def _reserve(engine, operation):
 
 
 def _give_up(engine, operation, plan, exc):
+    """Take back what ``act`` did on the hosts and release the object; the original error stays the one raised."""
     try:
         operation.undo(plan, exc)
-    finally:
-        with engine.transaction() as cur:
-            engine.lock(cur, *operation.lock)
-            operation.release(cur, plan, exc)
-            _jobs.end(cur, plan.job["id"], "failed", {"error": str(exc) or exc.__class__.__name__})
+    except Exception:  # the reservation is released below; the first failure is the one to report
+        pass
+    with engine.transaction() as cur:
+        engine.lock(cur, *operation.lock)
+        try:
+            still_ours(cur, plan.job)
+        except LostReservation:
+            return  # another run has it now
+        operation.release(cur, plan, exc)
+        _jobs.end(cur, plan.job["id"], "failed", {"error": describe(exc)})
+
+
+def describe(exc):
+    """An error as it may be stored (a job's result, an event): one line, never a row's contents."""
+    if isinstance(exc, _db.DatabaseError):
+        return _db.describe_error(exc)
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
 
 
 def recover(engine, job):
@@ -336,16 +386,26 @@ class Heartbeat:
         return self
 
     def _beat(self):
+        """Beat every third of the lease; a failed beat is retried (a new connection) until the lease is gone."""
         conn = None
+        last = time.monotonic()
         try:
-            conn = _db.connect_raw(self.engine.options)
             while not self._stop.wait(self.interval):
-                with conn.transaction(), conn.cursor() as cur:
-                    if not _jobs.beat(cur, self.job["id"]):
+                try:
+                    if conn is None:
+                        conn = _db.connect_raw(self.engine.options)
+                    with conn.transaction(), conn.cursor() as cur:
+                        if not _jobs.beat(cur, self.job["id"]):
+                            self.lost = True  # taken over: the run finds out when it confirms
+                            return
+                    last = time.monotonic()
+                except (_db.DatabaseError, VirtplaneError):
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    if time.monotonic() - last > self.engine.lease_seconds:
                         self.lost = True
                         return
-        except (_db.DatabaseError, VirtplaneError):
-            self.lost = True  # the job will expire; whoever meets it next recovers it
         finally:
             if conn is not None:
                 conn.close()

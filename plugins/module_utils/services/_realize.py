@@ -84,6 +84,20 @@ def observe_host(conn):
     return {"pools": _storage.pools_of_host(conn), "networks": _network.networks_of_host(conn)}
 
 
+def undo_vanished(conn, steps, errors, gone):
+    """Take from the host what this run realized of resources that were removed meanwhile."""
+    for step in steps:
+        if errors.get(id(step)) or step.description in ("stop pool", "remove network"):
+            continue
+        try:
+            if step.kind == "domain" and step.resource["id"] in gone[0]:
+                _storage.remove_pool(conn, _storage.pool_name(step.resource["name"]))
+            elif step.kind == "network" and step.resource["id"] in gone[1]:
+                _network.remove_network(conn, _network.libvirt_name(step.resource["name"]))
+        except HypervisorError:
+            pass  # the next check of the host finds it; nothing the engine knows depends on it
+
+
 def host_steps(host, plan, observed):
     """(steps, problems known before anything is done) for the whole host."""
     steps, problems = [], {}
@@ -110,36 +124,52 @@ def describe(step):
 
 
 def apply_steps(conn, steps, check_mode):
-    """Apply the steps in order; {id(step): error} of those that failed (a failure does not stop the rest)."""
-    errors = {}
+    """Apply the steps in order: ({id(step): error} of those that failed, {pool name: view} of the pools
+    they changed, read after them). A failure does not stop the rest; nothing here holds a database lock."""
+    errors, views = {}, {}
     if check_mode:
-        return errors
+        return errors, views
     for step in steps:
         try:
             step.apply(conn)
         except HypervisorError as exc:
             errors[id(step)] = str(exc)
-    return errors
+            continue
+        if step.kind == "domain":
+            pool = _storage.pool_name(step.resource["name"])
+            try:
+                views[pool] = _storage.pool_state(conn, pool)[1]
+            except HypervisorError as exc:
+                errors[id(step)] = str(exc)
+    return errors, views
 
 
-def record_host(cur, host, plan, observed, steps, errors, net_problems, conn=None):
-    """Store what the host has of each domain and network now; the problems that keep it NonOperational."""
+def vanished(cur, plan):
+    """(domain ids, network ids) of the plan that are gone since it was made (a failed apply released them)."""
+    return (domain_rows.missing(cur, [d["id"] for d in plan["domains"]]),
+            network_rows.missing(cur, [n["id"] for n in plan["networks"]]))
+
+
+def record_host(cur, host, plan, observed, steps, errors, net_problems, views=None, gone=(set(), set())):
+    """Store what the host has of each domain and network now; the problems that keep it NonOperational.
+
+    ``views``: the pools the steps changed, as read after them; ``gone``: resources removed meanwhile.
+    """
     by_resource = {(s.kind, s.resource["id"]): s for s in steps}
     problems = []
     for domain in plan["domains"]:
+        if domain["id"] in gone[0]:
+            continue
         pool = _storage.pool_name(domain["name"])
         step = by_resource.get(("domain", domain["id"]))
         error = errors.get(id(step), "") if step else ""
-        view = observed["pools"].get(pool, (None, None))[1]
-        if step and not error and conn is not None:
-            try:
-                view = _storage.pool_state(conn, pool)[1]
-            except HypervisorError as exc:
-                error = str(exc)
+        view = (views or {}).get(pool) or observed["pools"].get(pool, (None, None))[1]
         if error and domain["state"] == "active":
             problems.append("storage domain %s: %s" % (domain["name"], error))
         domain_rows.record_view(cur, domain["id"], host["id"], pool, view, error)
     for net in plan["networks"]:
+        if net["id"] in gone[1]:
+            continue
         step = by_resource.get(("network", net["id"]))
         lv_name = _network.libvirt_name(net["name"])
         if net.get("required") is None:

@@ -242,6 +242,8 @@ class DomainApply(_operation.Operation):
     """Create or update a storage domain, or put it in maintenance, on every host of its clusters."""
 
     action = "storage_domain.apply"
+    # as for networks: pools redefined on hosts are not put back once the outcome is to be recorded
+    irreversible = True
 
     def __init__(self, engine, check_mode, spec):
         super().__init__(engine, check_mode)
@@ -294,7 +296,10 @@ class DomainApply(_operation.Operation):
                                old_clusters=old_clusters, desired=desired, targets=targets, leaving=leaving)
 
     def prepare(self, cur):
-        return self._decide(cur)
+        plan = self._decide(cur)
+        if plan.current is not None:  # another run's hold is waited for (or recovered) before any host is asked
+            _operation.claim(cur, plan.current, "storage domain '%s'" % self.spec.name)
+        return plan
 
     def observe(self, plan):
         """Each target's pool (one read-only look); where it differs, whether the host can realize it at all."""
@@ -309,8 +314,9 @@ class DomainApply(_operation.Operation):
                                   % (plan.action_text, ", ".join(sorted(failed)), _hosts.describe_failures(failed)))
         plan.observed = {h: result for h, (result, _reason) in observed.items()}
         # a transient copy of the pool, started and stopped, tells whether a host can have it (path, client,
-        # volume group) before anything is written; a mount or a VG activation is a change check mode skips
-        if desired["state"] == "active" and not (self.check_mode and desired["type"] in ("nfs", "logical", "rbd")):
+        # volume group) before anything is written; a mount, an iSCSI login or a VG activation is a change that
+        # check mode skips (it probes directories only)
+        if desired["state"] == "active" and not (self.check_mode and desired["type"] not in ("dir", "posixfs")):
             to_probe = [h for h in plan.targets if plan.observed[h["name"]][0] != plan.specs[h["name"]]]
             probes = _hosts.on_hosts(self.engine, to_probe, lambda conn, h: _storage.probe_pool(
                 conn, "vp-probe-%s" % name, plan.specs[h["name"]]), self.spec.timeout)

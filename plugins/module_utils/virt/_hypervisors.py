@@ -25,6 +25,8 @@ class Hypervisors:
         self.allow_test_driver = allow_test_driver
         self._connections = {}  # uri -> (conn, readonly)
         self._failures = {}
+        self._opening = {}
+        self._retired = []  # connections replaced by read-write ones: closed with the rest, never under a user
         self._lock = threading.Lock()
         self.opened = []  # (uri, readonly) of every connection opened in this run, for tests and benches
 
@@ -35,25 +37,29 @@ class Hypervisors:
         """
         uri = host["libvirt_uri"]
         with self._lock:
-            cached = self._connections.get(uri)
-            failure = self._failures.get(uri)
-        if failure is not None:
-            raise failure
-        if cached is not None and (readonly or not cached[1]) and _alive(cached[0]):
-            return cached[0]
-        try:
-            conn = _client.open_connection(uri, timeout, self.allow_test_driver, readonly)
-        except VirtplaneError as exc:
+            opening = self._opening.setdefault(uri, threading.Lock())
+        # one opener per URI at a time: two hosts on one URI, or two threads of a run, share one connection
+        with opening:
             with self._lock:
-                self._failures[uri] = exc
-            raise
-        with self._lock:
-            self.opened.append((uri, readonly))
-            previous = self._connections.get(uri)
-            self._connections[uri] = (conn, readonly)
-        if previous is not None:
-            _close(previous[0])
-        return conn
+                cached = self._connections.get(uri)
+                failure = self._failures.get(uri)
+            if failure is not None:
+                raise failure
+            if cached is not None and (readonly or not cached[1]) and _alive(cached[0]):
+                return cached[0]
+            try:
+                conn = _client.open_connection(uri, timeout, self.allow_test_driver, readonly)
+            except VirtplaneError as exc:
+                with self._lock:
+                    self._failures[uri] = exc
+                raise
+            with self._lock:
+                self.opened.append((uri, readonly))
+                previous = self._connections.get(uri)
+                self._connections[uri] = (conn, readonly)
+                if previous is not None:  # a read-only one, outgrown: it serves nobody once replaced
+                    self._retired.append(previous[0])
+            return conn
 
     def call(self, host, action, function, timeout=15, readonly=False):
         """``function(conn)`` on ``host``; a failure reads "Failed to <action> on host <name>: <reason>"."""
@@ -86,6 +92,8 @@ class Hypervisors:
     def close(self):
         with self._lock:
             connections, self._connections = [c for c, _ro in self._connections.values()], {}
+            connections += self._retired
+            self._retired = []
         for conn in connections:
             _close(conn)
 

@@ -76,6 +76,15 @@ def network_xml(name, spec):
 
 
 def read_network_spec(xml_text):
+    """The owned fields of a network as libvirt reports it; one of another shape reads as unreadable
+    (so it never matches what the engine wants, and is redefined)."""
+    try:
+        return _read_network_spec(xml_text)
+    except (AttributeError, TypeError, ValueError, ET.ParseError):
+        return {"unreadable": True}
+
+
+def _read_network_spec(xml_text):
     root = ET.fromstring(xml_text)
     forward = root.find("forward")
     mode = forward.get("mode") if forward is not None else "isolated"

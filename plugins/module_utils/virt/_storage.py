@@ -83,7 +83,15 @@ def pool_xml(name, spec):
 
 
 def read_pool_spec(xml_text):
-    """The owned fields of a pool as libvirt reports it (the inverse of pool_xml)."""
+    """The owned fields of a pool as libvirt reports it (the inverse of pool_xml); a pool of another
+    shape (a foreign one, or an older definition) reads as unreadable, so it is redefined, never a crash."""
+    try:
+        return _read_pool_spec(xml_text)
+    except (AttributeError, TypeError, ValueError, ET.ParseError):
+        return {"unreadable": True}
+
+
+def _read_pool_spec(xml_text):
     root = ET.fromstring(xml_text)
     kind = root.get("type")
     spec = {"type": kind}
@@ -154,6 +162,11 @@ def probe_pool(conn, name, spec):
     This is how the engine learns, before changing anything, that a path is missing on a host
     or that a host cannot realize a type (no NFS client, no LVM): the host itself says so.
     """
+    # a probe pool that a killed run left active (transient: it goes when stopped) is stopped first
+    try:
+        conn.storagePoolLookupByName(name).destroy()
+    except libvirt.libvirtError:
+        pass
     try:
         pool = conn.storagePoolCreateXML(pool_xml(name, spec), _create_flags(spec))
     except libvirt.libvirtError as exc:
@@ -271,8 +284,9 @@ def volume_view(vol):
 
 
 @translated()
-def list_volumes(pool):
-    pool.refresh(0)
+def list_volumes(pool, refresh=True):
+    if refresh:
+        pool.refresh(0)
     return {vol.name(): volume_view(vol) for vol in pool.listAllVolumes(0)}
 
 
@@ -297,20 +311,22 @@ def grow_live_disk(conn, domain_name, target, size_bytes):
     conn.lookupByName(domain_name).blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
 
-def upload_volume(conn, vol, source_path, length, progress, chunk=4 * 1024 * 1024):
-    """Stream ``source_path`` into the volume; ``progress(sent, total)`` after every chunk."""
+def upload_volume(conn, vol, source, length, progress, chunk=4 * 1024 * 1024):
+    """Stream ``source`` (an open binary file, read from its start) into the volume; ``progress(sent, total)``
+    after every chunk."""
     stream = conn.newStream(0)
     sent = 0
+    source_path = getattr(source, "name", "the image")
     try:
         vol.upload(stream, 0, length, 0)
-        with open(source_path, "rb") as handle:
-            while sent < length:
-                data = handle.read(min(chunk, length - sent))
-                if not data:
-                    raise HypervisorError("%s ended after %d of %d bytes" % (source_path, sent, length))
-                _send(stream, data)
-                sent += len(data)
-                progress(sent, length)
+        source.seek(0)
+        while sent < length:
+            data = source.read(min(chunk, length - sent))
+            if not data:
+                raise HypervisorError("%s ended after %d of %d bytes" % (source_path, sent, length))
+            _send(stream, data)
+            sent += len(data)
+            progress(sent, length)
         stream.finish()
     except libvirt.libvirtError as exc:
         try:
