@@ -15,7 +15,7 @@ description:
   - Before anything changes, every host is asked to start a transient copy of the pool. A host that
     cannot (a path that does not exist there, no NFS client, no LVM) stops the change with its name
     and libvirt's reason, and nothing is written to the engine or to any host.
-  - In check mode only directory domains (V(dir), V(posixfs)) are probed that way: mounting an NFS export,
+  - In check mode only directory domains (V(dir), V(posixfs)) are probed that way, since mounting an NFS export,
     logging in to an iSCSI target or activating a volume group would change the host. For those types a
     host that cannot realize the domain is found by the real run, which then changes nothing.
   - A host that joins one of the clusters later, or comes back, gets the domain when the
