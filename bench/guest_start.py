@@ -73,18 +73,16 @@ def domain_xml(name, image, serial):
         serial_path=serial, acpi=False))
 
 
-def through_libvirt(conn, host_dir, image, timeout):
+def through_libvirt(conn, host_root, image, timeout):
     import libvirt
 
     name = "bench-guest-start"
-    inside = "/var/log/libvirt/qemu/%s.serial" % name  # the host's view; the lab maps it under host_dir
-    outside = os.path.join(host_dir, "log-libvirt", "qemu", "%s.serial" % name)
+    inside = "/var/log/libvirt/qemu/%s.serial" % name  # the host's view; on this machine, in its root's upper layer
+    outside = os.path.join(host_root, inside.lstrip("/"))
     try:
         conn.lookupByName(name).destroy()  # what an interrupted run left behind
     except libvirt.libvirtError:
         pass
-    if os.path.exists(outside):
-        os.unlink(outside)
     start = time.monotonic()
     dom = conn.createXML(domain_xml(name, image, inside), 0)
     try:
@@ -122,7 +120,7 @@ def main():
     try:
         for _run in range(args.runs):  # interleaved: both see the same machine load
             direct.append(round(qemu_direct(image, args.timeout), 2))
-            managed.append(round(through_libvirt(conn, host["dir"], image, args.timeout), 2))
+            managed.append(round(through_libvirt(conn, host["upper"], image, args.timeout), 2))
     finally:
         conn.close()
     json.dump({"benchmark": "guest_start", "host": args.host, "runs": args.runs,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain
@@ -34,3 +36,29 @@ def wait_for_console(path, text, timeout=90):
         time.sleep(0.5)
         console = read_console(path)
     return console
+
+
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+               "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+def in_host(key, address, command, timeout=60, check=True):
+    """``command`` (a shell line) run in a lab host over SSH, as root with the lab key."""
+    proc = subprocess.run(["ssh", "-i", key, *SSH_OPTIONS, "root@" + address, command], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s on %s: rc %d\n%s%s" % (command, address, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def host_file(state_dir, host, path):
+    """Where a file that lab host ``host`` wrote at ``path`` is on this machine (its root's upper layer).
+
+    For reading only: a host's files are changed from inside it (in_host), never under its mounted root.
+    """
+    return os.path.join(state_dir, "hosts", host, "upper", path.lstrip("/"))
+
+
+def lab_state(state_dir):
+    with open(os.path.join(state_dir, "lab.json")) as handle:
+        return json.load(handle)
