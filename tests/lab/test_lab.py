@@ -1,15 +1,17 @@
-"""The lab for real: namespaces with their own libvirtd and sshd, guests that boot and answer ping,
-an iSCSI target whose LUNs every host sees.
+"""The lab for real: lab hosts that are whole Debian machines (their own root, systemd, sshd), the
+hypervisor role with and without systemd on them, the engine on a lab host of its own, guests that
+boot and answer ping, an iSCSI target whose LUNs every host sees.
 
 The tests build a lab of their own (prefix vptest, subnets 10.79/10.80, its own state directory)
-so that the demo's lab on this machine is left alone, and remove it at the end.
+so that the demo's lab on this machine is left alone, and remove it at the end: `engine1` runs the
+engine role (PostgreSQL from apt, under systemd), hv1 boots with systemd, hv2 without (a minimal
+init that runs sshd only, as in a container).
 """
 
-import grp
 import json
 import os
+import re
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -18,25 +20,25 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.support.lab import SSH_OPTIONS, host_file, in_host, lab_state, read_console
 from tests.support.lab import guest_xml as lab_guest_xml
-from tests.support.lab import read_console
 from tests.support.playbook import ROOT, run_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-test"
 LAB_VARS = {"lab_prefix": "vptest", "lab_bridge": "vptest0", "lab_subnet": "10.79.0.0/24",
-            "lab_data_subnet": "10.80.0.0/24", "lab_state_dir": STATE_DIR, "lab_hosts": 2}
+            "lab_data_subnet": "10.80.0.0/24", "lab_state_dir": STATE_DIR, "lab_hosts": 2, "lab_engine": True,
+            "lab_hosts_without_systemd": ["hv2"]}
 HOSTS = {"hv1": "10.79.0.11", "hv2": "10.79.0.12"}
+ENGINE = "10.79.0.10"
 KEY = os.path.join(STATE_DIR, "id_ed25519")
-# per lab host (/var/lib/libvirt is the host's own), so removing the lab removes them
-BIN = "/var/lib/libvirt/virtplane-bin"
 IMAGE = os.path.join(STATE_DIR, "shared", "images", "lab-guest")
 LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
 # the test lab's iSCSI target: tgtd in vptest-storage at .2 of the data subnet, 2 LUNs of 1 GiB
 ISCSI_PORTAL = "10.80.0.2:3260"
 ISCSI_TARGET = "iqn.2026-11.dev.virtplane.lab:vptest"
 GIB = 1024 ** 3
-SSH = ["ssh", "-i", KEY, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-       "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+TOOL_ARGS = ["--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0", "--subnet", "10.79.0.0/24",
+             "--data-subnet", "10.80.0.0/24", "--engine", "--without-systemd", "hv2"]
 
 # one pytest-xdist worker runs every lab test: their labs would otherwise fight over two cores (and each
 # module's lab is built once, by its own fixture)
@@ -53,34 +55,40 @@ def hypervisor_play():
             "roles": ["virtplane.kvm.hypervisor"]}
 
 
+def ssh(address, command, **kwargs):
+    return in_host(KEY, address, command, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory):
-    """The test lab's inventory, shaped like inventories/lab."""
+    """The test lab's inventory, shaped like inventories/lab: the engine is a lab host, reached over SSH."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     data = {"all": {"children": {
         "lab_machine": {"hosts": {"localhost": local}},
-        "engine": {"hosts": {"localhost": local}},
-        "hypervisors": {
-            "hosts": {name: {"ansible_host": address} for name, address in HOSTS.items()},
+        "lab_hosts": {
+            "children": {
+                "engine": {"hosts": {"engine1": {"ansible_host": ENGINE}}},
+                "hypervisors": {
+                    "hosts": {name: {"ansible_host": address} for name, address in HOSTS.items()},
+                    "vars": {"hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
+                             "hypervisor_cluster": "lab", "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace",
+                             "hypervisor_probe_image_dir": IMAGE}}},
             "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": KEY,
-                     "ansible_ssh_common_args": " ".join(SSH[3:9]), "ansible_python_interpreter": "/usr/bin/python3",
-                     "hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
-                     "hypervisor_cluster": "lab", "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace",
-                     "hypervisor_probe_image_dir": IMAGE, "hypervisor_bin_dir": BIN}}}}}
+                     "ansible_ssh_common_args": " ".join(SSH_OPTIONS[:6]),
+                     "ansible_python_interpreter": "/usr/bin/python3"}}}}}
     path = tmp_path_factory.mktemp("inventory") / "hosts.yml"
     path.write_text(json.dumps(data))
     return str(path)
 
 
-def lab_tool(*args, user=None):
+def lab_tool(*args, user=None, tool_args=TOOL_ARGS):
     tool = LAB_TOOL
     if user:
         # another user cannot read this checkout (it may sit in a private directory): give it a copy
         copy_dir = tempfile.mkdtemp(prefix="virtplane-labtool-")
         os.chmod(copy_dir, 0o755)
         tool = shutil.copy(LAB_TOOL, copy_dir)
-    argv = ["/usr/bin/python3", tool, *args, "--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0",
-            "--subnet", "10.79.0.0/24", "--data-subnet", "10.80.0.0/24"]
+    argv = ["/usr/bin/python3", tool, *args, *tool_args]
     if user:
         argv = ["runuser", "-u", user, "--"] + argv
     try:
@@ -91,41 +99,46 @@ def lab_tool(*args, user=None):
     return json.loads(proc.stdout)
 
 
-def leftovers():
+def cgroups(prefix="vptest-"):
+    found = []
+    for hierarchy in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.isdir(hierarchy):
+            found += [os.path.join(hierarchy, n) for n in os.listdir(hierarchy) if n.startswith(prefix)]
+    return found
+
+
+def leftovers(state_dir=STATE_DIR):
     """Whatever of the test lab exists on this machine."""
     found = []
     if os.path.isdir("/run/netns"):
         found += [n for n in os.listdir("/run/netns") if n.startswith("vptest-")]
     links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
     found += [link["ifname"] for link in links if link["ifname"].startswith("vptest")]
-    if os.path.exists(STATE_DIR):
-        found.append(STATE_DIR)
-    procs = subprocess.run(["pgrep", "-f", STATE_DIR], capture_output=True, text=True, check=False).stdout.split()
-    return found + ["process %s" % p for p in procs]
+    if os.path.exists(state_dir):
+        found.append(state_dir)
+    procs = subprocess.run(["pgrep", "-f", state_dir], capture_output=True, text=True, check=False).stdout.split()
+    with open("/proc/self/mountinfo") as handle:
+        found += ["mount %s" % line.split()[4] for line in handle if state_dir in line.split()[4]]
+    return found + ["process %s" % p for p in procs] + cgroups()
 
 
 @pytest.fixture(scope="module")
-def lab(inventory, engine_options_module):
-    """A 2-host test lab, its hosts configured by the hypervisor role and registered in an engine."""
+def lab(inventory):
+    """A test lab: the engine role on its engine host, hv1 and hv2 configured by the hypervisor role and
+    registered in that engine."""
     lab_tool("down")  # a previous run that was killed may have left it half-made
     run = run_plays([lab_play()], inventory=inventory)
     assert run.rc == 0, run.output[-4000:]
-    run = run_plays([{"name": "engine objects", "hosts": "engine", "gather_facts": False, "tasks": [
-        {"virtplane.kvm.datacenter": {"name": "lab"}},
-        {"virtplane.kvm.cluster": {"name": "lab", "datacenter": "lab"}}]}, hypervisor_play()],
-        inventory=inventory, engine=engine_options_module)
+    report = json.loads(run["virtplane.kvm.lab : Build or repair the lab"]["stdout"])
+    run = run_plays([
+        {"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]},
+        {"name": "engine objects", "hosts": "engine", "gather_facts": False, "tasks": [
+            {"virtplane.kvm.datacenter": {"name": "lab"}},
+            {"virtplane.kvm.cluster": {"name": "lab", "datacenter": "lab"}}]},
+        hypervisor_play()], inventory=inventory)
     assert run.rc == 0, run.output[-4000:]
-    yield {"inventory": inventory, "engine": engine_options_module, "first_run": run}
+    yield {"inventory": inventory, "first_run": run, "report": report}
     lab_tool("down")
-
-
-@pytest.fixture(scope="module")
-def engine_options_module(postgres):
-    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _provision
-
-    _provision.ensure_database(postgres.superuser_login(), "lab_tests", "virtplane", "lab-tests-password")
-    return {"host": postgres.socket_dir, "port": postgres.port, "database": "lab_tests", "user": "virtplane",
-            "password": "lab-tests-password"}
 
 
 def host_info(lab, refresh=False, timeout=15):
@@ -134,8 +147,7 @@ def host_info(lab, refresh=False, timeout=15):
     if refresh:
         tasks.insert(0, {"name": "refresh", "loop": sorted(HOSTS), "virtplane.kvm.host": {
             "name": "{{ item }}", "state": "refreshed", "timeout": timeout}})
-    run = run_plays([{"hosts": "engine", "gather_facts": False, "tasks": tasks}],
-                    inventory=lab["inventory"], engine=lab["engine"])
+    run = run_plays([{"hosts": "engine", "gather_facts": False, "tasks": tasks}], inventory=lab["inventory"])
     info = dict(run["info"])
     if refresh:
         assert not run["refresh"].get("failed"), run.output[-3000:]
@@ -149,14 +161,50 @@ def host_info(lab, refresh=False, timeout=15):
     ({"lab_hosts": 99}, "this machine can hold 1 to"),
     ({"lab_bridge": "lo"}, "a network interface named lo exists and was not made by the lab"),
     ({"lab_subnet": "127.0.0.0/24"}, "subnet 127.0.0.0/24 collides with 127.0.0.1/8 on lo"),
+    ({"lab_host_memory_mib": 1024 ** 2}, "lab hosts engine1, hv1, hv2 need 3145728 MiB of memory (host_memory "
+                                         "1048576 MiB each) and this machine has"),
+    ({"lab_hosts_without_systemd": ["hv3"]}, "without_systemd names hv3, which is no host of this lab"),
+    ({"lab_mirror": "https://deb.debian.org/debian"}, "mirror 'https://deb.debian.org/debian' must be a plain "
+                                                      "http:// URL of the Debian archive"),
+    ({"lab_mirror": "http://deb.debian.org/debian\n"}, "must be a plain http:// URL"),
+    ({"lab_boot_timeout": -1}, "boot_timeout -1 is out of range (5 to 900)"),
 ])
 def test_bad_input_is_refused_before_anything_changes(inventory, extra, message):
     lab_tool("down")
-    run = run_plays([lab_play(lab_guest_image=False, **extra)], inventory=inventory)
+    for check in (True, False):
+        run = run_plays([lab_play(lab_guest_image=False, **extra)], inventory=inventory, check=check)
+        assert run.rc != 0
+        refusal = run["virtplane.kvm.lab : Explain a refusal"]
+        assert message in refusal["msg"], refusal["msg"]
+        assert leftovers() == []
+
+
+def test_a_base_root_that_cannot_be_built_leaves_nothing_behind(inventory):
+    """No way to the package mirror: .invalid names never resolve, so nothing is sent anywhere."""
+    lab_tool("down")
+    run = run_plays([lab_play(lab_guest_image=False, lab_mirror="http://mirror.invalid/debian")],
+                    inventory=inventory)
     assert run.rc != 0
-    refusal = run["virtplane.kvm.lab : Explain a refusal"]
-    assert message in refusal["msg"], refusal["msg"]
+    failure = run["virtplane.kvm.lab : Explain a failure"]["msg"]
+    assert failure.startswith("Lab up failed: the lab's base root could not be built (debootstrap bookworm from "
+                              "http://mirror.invalid/debian): "), failure
+    assert "mirror.invalid" in failure.split("): ", 1)[1], failure  # the cause, from debootstrap's own words
     assert leftovers() == []
+
+
+def test_a_disk_too_small_for_the_lab_is_refused_before_anything_is_made(tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        state_dir = str(small / "lab")
+        args = [a if a != STATE_DIR else state_dir for a in TOOL_ARGS]
+        result = lab_tool("up", tool_args=args)
+        assert result["msg"].startswith("Lab up refused: the lab needs about 3400 MiB of disk in %s (its base root "
+                                        "700 MiB, 3 new hosts 900 MiB each) and " % state_dir), result["msg"]
+        assert os.listdir(str(small)) == [] and leftovers(state_dir) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_refuses_a_directory_it_did_not_make():
@@ -197,12 +245,87 @@ def test_up_again_changes_nothing(lab):
     assert check.rc == 0 and check.changed_tasks == []
 
 
+def test_hosts_are_whole_machines_on_one_base_root(lab):
+    report = lab["report"]
+    base = report["base_root"]
+    assert os.path.isdir(os.path.join(base, "usr", "lib", "systemd"))
+    assert sorted(os.listdir(os.path.dirname(base))) == ["build.log", os.path.basename(base)]  # one base root
+    identities = set()
+    for name, address in dict(HOSTS, engine1=ENGINE).items():
+        out = ssh(address, "hostname; ps -o comm= -p 1; findmnt -n -o FSTYPE /; cat /etc/machine-id; "
+                           "systemctl is-system-running; ls /dev").stdout.split("\n")
+        assert out[0] == name
+        assert out[1] == ("virtplane-lab-i" if name == "hv2" else "systemd")  # PID 1 of its own namespace
+        assert out[2] == "overlay"  # its own copy-on-write root over the base root
+        identities.add(out[3])
+        # systemd is up (degraded would name failed units in the report); hv2 has no init system
+        assert out[4] == ("offline" if name == "hv2" else "running"), out
+        # its own /dev, with what a hypervisor needs and nothing else of this machine's
+        devices = set(out[5:])
+        assert {"null", "urandom", "tty", "pts", "shm"} <= devices, devices
+        assert not devices & {"vda", "sda", "mem", "kmsg", "console"}, devices
+        assert os.path.exists("/dev/kvm") <= ("kvm" in devices)
+    assert len(identities) == 3  # each host its own machine id (the libvirt host UUID comes from it)
+    assert [(h["name"], h["init"], h["failed_units"]) for h in report["hosts"]] == [
+        ("engine1", "systemd", []), ("hv1", "systemd", []), ("hv2", "none", [])]
+    # the shared directory is at the same path in every host: what one writes, the others read
+    shared = os.path.join(STATE_DIR, "shared", "from-hv1")
+    ssh(HOSTS["hv1"], "echo written-by-hv1 > %s" % shared)
+    try:
+        assert ssh(HOSTS["hv2"], "cat %s" % shared).stdout == "written-by-hv1\n"
+    finally:
+        os.unlink(shared)
+
+
+def test_packages_come_with_apt_inside_each_host(lab):
+    for address in HOSTS.values():
+        # installed in the host by the hypervisor role, not inherited from this machine
+        history = ssh(address, "cat /var/log/apt/history.log").stdout
+        assert "libvirt-daemon-system" in history and "qemu-system-x86" in history
+    assert "postgresql" in ssh(ENGINE, "cat /var/log/apt/history.log").stdout
+    # through the lab's proxy (apt's configuration in the host), which relays to the Debian mirror
+    # and nothing else: it refuses another host without ever connecting to it
+    refused = ssh(HOSTS["hv1"], "eval $(apt-config shell http_proxy Acquire::http::Proxy); export http_proxy; "
+                                "python3 -c \"import urllib.request as u; "
+                                "u.urlopen('http://example.com/', timeout=10)\"",
+                  check=False)
+    assert "403" in refused.stderr and "Not a Debian mirror of this lab" in refused.stderr, refused.stderr
+
+
+def test_daemons_run_under_systemd_and_without_it(lab):
+    hv1 = ssh(HOSTS["hv1"], "systemctl is-active libvirtd virtlogd virtlockd ssh; "
+                            "systemctl is-enabled libvirtd virtlogd.socket virtlockd.socket ssh libvirtd-tcp.socket; "
+                            "systemctl show -p MainPID --value libvirtd; pgrep -x libvirtd; "
+                            "ss -ltnH 'sport = 16509'", check=False).stdout.split()
+    assert hv1[:4] == ["active"] * 4, hv1
+    # libvirtd listens by itself on the host's address (its sockets masked: no socket activation)
+    assert hv1[4:9] == ["enabled"] * 4 + ["masked"], hv1
+    assert hv1[9] == hv1[10]  # the libvirtd that runs is systemd's unit
+    assert "10.79.0.11:16509" in hv1[11:]
+    hv2 = ssh(HOSTS["hv2"], "test ! -e /run/systemd/system && /usr/local/sbin/virtplane-service status "
+                            "libvirtd virtlogd virtlockd").stdout.split("\n")
+    assert hv2[:3] == ["libvirtd running", "virtlogd running", "virtlockd running"]
+    # the engine host: PostgreSQL from apt, run by systemd
+    engine = ssh(ENGINE, "systemctl is-active postgresql@15-main; systemctl is-enabled postgresql; "
+                         "pg_lsclusters --no-header").stdout.split("\n")
+    assert engine[:2] == ["active", "enabled"] and "online" in engine[2], engine
+
+
+def test_a_new_recipe_builds_a_new_base_root_and_remakes_the_hosts(lab):
+    # the same archive, another URL: another recipe
+    actions = lab_tool("up", "--check", "--mirror", "http://deb.debian.org/debian/")["actions"]
+    assert actions[0].startswith("build the base root "), actions
+    assert actions[0].split()[4] != os.path.basename(lab["report"]["base_root"])
+    assert "remove lab host hv1 (made on an older base root)" in actions
+    assert "create lab host hv1 at 10.79.0.11" in actions
+    assert lab_tool("up", "--check")["actions"] == []  # the check changed nothing
+
+
 def test_hosts_answer_over_ssh_with_their_own_libvirt(lab):
     for name, address in HOSTS.items():
-        out = subprocess.run(SSH + ["root@" + address, "hostname; virsh -c qemu:///system hostname; "
-                                    "getent ahostsv4 $(hostname) | awk 'NR == 1 {print $1}'; "
-                                    "cat /etc/libvirt/virtplane-domain-type"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout.split()
+        out = ssh(address, "hostname; virsh -c qemu:///system hostname; "
+                           "getent ahostsv4 $(hostname) | awk 'NR == 1 {print $1}'; "
+                           "cat /etc/libvirt/virtplane-domain-type", timeout=30).stdout.split()
         assert out[0] == name and out[1] == name
         # its own name resolves without DNS, which no lab host reaches (libvirt looks it up at each start)
         assert out[2] == address
@@ -224,10 +347,12 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
     for host in hosts["hosts"]:
         assert host["domain_type"] in ("kvm", "qemu") and host["hypervisor_type"] == "QEMU"
         assert host["cpu_count"] >= 1 and host["memory_mib"] > 0 and host["numa_cells"]
-    if os.path.exists("/dev/kvm"):  # usable by QEMU's group: else libvirt re-probes QEMU at every guest start
-        kvm = os.stat("/dev/kvm")
-        assert (grp.getgrgid(kvm.st_gid).gr_name, stat.S_IMODE(kvm.st_mode)) == ("kvm", 0o660)
-    again = run_plays([hypervisor_play()], inventory=lab["inventory"], engine=lab["engine"])
+    for address in HOSTS.values():
+        # usable by QEMU's group (the host's own /dev/kvm): else libvirt re-probes QEMU at every guest start
+        kvm = ssh(address, "test ! -e /dev/kvm || stat -c '%G %a' /dev/kvm").stdout.strip()
+        assert kvm in ("", "kvm 660"), kvm
+    again = run_plays([{"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]}, hypervisor_play()],
+                      inventory=lab["inventory"])
     assert again.rc == 0, again.output[-3000:]
     assert again.changed_tasks == []
 
@@ -242,18 +367,21 @@ def running(pid):
 
 
 def recorded_storage():
-    with open(os.path.join(STATE_DIR, "lab.json")) as handle:
-        return json.load(handle)["storage"]
+    return lab_state(STATE_DIR)["storage"]
 
 
 def domain_type(host):
     """What the hypervisor role found guests can use on ``host``: kvm or qemu (TCG)."""
-    with open(os.path.join(STATE_DIR, "hosts", host, "etc-libvirt", "virtplane-domain-type")) as handle:
+    with open(host_file(STATE_DIR, host, "/etc/libvirt/virtplane-domain-type")) as handle:
         return handle.read().split()[0].rstrip(":")  # "kvm", or "qemu: <why not kvm>"
 
 
 def guest_xml(name, address, kind, cmdline="", network=None):
     return lab_guest_xml(name, address, kind, IMAGE, cmdline=cmdline, network=network)
+
+
+def serial_path(host, name):
+    return host_file(STATE_DIR, host, "/var/log/libvirt/qemu/%s.serial" % name)
 
 
 def test_a_guest_boots_on_each_host_and_answers_ping(lab):
@@ -270,7 +398,7 @@ def test_a_guest_boots_on_each_host_and_answers_ping(lab):
         conn = libvirt.open("qemu+tcp://%s/system" % address)
         guest_address = "10.81.%d.10" % index
         domain = conn.createXML(guest_xml("guest-" + name, guest_address, hosts[name]["domain_type"]), 0)
-        serial = os.path.join(STATE_DIR, "hosts", name, "log-libvirt", "qemu", "guest-%s.serial" % name)
+        serial = serial_path(name, "guest-" + name)
         guests.append((name, netns, conn, domain, guest_address, serial))
     try:
         for _name, netns, _conn, _domain, guest_address, serial in guests:
@@ -306,11 +434,10 @@ def test_a_guest_pings_its_peer_on_a_libvirt_network(lab):
     # isolated: no <forward>, no address of the host on it; the two guests only
     network = conn.networkCreateXML("<network><name>vpping</name><bridge name='vpping0'/></network>")
     kind = domain_type("hv1")
-    serials = {name: os.path.join(STATE_DIR, "hosts", "hv1", "log-libvirt", "qemu", "%s.serial" % name)
+    serials = {name: serial_path("hv1", name)
                for name in ("ping-a", "ping-b")}
-    for serial in serials.values():
-        if os.path.exists(serial):
-            os.unlink(serial)
+    # a console left by an earlier run goes, from inside the host that wrote it
+    ssh(HOSTS["hv1"], "rm -f /var/log/libvirt/qemu/ping-a.serial /var/log/libvirt/qemu/ping-b.serial")
     domains = []
     try:
         domains.append(conn.createXML(guest_xml("ping-b", "10.81.50.11", kind, network="vpping"), 0))
@@ -447,74 +574,111 @@ def test_a_disk_is_never_opened_by_two_qemu_processes(lab):
         os.unlink(disk)
 
 
-def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab):
-    stop = subprocess.run(SSH + ["root@" + HOSTS["hv2"], BIN + "/virtplane-service stop libvirtd"],
-                          capture_output=True, text=True, timeout=30, check=False)
-    assert stop.returncode == 0, stop.stderr
+@pytest.mark.parametrize("host, stop, start", [
+    ("hv1", "systemctl stop libvirtd", "systemctl start libvirtd"),
+    ("hv2", "/usr/local/sbin/virtplane-service stop libvirtd", "/usr/local/sbin/virtplane-service start libvirtd"),
+])
+def test_stopped_libvirtd_makes_the_host_nonresponsive_with_the_reason(lab, host, stop, start):
+    ssh(HOSTS[host], stop)
     try:
         info = host_info(lab, refresh=True, timeout=5)
         assert info["changed"]
         status = {h["name"]: (h["status"], h["status_reason"]) for h in info["hosts"]}
-        assert status["hv1"] == ("Up", "")
-        assert status["hv2"][0] == "NonResponsive"
-        assert status["hv2"][1].startswith("cannot connect to libvirt at qemu+tcp://10.79.0.12/system: ")
-        assert "Connection refused" in status["hv2"][1]
+        other = "hv2" if host == "hv1" else "hv1"
+        assert status[other] == ("Up", "")
+        assert status[host][0] == "NonResponsive"
+        assert status[host][1].startswith("cannot connect to libvirt at qemu+tcp://%s/system: " % HOSTS[host])
+        assert "Connection refused" in status[host][1]
     finally:
-        subprocess.run(SSH + ["root@" + HOSTS["hv2"], BIN + "/virtplane-service start libvirtd"],
-                       capture_output=True, text=True, timeout=30, check=False)
+        ssh(HOSTS[host], start, check=False)
     info = host_info(lab, refresh=True)
     assert [h["status"] for h in info["hosts"]] == ["Up", "Up"]
 
 
 def test_tls_transport_with_the_engine_ca(lab):
-    pki = os.path.join(STATE_DIR, "pki")  # removed with the test lab
+    """On hv1, the production set-up: systemd and TLS with a certificate signed by the engine's CA."""
+    pki = os.path.join(STATE_DIR, "pki")  # on the engine host, removed with the test lab
     run = run_plays([
         {"hosts": "engine", "gather_facts": False, "tasks": [
             {"name": "CA", "ansible.builtin.include_role": {"name": "virtplane.kvm.engine", "tasks_from": "pki.yml"},
              "vars": {"engine_pki_dir": pki, "engine_pki_organization": "virtplane", "engine_pki_ca_days": 30,
                       "engine_pki_cert_days": 30}}]},
-        dict(hypervisor_play(), hosts="hv2",
+        dict(hypervisor_play(), hosts="hv1",
              vars={"hypervisor_libvirt_transport": "tls", "hypervisor_engine_pki_dir": pki})],
-        inventory=lab["inventory"], engine=lab["engine"])
+        inventory=lab["inventory"])
     assert run.rc == 0, run.output[-4000:]
-    listening = subprocess.run(["ip", "netns", "exec", "vptest-hv2", "ss", "-ltnH"], capture_output=True,
+    listening = subprocess.run(["ip", "netns", "exec", "vptest-hv1", "ss", "-ltnH"], capture_output=True,
                                text=True, check=True).stdout
-    assert "10.79.0.12:16514" in listening and "16509" not in listening  # TLS only, no plain TCP
-    hv2 = [h for h in host_info(lab, refresh=True)["hosts"] if h["name"] == "hv2"][0]
-    assert hv2["libvirt_uri"] == "qemu+tls://10.79.0.12/system?pkipath=%s/client" % pki
-    assert hv2["status"] == "Up", hv2["status_reason"]
-    assert os.stat(os.path.join(STATE_DIR, "hosts", "hv2", "etc-libvirt", "pki", "serverkey.pem")).st_mode & 0o077 == 0
+    assert "10.79.0.11:16514" in listening and "16509" not in listening  # TLS only, no plain TCP
+    hv1 = [h for h in host_info(lab, refresh=True)["hosts"] if h["name"] == "hv1"][0]
+    assert hv1["libvirt_uri"] == "qemu+tls://10.79.0.11/system?pkipath=%s/client" % pki
+    assert hv1["status"] == "Up", hv1["status_reason"]
+    assert os.stat(host_file(STATE_DIR, "hv1", "/etc/libvirt/pki/serverkey.pem")).st_mode & 0o077 == 0
     # a client that trusts the CA but has no certificate of its own is refused by the host
     import libvirt
     anonymous = os.path.join(STATE_DIR, "anonymous-client")
     os.makedirs(anonymous, exist_ok=True)
-    shutil.copy(os.path.join(pki, "cacert.pem"), anonymous)
+    shutil.copy(host_file(STATE_DIR, "engine1", os.path.join(pki, "cacert.pem")), anonymous)
     with pytest.raises(libvirt.libvirtError) as refused:
-        libvirt.open("qemu+tls://10.79.0.12/system?pkipath=%s" % anonymous)
+        libvirt.open("qemu+tls://10.79.0.11/system?pkipath=%s" % anonymous)
     # the host closes the connection after the handshake when the client shows no certificate
     assert "Unable to read TLS confirmation" in str(refused.value), str(refused.value)
 
 
-def test_leftovers_of_a_killed_run_are_rebuilt(lab):
-    with open(os.path.join(STATE_DIR, "lab.json")) as handle:
-        hv1 = [h for h in json.load(handle)["hosts"] if h["name"] == "hv1"][0]
-    # what a session's end does to the lab: its processes die, namespaces and files stay
-    for pid in subprocess.run(["ip", "netns", "pids", hv1["netns"]], capture_output=True, text=True,
+def power_cut(host):
+    """What a session's end (or a power cut) does to a lab host: its processes die, its files stay."""
+    recorded = [h for h in lab_state(STATE_DIR)["hosts"] if h["name"] == host][0]
+    for pid in subprocess.run(["ip", "netns", "pids", recorded["netns"]], capture_output=True, text=True,
                               check=True).stdout.split():
         subprocess.run(["kill", "-9", pid], check=False)
-    time.sleep(0.5)
+    deadline = time.time() + 10
+    while running(recorded["pid"]) and time.time() < deadline:
+        time.sleep(0.1)
+
+
+def test_hosts_that_died_boot_again_from_their_own_root(lab):
+    for host in HOSTS:
+        power_cut(host)
     run = run_plays([lab_play()], inventory=lab["inventory"])
     assert run.rc == 0, run.output[-3000:]
-    assert run["virtplane.kvm.lab : Build or repair the lab"]["changed"]
-    assert "create lab host hv1 at 10.79.0.11" in run["virtplane.kvm.lab : Build or repair the lab"]["stdout"]
-    hostname = subprocess.run(SSH + ["root@" + HOSTS["hv1"], "hostname"], capture_output=True, text=True,
-                              timeout=30, check=True).stdout.strip()
-    assert hostname == "hv1"
-    # its libvirtd died with it: the host is NonResponsive until the hypervisor role starts it again
-    hv1 = [h for h in host_info(lab, refresh=True, timeout=5)["hosts"] if h["name"] == "hv1"][0]
-    assert hv1["status"] == "NonResponsive"
-    again = run_plays([dict(hypervisor_play(), hosts="hv1")], inventory=lab["inventory"], engine=lab["engine"])
+    result = run["virtplane.kvm.lab : Build or repair the lab"]
+    assert result["changed"]
+    assert json.loads(result["stdout"])["actions"] == ["boot lab host hv1 (it was down)",
+                                                       "boot lab host hv2 (it was down)"]
+    for name, address in HOSTS.items():
+        assert ssh(address, "hostname").stdout.strip() == name
+    # what was installed and configured in them is still there: systemd starts hv1's libvirtd at boot,
+    # as on any machine; on hv2, without an init system, nothing starts it until the role does
+    hosts = {h["name"]: h for h in host_info(lab, refresh=True, timeout=5)["hosts"]}
+    assert hosts["hv1"]["status"] == "Up", hosts["hv1"]["status_reason"]
+    assert hosts["hv2"]["status"] == "NonResponsive"
+    again = run_plays([dict(hypervisor_play(), hosts="hv2")], inventory=lab["inventory"])
     assert again.rc == 0, again.output[-3000:]
+    assert [h["status"] for h in host_info(lab, refresh=True)["hosts"]] == ["Up", "Up"]
+
+
+def test_a_host_that_does_not_finish_booting_is_stopped_with_its_journal(lab):
+    unit = "/etc/systemd/system/vptest-hang.service"
+    ssh(HOSTS["hv1"], "printf '[Unit]\\nDescription=a unit that never finishes starting\\n[Service]\\n"
+                      "Type=oneshot\\nExecStart=/bin/sleep infinity\\nTimeoutStartSec=infinity\\n"
+                      "[Install]\\nWantedBy=multi-user.target\\n' > %s && systemctl enable -q vptest-hang" % unit)
+    power_cut("hv1")
+    run = run_plays([lab_play(lab_boot_timeout=10)], inventory=lab["inventory"])
+    assert run.rc != 0
+    failure = run["virtplane.kvm.lab : Explain a failure"]["msg"]
+    assert failure.startswith("Lab up failed: lab host hv1 was stopped: it did not finish booting within 10 s "
+                              "(boot_timeout); waiting: "), failure
+    # what it waits for, that unit's own journal, then the journal's last lines
+    about = failure.split("; the journal of vptest-hang.service: ")[1].split("; the last lines of its journal: ")
+    assert "Starting vptest-hang.service - a unit that never finishes starting" in about[0], failure
+    assert len(about) == 2 and re.match(r"\w{3} \d\d \d\d:\d\d:\d\d hv1 ", about[1]), failure
+    assert not running([h for h in lab_state(STATE_DIR)["hosts"] if h["name"] == "hv1"][0]["pid"])
+    # the host is stopped, its root kept: the unit goes from it, and the host boots
+    upper = host_file(STATE_DIR, "hv1", unit)
+    os.unlink(upper)
+    os.unlink(host_file(STATE_DIR, "hv1", "/etc/systemd/system/multi-user.target.wants/vptest-hang.service"))
+    run = run_plays([lab_play()], inventory=lab["inventory"])
+    assert run.rc == 0, run.output[-3000:]
     assert [h["status"] for h in host_info(lab, refresh=True)["hosts"]] == ["Up", "Up"]
 
 
@@ -525,6 +689,9 @@ def test_down_leaves_nothing_and_again_changes_nothing(lab):
     assert all(os.path.exists(path) for path in luns)
     run = run_plays([lab_play(lab_state="absent")], inventory=lab["inventory"])
     assert run.rc == 0, run.output[-3000:]
+    down = json.loads(run["virtplane.kvm.lab : Build or repair the lab"]["stdout"])
+    # every host powered off by its own init within the stop timeout, none had to be killed
+    assert down["stopped"] == {"engine1": "powered off", "hv1": "powered off", "hv2": "powered off"}
     assert leftovers() == []
     assert not running(tgtd)
     assert not any(os.path.exists(path) for path in luns)

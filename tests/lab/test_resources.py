@@ -1,7 +1,8 @@
 """Storage domains, disks and logical networks on real lab hosts.
 
-A lab of its own (prefix vpres, subnets 10.83/10.84): three hosts, of which hv1 and hv2 are
-configured and registered first and hv3 joins later. The hosts use TCG directly (no KVM probe):
+A lab of its own (prefix vpres, subnets 10.83/10.84): three hosts (whole machines with systemd), of
+which hv1 and hv2 are configured and registered first and hv3 joins later. The engine runs on this
+machine (a PostgreSQL server of the tests' own), the other place it can be. The hosts use TCG directly (no KVM probe):
 what is under test here is storage and networks, not the domain type.
 """
 
@@ -16,7 +17,7 @@ import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
 from tests.support.engine_rows import running_vm
-from tests.support.lab import guest_xml, read_console, wait_for_console
+from tests.support.lab import guest_xml, host_file, in_host, read_console, wait_for_console
 from tests.support.playbook import ROOT, run_plays, start_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-res"
@@ -51,7 +52,7 @@ def inventory(tmp_path_factory):
                  "ansible_python_interpreter": "/usr/bin/python3", "hypervisor_libvirt_transport": "tcp",
                  "hypervisor_allow_plain_tcp": True, "hypervisor_cluster": "lab", "hypervisor_domain_type": "qemu",
                  "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace", "hypervisor_probe_image_dir": IMAGE,
-                 "hypervisor_bin_dir": "/var/lib/libvirt/virtplane-bin", "hypervisor_network_nic": "eth1"}
+                 "hypervisor_network_nic": "eth1"}
     data = {"all": {"children": {
         "lab_machine": {"hosts": {"localhost": local}},
         "engine": {"hosts": {"localhost": local}},
@@ -171,8 +172,8 @@ def test_domains_and_a_vxlan_network_on_both_hosts(dc):
 
 
 def test_a_path_missing_on_one_host_is_refused_naming_it(dc, sql_lab):
-    # /var/lib/libvirt is each lab host's own: this directory exists on hv1 only
-    os.makedirs(os.path.join(STATE_DIR, "hosts", "hv1", "lib-libvirt", "images", "only-hv1"), exist_ok=True)
+    # each lab host has its own root: this directory exists on hv1 only
+    in_host(KEY, HOSTS["hv1"], "mkdir -p /var/lib/libvirt/images/only-hv1")
     options = {"name": "local", "datacenter": "lab", "type": "posixfs",
                "posixfs": {"path": "/var/lib/libvirt/images/only-hv1"}}
     run = engine_tasks(dc, [{"name": "local", "ignore_errors": True, "virtplane.kvm.storage_domain": options}])
@@ -325,9 +326,8 @@ def test_guests_on_the_vxlan_network_reach_each_other_across_hosts(dc, sql_lab):
         for host, address, peer in (("hv2", "192.168.100.12", None), ("hv1", "192.168.100.11", "192.168.100.12")):
             conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
             name = "app-" + host
-            serial = os.path.join(STATE_DIR, "hosts", host, "log-libvirt", "qemu", "%s.serial" % name)
-            if os.path.exists(serial):
-                os.unlink(serial)
+            serial = host_file(STATE_DIR, host, "/var/log/libvirt/qemu/%s.serial" % name)
+            in_host(KEY, HOSTS[host], "rm -f /var/log/libvirt/qemu/%s.serial" % name)
             xml = guest_xml(name, address, "qemu", IMAGE, cmdline="vp.ping=%s" % peer if peer else "",
                             network="vp-app")
             guests.append((conn, conn.createXML(xml, 0), serial))
