@@ -37,8 +37,8 @@ LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
 ISCSI_PORTAL = "10.80.0.2:3260"
 ISCSI_TARGET = "iqn.2026-11.dev.virtplane.lab:vptest"
 GIB = 1024 ** 3
-TOOL_ARGS = ["--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0", "--subnet", "10.79.0.0/24",
-             "--data-subnet", "10.80.0.0/24", "--engine", "--without-systemd", "hv2"]
+TOOL_ARGS = ("--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0", "--subnet", "10.79.0.0/24",
+             "--data-subnet", "10.80.0.0/24", "--engine", "--without-systemd", "hv2")
 
 # one pytest-xdist worker runs every lab test: their labs would otherwise fight over two cores (and each
 # module's lab is built once, by its own fixture)
