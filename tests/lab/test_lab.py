@@ -20,7 +20,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.support.lab import SSH_OPTIONS, host_file, in_host, lab_state, read_console
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._seed import nocloud_seed
+from tests.support.lab import SSH_OPTIONS, host_file, in_host, lab_state, read_console, wait_for_console
 from tests.support.lab import guest_xml as lab_guest_xml
 from tests.support.playbook import ROOT, run_plays
 
@@ -376,18 +377,21 @@ def domain_type(host):
         return handle.read().split()[0].rstrip(":")  # "kvm", or "qemu: <why not kvm>"
 
 
-def guest_xml(name, address, kind, cmdline="", network=None):
-    return lab_guest_xml(name, address, kind, IMAGE, cmdline=cmdline, network=network)
+def guest_xml(name, address, kind, cmdline="", network=None, seed=None):
+    return lab_guest_xml(name, address, kind, IMAGE, cmdline=cmdline, network=network, seed=seed)
 
 
 def serial_path(host, name):
     return host_file(STATE_DIR, host, "/var/log/libvirt/qemu/%s.serial" % name)
 
 
-def test_a_guest_boots_on_each_host_and_answers_ping(lab):
+def test_a_guest_boots_on_each_host_answers_ping_reads_its_seed_and_stops_gracefully(lab):
+    """The lab image on each host: up, reachable, its NoCloud seed read; the ACPI power button stops it."""
     import libvirt
 
     hosts = {h["name"]: h for h in host_info(lab)["hosts"]}
+    seeds = os.path.join(STATE_DIR, "shared", "seeds")  # every host sees the lab's shared directory
+    os.makedirs(seeds, exist_ok=True)
     guests = []
     for index, (name, address) in enumerate(HOSTS.items(), start=1):
         netns = "vptest-" + name
@@ -397,7 +401,12 @@ def test_a_guest_boots_on_each_host_and_answers_ping(lab):
         subprocess.run(["ip", "-n", netns, "link", "set", "vpguest", "up"], check=True)
         conn = libvirt.open("qemu+tcp://%s/system" % address)
         guest_address = "10.81.%d.10" % index
-        domain = conn.createXML(guest_xml("guest-" + name, guest_address, hosts[name]["domain_type"]), 0)
+        seed = os.path.join(seeds, "guest-%s.iso" % name)
+        with open(seed, "wb") as handle:
+            handle.write(nocloud_seed({"meta-data": "instance-id: iid-%s-%d\nlocal-hostname: seeded-%s\n"
+                                       % (name, index, name), "user-data": "#cloud-config\n"}))
+        os.chmod(seed, 0o644)
+        domain = conn.createXML(guest_xml("guest-" + name, guest_address, hosts[name]["domain_type"], seed=seed), 0)
         serial = serial_path(name, "guest-" + name)
         guests.append((name, netns, conn, domain, guest_address, serial))
     try:
@@ -419,11 +428,28 @@ def test_a_guest_boots_on_each_host_and_answers_ping(lab):
                 beats = [int(line.split()[1]) for line in handle.read().replace("\r", "").splitlines()
                          if line.startswith("heartbeat ")]
             assert beats and beats == list(range(1, len(beats) + 1)), beats  # counting, never restarted
+        for name, _netns, _conn, domain, _address, serial in guests:
+            index = list(HOSTS).index(name) + 1
+            console = wait_for_console(serial, "VIRTPLANE-GUEST-SEED", timeout=60)
+            assert "VIRTPLANE-GUEST-SEED instance-id=iid-%s-%d local-hostname=seeded-%s\n" % (name, index, name) \
+                in console, console[-2000:]
+            # a graceful stop: the power button, and the guest powers itself off
+            domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        for name, _netns, conn, _domain, _address, serial in guests:
+            deadline = time.time() + 60
+            while time.time() < deadline and "guest-" + name in [d.name() for d in conn.listAllDomains()]:
+                time.sleep(0.5)
+            assert "guest-" + name not in [d.name() for d in conn.listAllDomains()]
+            assert "VIRTPLANE-GUEST-POWEROFF" in read_console(serial)
     finally:
-        for _name, netns, conn, domain, _address, _serial in guests:
-            domain.destroy()
+        for name, netns, conn, _domain, _address, _serial in guests:
+            try:
+                conn.lookupByName("guest-" + name).destroy()
+            except libvirt.libvirtError:
+                pass  # powered off
             conn.close()
             subprocess.run(["ip", "-n", netns, "link", "del", "vpguest"], check=False)
+        shutil.rmtree(seeds, ignore_errors=True)
 
 
 def test_a_guest_pings_its_peer_on_a_libvirt_network(lab):

@@ -10,14 +10,16 @@ import time
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain
 
 
-def guest_xml(name, address, domain_type, image, cmdline="", network=None, bridge="vpguest"):
-    """A 128 MiB guest of the lab image; its console goes to /var/log/libvirt/qemu/<name>.serial."""
+def guest_xml(name, address, domain_type, image, cmdline="", network=None, bridge="vpguest", seed=None):
+    """A 128 MiB guest of the lab image; its console goes to /var/log/libvirt/qemu/<name>.serial; ``seed``:
+    the path of a NoCloud seed ISO on the host, attached as its CD-ROM."""
     interface = {"type": "network", "source": network} if network else {"type": "bridge", "source": bridge}
     spec = _domain.GuestSpec(name, domain_type=domain_type, memory_mib=128, vcpus=1, kernel=image + "/vmlinuz",
                              initrd=image + "/initrd.img",
                              cmdline=("console=ttyS0 panic=-1 vp.ip=%s/24 vp.name=%s %s" % (address, name, cmdline))
                              .strip(), interfaces=[interface],
-                             serial_path="/var/log/libvirt/qemu/%s.serial" % name)
+                             serial_path="/var/log/libvirt/qemu/%s.serial" % name,
+                             cdroms=[{"path": seed}] if seed else ())
     return _domain.guest_xml(spec)
 
 

@@ -29,14 +29,32 @@ def test_kernel_boot_nics_disks_and_console():
 def test_libvirt_takes_it():
     conn = libvirt.open("test:///default")
     try:
-        dom = conn.createXML(_domain.guest_xml(_domain.GuestSpec("probe", domain_type="test", memory_mib=64)), 0)
+        dom = conn.createXML(_domain.guest_xml(_domain.GuestSpec("probe", domain_type="test", memory_mib=64,
+                                                                 cdroms=[{"path": "/seeds/probe.iso"}])), 0)
         assert dom.isActive() and dom.maxMemory() == 64 * 1024
+        cdrom = ET.fromstring(dom.XMLDesc()).find("devices/disk[@device='cdrom']")
+        assert cdrom.find("source").get("file") == "/seeds/probe.iso" and cdrom.find("readonly") is not None
         dom.destroy()
     finally:
         conn.close()
 
 
-@pytest.mark.parametrize("kwargs", [{"domain_type": "xen"}, {"interfaces": [{"type": "direct", "source": "eth0"}]}])
+@pytest.mark.parametrize(("machine", "bus", "target"),
+                         [("pc", "ide", "hdc"), ("pc-q35-7.2", "sata", "sdc"), (None, "ide", "hdc")])
+def test_a_cdrom_on_the_machine_s_own_controller(machine, bus, target):
+    cdroms = [{"path": "/seeds/seeded.iso"}, {"pool": "vp-iso", "volume": "tools.iso", "bus": "scsi"}]
+    spec = _domain.GuestSpec("seeded", machine=machine, cdroms=cdroms)
+    cdroms = ET.fromstring(_domain.guest_xml(spec)).findall("devices/disk[@device='cdrom']")
+    assert [c.get("type") for c in cdroms] == ["file", "volume"]
+    assert cdroms[0].find("source").attrib == {"file": "/seeds/seeded.iso"}
+    assert cdroms[0].find("target").attrib == {"dev": target, "bus": bus}
+    assert cdroms[1].find("source").attrib == {"pool": "vp-iso", "volume": "tools.iso"}
+    assert cdroms[1].find("target").attrib == {"dev": "sdd", "bus": "scsi"}
+    assert all(c.find("readonly") is not None and c.find("driver").get("type") == "raw" for c in cdroms)
+
+
+@pytest.mark.parametrize("kwargs", [{"domain_type": "xen"}, {"interfaces": [{"type": "direct", "source": "eth0"}]},
+                                    {"cdroms": [{"pool": "vp-iso"}]}])
 def test_what_it_does_not_build_is_refused(kwargs):
     with pytest.raises(ValueError):
         _domain.GuestSpec("x", **kwargs)

@@ -17,10 +17,12 @@ INTERFACE_TYPES = ("network", "bridge", "user")
 
 
 class GuestSpec:
-    """What a guest is: identity, CPU and memory, how it boots, its NICs, its disks and its serial console."""
+    """What a guest is: identity, CPU and memory, how it boots, its NICs, its disks, its CD-ROMs (``path``
+    of an image on the host, or ``pool`` and ``volume``; ``bus`` and ``target`` default to the machine's
+    own controller) and its serial console."""
 
     def __init__(self, name, domain_type="qemu", memory_mib=128, vcpus=1, machine=None, kernel=None, initrd=None,
-                 cmdline=None, interfaces=(), disks=(), serial_path=None, acpi=True, uuid=None):
+                 cmdline=None, interfaces=(), disks=(), serial_path=None, acpi=True, uuid=None, cdroms=()):
         if domain_type not in DOMAIN_TYPES:
             raise ValueError("domain type %r is not one of %s" % (domain_type, ", ".join(DOMAIN_TYPES)))
         for interface in interfaces:
@@ -35,6 +37,10 @@ class GuestSpec:
         self.kernel, self.initrd, self.cmdline = kernel, initrd, cmdline
         self.interfaces = [dict(i) for i in interfaces]
         self.disks = [dict(d) for d in disks]
+        self.cdroms = [dict(c) for c in cdroms]
+        for cdrom in self.cdroms:
+            if not cdrom.get("path") and not (cdrom.get("pool") and cdrom.get("volume")):
+                raise ValueError("a CD-ROM needs the path of its image, or its pool and volume")
         self.serial_path = serial_path
         self.acpi = acpi
         self.uuid = uuid
@@ -72,6 +78,19 @@ def guest_xml(spec):
         _sub(element, "driver", name="qemu", type=disk.get("format", "qcow2"))
         _sub(element, "source", pool=disk["pool"], volume=disk["volume"])
         _sub(element, "target", dev=disk["target"], bus=disk.get("bus", "virtio"))
+    # q35 has a SATA controller, i440fx (libvirt's default machine) an IDE one
+    sata = "q35" in (spec.machine or "")
+    for number, cdrom in enumerate(spec.cdroms):
+        bus = cdrom.get("bus") or ("sata" if sata else "ide")
+        element = _sub(devices, "disk", type="file" if cdrom.get("path") else "volume", device="cdrom")
+        _sub(element, "driver", name="qemu", type="raw")
+        if cdrom.get("path"):
+            _sub(element, "source", file=cdrom["path"])
+        else:
+            _sub(element, "source", pool=cdrom["pool"], volume=cdrom["volume"])
+        default_target = ("sd%s" if bus in ("sata", "scsi") else "hd%s") % "cdefgh"[number]
+        _sub(element, "target", dev=cdrom.get("target") or default_target, bus=bus)
+        _sub(element, "readonly")
     for interface in spec.interfaces:
         nic = _sub(devices, "interface", type=interface["type"])
         if interface["type"] == "network":
