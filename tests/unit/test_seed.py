@@ -40,7 +40,7 @@ def test_the_documents_under_their_own_names_on_a_cidata_volume():
 
 
 def test_only_what_is_given():
-    files, _ = read_back(nocloud_seed({"meta-data": "instance-id: a\n"}))
+    files, _joliet = read_back(nocloud_seed({"meta-data": "instance-id: a\n"}))
     assert files == {"meta-data": "instance-id: a\n"}
 
 

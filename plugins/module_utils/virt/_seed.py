@@ -30,9 +30,10 @@ def nocloud_seed(documents):
     """The bytes of a NoCloud seed ISO holding ``documents`` ({name: text}); ``meta-data`` is required."""
     if pycdlib is None:
         raise RuntimeError("the Python library pycdlib is needed to build a NoCloud seed")
-    unknown = sorted(set(documents) - {name for name, _ in DOCUMENTS})
+    names = [name for name, _iso_path in DOCUMENTS]
+    unknown = sorted(set(documents) - set(names))
     if unknown:
-        raise ValueError("a NoCloud seed holds %s, not %s" % (", ".join(n for n, _ in DOCUMENTS), ", ".join(unknown)))
+        raise ValueError("a NoCloud seed holds %s, not %s" % (", ".join(names), ", ".join(unknown)))
     if documents.get("meta-data") is None:
         raise ValueError("a NoCloud seed needs its meta-data")
     iso = pycdlib.PyCdlib()
@@ -47,4 +48,3 @@ def nocloud_seed(documents):
     iso.write_fp(out)
     iso.close()
     return out.getvalue()
-
