@@ -101,11 +101,13 @@ def lab_tool(*args, user=None, tool_args=TOOL_ARGS):
 
 
 def cgroups(prefix="vptest-"):
+    """The test lab's cgroups, wherever they are: the lab makes them under the cgroup of whoever runs it."""
     found = []
     for hierarchy in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        if os.path.isdir(hierarchy):
-            found += [os.path.join(hierarchy, n) for n in os.listdir(hierarchy) if n.startswith(prefix)]
-    return found
+        for directory, subdirs, _files in os.walk(hierarchy):
+            found += [os.path.join(directory, n) for n in subdirs if n.startswith(prefix)]
+            subdirs[:] = [n for n in subdirs if not n.startswith(prefix)]  # a lab cgroup's insides are its own
+    return sorted(set(found))
 
 
 def leftovers(state_dir=STATE_DIR):
@@ -169,6 +171,13 @@ def host_info(lab, refresh=False, timeout=15):
                                                       "http:// URL of the Debian archive"),
     ({"lab_mirror": "http://deb.debian.org/debian\n"}, "must be a plain http:// URL"),
     ({"lab_boot_timeout": -1}, "boot_timeout -1 is out of range (5 to 900)"),
+    ({"lab_mirror": "http://deb.debian.org:99999/debian"}, "must be a plain http:// URL"),
+    ({"lab_host_prefix": "engine"}, "prefix 'vptest' and host_prefix 'engine' give two lab hosts the host name "
+                                    "engine1"),
+    ({"lab_host_prefix": "hypervisor"}, "give two lab hosts the network interface name vptest-hypervis (interface "
+                                        "names are cut at 15 characters)"),
+    ({"lab_state_dir": "/var/lib/vptest,upperdir=/etc"}, "state_dir '/var/lib/vptest,upperdir=/etc' must be an "
+                                                         "absolute path of letters"),
 ])
 def test_bad_input_is_refused_before_anything_changes(inventory, extra, message):
     lab_tool("down")
@@ -237,6 +246,24 @@ def test_needs_root():
     assert leftovers() == []
 
 
+def test_one_run_at_a_time():
+    import fcntl
+    import hashlib
+
+    lock = "/run/lock/virtplane-lab-%s.lock" % hashlib.sha256(STATE_DIR.encode()).hexdigest()[:16]
+    with open(lock, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as a run under way holds it
+        handle.seek(0)
+        handle.truncate()
+        handle.write("4242")
+        handle.flush()
+        for args in (("up",), ("up", "--check"), ("down",)):
+            result = lab_tool(*args)
+            assert result["msg"] == "Lab %s refused: another run of the lab tool on %s is under way (pid 4242)" \
+                % (args[0], STATE_DIR), result
+    assert leftovers() == []
+
+
 # --- the lab itself -----------------------------------------------------------------------
 
 def test_up_again_changes_nothing(lab):
@@ -291,18 +318,53 @@ def test_packages_come_with_apt_inside_each_host(lab):
                                 "u.urlopen('http://example.com/', timeout=10)\"",
                   check=False)
     assert "403" in refused.stderr and "Not a Debian mirror of this lab" in refused.stderr, refused.stderr
+    # what would get past a careless proxy: the mirror's name as a user name, another port of the
+    # mirror, a port that is no port, a tunnel; and what went through it: apt's requests
+    probe = os.path.join(STATE_DIR, "shared", "proxy-probe.py")
+    with open(probe, "w") as handle:
+        handle.write(PROXY_PROBE)
+    try:
+        answers = ssh(HOSTS["hv1"], "eval $(apt-config shell proxy Acquire::http::Proxy); python3 %s $proxy"
+                      % probe).stdout.split()
+    finally:
+        os.unlink(probe)
+    assert answers == ["403", "403", "400", "405"], answers
+    with open(os.path.join(STATE_DIR, "proxy.log")) as handle:
+        relayed = handle.read()
+    assert '"GET http://deb.debian.org/debian/pool/main/libv' in relayed
+    assert "example.com" in relayed and '"GET http://example.com/ HTTP/1.1" 403' in relayed
+
+
+PROXY_PROBE = """
+import http.client, sys, urllib.parse
+proxy = urllib.parse.urlsplit(sys.argv[1])
+for method, target in (("GET", "http://deb.debian.org@example.com/debian/"),
+                       ("GET", "http://deb.debian.org:8080/debian/"),
+                       ("GET", "http://deb.debian.org:99999/debian/"),
+                       ("CONNECT", "deb.debian.org:443")):
+    conn = http.client.HTTPConnection(proxy.hostname, proxy.port, timeout=10)
+    conn.request(method, target)
+    print(conn.getresponse().status)
+    conn.close()
+"""
 
 
 def test_daemons_run_under_systemd_and_without_it(lab):
     hv1 = ssh(HOSTS["hv1"], "systemctl is-active libvirtd virtlogd virtlockd ssh; "
-                            "systemctl is-enabled libvirtd virtlogd.socket virtlockd.socket ssh libvirtd-tcp.socket; "
+                            "systemctl is-enabled libvirtd virtlogd.socket virtlockd.socket ssh libvirtd.socket "
+                            "libvirtd-ro.socket libvirtd-admin.socket libvirtd-tcp.socket libvirtd-tls.socket; "
                             "systemctl show -p MainPID --value libvirtd; pgrep -x libvirtd; "
                             "ss -ltnH 'sport = 16509'", check=False).stdout.split()
     assert hv1[:4] == ["active"] * 4, hv1
     # libvirtd listens by itself on the host's address (its sockets masked: no socket activation)
-    assert hv1[4:9] == ["enabled"] * 4 + ["masked"], hv1
-    assert hv1[9] == hv1[10]  # the libvirtd that runs is systemd's unit
-    assert "10.79.0.11:16509" in hv1[11:]
+    assert hv1[4:13] == ["enabled"] * 4 + ["masked"] * 5, hv1
+    assert hv1[13] == hv1[14]  # the libvirtd that runs is systemd's unit
+    assert "10.79.0.11:16509" in hv1[15:]
+    # the package's own configuration file keeps its other lines: one line is the role's
+    default = ssh(HOSTS["hv1"], "cat /etc/default/libvirtd").stdout
+    assert [line for line in default.splitlines() if line.startswith("LIBVIRTD_ARGS=")] == \
+        ['LIBVIRTD_ARGS="--listen"'], default
+    assert "# Customizations for the libvirtd.service systemd unit" in default, default
     hv2 = ssh(HOSTS["hv2"], "test ! -e /run/systemd/system && /usr/local/sbin/virtplane-service status "
                             "libvirtd virtlogd virtlockd").stdout.split("\n")
     assert hv2[:3] == ["libvirtd running", "virtlogd running", "virtlockd running"]
@@ -317,8 +379,13 @@ def test_a_new_recipe_builds_a_new_base_root_and_remakes_the_hosts(lab):
     actions = lab_tool("up", "--check", "--mirror", "http://deb.debian.org/debian/")["actions"]
     assert actions[0].startswith("build the base root "), actions
     assert actions[0].split()[4] != os.path.basename(lab["report"]["base_root"])
-    assert "remove lab host hv1 (made on an older base root)" in actions
-    assert "create lab host hv1 at 10.79.0.11" in actions
+    # the proxy (it relays to the mirrors of the recipe) and each host made again, and nothing else:
+    # what the real run would do
+    assert actions[1:3] == ["stop the old package proxy", "start the package proxy at 10.79.0.1:3142"], actions
+    assert actions[3:] == [step for name, address in (("engine1", ENGINE), ("hv1", HOSTS["hv1"]),
+                                                      ("hv2", HOSTS["hv2"]))
+                           for step in ("remove lab host %s (made on an older base root)" % name,
+                                        "create lab host %s at %s" % (name, address))], actions
     assert lab_tool("up", "--check")["actions"] == []  # the check changed nothing
 
 

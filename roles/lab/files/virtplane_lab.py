@@ -36,6 +36,8 @@ Output: one JSON object on stdout {"changed", "actions", "hosts", ...}; exit 1 w
 """
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import http.client
 import http.server
@@ -64,6 +66,8 @@ ISCSI_PORT = 3260
 MAX_LUNS = 32
 SIZE = re.compile(r"([0-9]+) *([KMGT]?)(?:i?B)?", re.IGNORECASE)
 ENGINE_HOST = "engine1"
+# in a host's directory once its root is whole
+ROOT_MADE = "root-made"
 MIB = 1024 ** 2
 
 # --- the base root ----------------------------------------------------------------------
@@ -372,9 +376,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_OPTIONS = do_PATCH = do_CONNECT  # noqa: N815
 
     def _relay(self, body):
-        url = urllib.parse.urlsplit(self.path)
-        netloc = "%s:%d" % (url.hostname, url.port or 80) if url.hostname else ""
-        if url.scheme != "http" or netloc not in self.server.allowed:
+        try:
+            url = urllib.parse.urlsplit(self.path)
+            netloc = "%s:%d" % (url.hostname, url.port or 80) if url.hostname else ""
+        except ValueError:  # a port that is no number, or out of range
+            self.send_error(400, "Not a URL: %s" % self.path[:200])
+            return
+        if url.scheme != "http" or url.username is not None or netloc not in self.server.allowed:
             self.send_error(403, "Not a Debian mirror of this lab: %s" % self.path[:200])
             return
         name = urllib.parse.unquote(url.path.rsplit("/", 1)[-1])
@@ -402,6 +410,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _open_upstream(self, url):
         for info in socket.getaddrinfo(url.hostname, url.port or 80, type=socket.SOCK_STREAM):
             address = ipaddress.ip_address(info[4][0])
+            address = getattr(address, "ipv4_mapped", None) or address
             if address.is_loopback or address.is_link_local or address.is_unspecified:
                 raise LabError("%s resolves to %s, which the proxy never reaches" % (url.hostname, address))
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=60)
@@ -430,7 +439,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         partial = None
         if keep and response.status == 200 and length is not None:
-            partial = "%s.partial-%d" % (keep, threading.get_ident())
+            partial = "%s.partial-%d-%d" % (keep, os.getpid(), threading.get_ident())
         received = 0
         out = open(partial, "wb") if partial else None  # noqa: SIM115 - closed below, kept only when whole
         try:
@@ -488,10 +497,40 @@ def mirror_netlocs(*mirrors):
 def serve_proxy(args):
     """`proxy`: the lab's package proxy, until killed (the lab starts it, records it and stops it)."""
     caches = [os.path.join(args.state_dir, "apt-cache"), "/var/cache/apt/archives"]
-    server = PackageProxy((args.listen, PROXY_PORT), mirror_netlocs(args.mirror, args.security_mirror), caches,
-                          log=sys.stdout)
+    try:
+        server = PackageProxy((args.listen, PROXY_PORT), mirror_netlocs(args.mirror, args.security_mirror), caches,
+                              log=sys.stdout)
+    except OSError as exc:
+        print("port %d of %s cannot be had: %s" % (PROXY_PORT, args.listen, exc.strerror or exc), flush=True)
+        return 1
     server.log("serving on %s:%d for %s" % (args.listen, PROXY_PORT, ", ".join(sorted(server.allowed))))
+    # bound and about to serve: what the lab waits for (a connect alone could reach another program)
+    with open(os.path.join(args.state_dir, "proxy.ready"), "w") as handle:
+        handle.write(str(os.getpid()))
     server.serve_forever()
+    return 0
+
+
+@contextlib.contextmanager
+def run_lock(state_dir):
+    """One run at a time on a lab: two would race on its record and its namespaces."""
+    if os.geteuid() != 0:  # refused by the lab, which needs root
+        yield
+        return
+    name = hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:16]
+    os.makedirs("/run/lock", exist_ok=True)
+    with open("/run/lock/virtplane-lab-%s.lock" % name, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise LabError("another run of the lab tool on %s is under way (pid %s)"
+                           % (state_dir, handle.read().strip() or "unknown")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 # --- the lab ----------------------------------------------------------------------------
@@ -523,6 +562,9 @@ class Lab:
         tmp = self.state_file + ".tmp"
         with open(tmp, "w") as handle:
             json.dump(self.state, handle, indent=1, sort_keys=True)
+            # on disk before it replaces the last record: after a power cut, one of the two is whole
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.state_file)
 
     def act(self, description, func=None, *fargs):
@@ -624,6 +666,10 @@ class Lab:
         a = self.args
         if os.geteuid() != 0:
             raise LabError("the lab needs root (namespaces, bridges and mounts): run it as root")
+        # it ends up in mount options (overlayfs: ',' and ':' separate them) and in scripts
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", self.state_dir) or "/../" in self.state_dir + "/":
+            raise LabError("state_dir '%s' must be an absolute path of letters, digits, '.', '_', '-' and '/'"
+                           % self.state_dir)
         limit = max(1, min(8, (os.cpu_count() or 1) * 2))
         if not 1 <= a.hosts <= limit:
             raise LabError("this machine can hold 1 to %d lab hosts (%d cores); %d were asked for"
@@ -636,9 +682,22 @@ class Lab:
         if not 1 <= a.luns <= MAX_LUNS:
             raise LabError("the lab's iSCSI target exports 1 to %d LUNs; %d were asked for" % (MAX_LUNS, a.luns))
         for field, value in (("mirror", a.mirror), ("security_mirror", a.security_mirror)):
-            if not MIRROR.fullmatch(value):
+            try:
+                good = bool(MIRROR.fullmatch(value)) and urllib.parse.urlsplit(value).port != 0
+            except ValueError:  # a port out of range
+                good = False
+            if not good:
                 raise LabError("%s '%s' must be a plain http:// URL of the Debian archive, such as "
                                "http://deb.debian.org/debian" % (field, value))
+        taken = {}
+        for kind, name in [("host", h["name"]) for h in design["hosts"]] + \
+                [("network interface", v) for h in design["hosts"] for v in (h["veth"], h["veth2"]) if v] + \
+                [("network interface", design["storage"]["veth"])]:
+            if (kind, name) in taken:
+                raise LabError("prefix '%s' and host_prefix '%s' give two lab hosts the %s name %s (interface "
+                               "names are cut at 15 characters): choose other ones" % (a.prefix, a.host_prefix,
+                                                                                       kind, name))
+            taken[(kind, name)] = True
         names = {h["name"] for h in design["hosts"]}
         unknown = sorted({n for n in a.without_systemd.split(",") if n} - names)
         if unknown:
@@ -888,28 +947,34 @@ class Lab:
         tool = os.path.join(self.state_dir, "virtplane_lab.py")
         shutil.copyfile(os.path.abspath(__file__), tool)
         os.makedirs(os.path.join(self.state_dir, "apt-cache"), 0o755, exist_ok=True)
+        ready = os.path.join(self.state_dir, "proxy.ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
         log = open(os.path.join(self.state_dir, "proxy.log"), "a")  # noqa: SIM115 - the child keeps it
         with log:
             proc = subprocess.Popen(
                 [sys.executable, tool, "proxy", "--state-dir", self.state_dir, "--listen", gateway,
                  "--mirror", self.args.mirror, "--security-mirror", self.args.security_mirror],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.state["proxy"] = {"pid": proc.pid, "started": None, "version": self._tool_version(),
+        # recorded at once: a run killed from here on leaves a proxy that down still stops
+        self.state["proxy"] = {"pid": proc.pid, "started": start_time(proc.pid), "version": self._tool_version(),
                                "address": "%s:%d" % (gateway, PROXY_PORT),
                                "mirrors": [self.args.mirror, self.args.security_mirror]}
+        self._save()
         deadline = time.time() + 10
         while time.time() < deadline:
-            self.state["proxy"]["started"] = start_time(proc.pid)
             if proc.poll() is not None:
+                self.state["proxy"] = None
+                self._save()
                 raise LabError("the package proxy did not start: %s" % " / ".join(
                     tail(os.path.join(self.state_dir, "proxy.log"), 3)))
-            try:
-                socket.create_connection((gateway, PROXY_PORT), timeout=1).close()
-                self._save()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise LabError("the package proxy did not answer at %s:%d within 10 s" % (gateway, PROXY_PORT))
+            if os.path.exists(ready):
+                with open(ready) as handle:
+                    if handle.read().strip() == str(proc.pid):
+                        return
+            time.sleep(0.05)
+        self._stop_proxy()
+        raise LabError("the package proxy did not start serving at %s:%d within 10 s" % (gateway, PROXY_PORT))
 
     def _stop_proxy(self):
         proxy = (self.state or {}).get("proxy") or {}
@@ -941,18 +1006,19 @@ class Lab:
         same = recorded and all(recorded.get(k) == host[k] for k in ("address", "address2", "base", "init", "role"))
         if same and self._running(recorded):
             return False
-        if recorded and not same:
+        remade = bool(recorded and not same)
+        if remade:
             why = ("an older kind of lab host" if "base" not in recorded else "made on an older base root"
                    if recorded["base"] != host["base"] else "changed")
             self.act("remove lab host %s (%s)" % (host["name"], why), self._destroy_host, recorded, True)
             if not self.check:
                 self._forget(host["name"])
             recorded = None
-        if recorded is None and host["netns"] in namespaces():
+        if recorded is None and not remade and host["netns"] in namespaces():
             # a namespace this lab made (preflight refused any other) whose host was never recorded
             self.act("remove the leftovers of lab host %s" % host["name"], self._destroy_host,
                      dict(host, pid=0, started=None, cgroups=[]), True)
-        if recorded and os.path.isdir(os.path.join(recorded["upper"], "etc")):
+        if recorded and os.path.exists(os.path.join(recorded["dir"], ROOT_MADE)):
             self.act("boot lab host %s (it was down)" % host["name"], self._boot, recorded, design)
         else:
             self.act("create lab host %s at %s" % (host["name"], host["address"]), self._make_host, host, design)
@@ -1013,6 +1079,9 @@ class Lab:
             # as in container images: packages do not start their daemons where no init system runs
             write("/usr/sbin/policy-rc.d", "#!/bin/sh\n# lab host without systemd: no daemon starts on install\n"
                   "exit 101\n", 0o755)
+        # last: a root without it was left half-made by a killed run, and is made again
+        with open(os.path.join(host["dir"], ROOT_MADE), "w") as handle:
+            handle.write(host["base"] + "\n")
 
     def _make_network(self, host, design):
         ns = host["netns"]
@@ -1049,6 +1118,12 @@ class Lab:
                 design["base"]["dir"], host["upper"], os.path.join(host["dir"], "work"))), q(root)),
             "cd %s" % q(root),
             "mount -t proc -o nosuid,nodev,noexec proc proc",
+            # the kernel's settings are this machine's: a host changes only its network namespace's
+            # (as systemd-nspawn does), and cannot trigger SysRq on the machine
+            "mount --bind proc/sys proc/sys && mount --bind proc/sys/net proc/sys/net"
+            " && mount -o remount,bind,ro proc/sys",
+            "if [ -e proc/sysrq-trigger ]; then mount --bind proc/sysrq-trigger proc/sysrq-trigger"
+            " && mount -o remount,bind,ro proc/sysrq-trigger; fi",
             "mount -t tmpfs -o mode=755,nosuid,size=16m tmpfs dev",
             "mkdir -p dev/net dev/pts dev/shm",
         ]
@@ -1538,12 +1613,12 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.action == "proxy":
-        serve_proxy(args)
-        return 0
+        return serve_proxy(args)
     lab = None
     try:
-        lab = Lab(args)
-        result = lab.up() if args.action == "up" else lab.down()
+        with run_lock(args.state_dir):
+            lab = Lab(args)
+            result = lab.up() if args.action == "up" else lab.down()
     except (LabError, ValueError) as exc:
         print(json.dumps({"failed": True, "msg": "Lab %s %s: %s" % (
             args.action, "failed" if lab and lab.started else "refused", exc)}))
