@@ -750,6 +750,52 @@ def test_hosts_that_died_boot_again_from_their_own_root(lab):
     assert [h["status"] for h in host_info(lab, refresh=True)["hosts"]] == ["Up", "Up"]
 
 
+def test_a_host_whose_init_was_never_recorded_is_stopped_before_it_boots_again(lab):
+    """What a run killed between starting a host's init and recording it leaves: a host that runs,
+    recorded as down. The next run must not boot a second init on the same root."""
+    path = os.path.join(STATE_DIR, "lab.json")
+    state = lab_state(STATE_DIR)
+    for host in state["hosts"]:
+        if host["name"] == "hv1":
+            host.update(pid=0, started=None)
+    with open(path, "w") as handle:
+        json.dump(state, handle)
+    assert len(inits("hv1")) == 1
+    assert lab_tool("up")["actions"] == ["boot lab host hv1 (it was down)"]
+    assert len(inits("hv1")) == 1  # the new one: the old one was stopped first
+    assert inits("hv1") == [[h for h in lab_state(STATE_DIR)["hosts"] if h["name"] == "hv1"][0]["pid"]]
+    assert ssh(HOSTS["hv1"], "systemctl is-active libvirtd").stdout.strip() == "active"
+    assert [h["status"] for h in host_info(lab, refresh=True)["hosts"]] == ["Up", "Up"]
+
+
+def test_a_detached_nic_and_a_lost_gateway_address_are_repaired(lab):
+    subprocess.run(["ip", "link", "set", "vptest-hv2", "nomaster"], check=True)
+    subprocess.run(["ip", "addr", "del", "10.80.0.1/24", "dev", "vptest0s"], check=True)
+    repairs = ["give bridge vptest0s its address 10.80.0.1/24", "attach lab host hv2's vptest-hv2 to bridge vptest0"]
+    assert lab_tool("up", "--check")["actions"] == repairs
+    assert lab_tool("up")["actions"] == repairs
+    masters = {link["ifname"]: link.get("master") for link in json.loads(subprocess.run(
+        ["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)}
+    assert masters["vptest-hv2"] == "vptest0"
+    assert ssh(HOSTS["hv2"], "hostname").stdout.strip() == "hv2"
+    assert lab_tool("up")["actions"] == []
+
+
+def inits(host):
+    """The processes in the host's network namespace that are PID 1 of a PID namespace: its init."""
+    found = []
+    for pid in subprocess.run(["ip", "netns", "pids", "vptest-" + host], capture_output=True, text=True,
+                              check=True).stdout.split():
+        try:
+            with open("/proc/%s/status" % pid) as handle:
+                nspid = [line.split()[1:] for line in handle if line.startswith("NSpid:")][0]
+        except (OSError, IndexError):
+            continue
+        if len(nspid) > 1 and nspid[-1] == "1":
+            found.append(int(pid))
+    return found
+
+
 def test_a_host_that_does_not_finish_booting_is_stopped_with_its_journal(lab):
     unit = "/etc/systemd/system/vptest-hang.service"
     ssh(HOSTS["hv1"], "printf '[Unit]\\nDescription=a unit that never finishes starting\\n[Service]\\n"

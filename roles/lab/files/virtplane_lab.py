@@ -813,10 +813,16 @@ class Lab:
             if not os.path.isdir(path):
                 self.act("create %s" % path, os.makedirs, path, 0o755, True)
         present = links()
+        configured = addresses()
         for bridge, gateway in ((design["bridge"], design["gateway"]), (design["bridge2"], design["gateway2"])):
             if bridge not in present:
                 self.act("create bridge %s (%s)" % (bridge, gateway), self._make_bridge, bridge, gateway)
-            elif present[bridge].get("operstate") == "DOWN" and "UP" not in present[bridge].get("flags", []):
+                continue
+            if (bridge, ipaddress.ip_interface(gateway)) not in configured:
+                # a run killed while it made the bridge: the proxy and the hosts' routes need the address
+                self.act("give bridge %s its address %s" % (bridge, gateway), run, "ip", "addr", "add", gateway,
+                         "dev", bridge)
+            if present[bridge].get("operstate") == "DOWN" and "UP" not in present[bridge].get("flags", []):
                 self.act("bring bridge %s up" % bridge, run, "ip", "link", "set", bridge, "up")
         self._ensure_proxy(design)
         self._ensure_storage(design)
@@ -1005,6 +1011,7 @@ class Lab:
         recorded = self._recorded(host["name"])
         same = recorded and all(recorded.get(k) == host[k] for k in ("address", "address2", "base", "init", "role"))
         if same and self._running(recorded):
+            self._reattach(recorded, design)
             return False
         remade = bool(recorded and not same)
         if remade:
@@ -1019,10 +1026,25 @@ class Lab:
             self.act("remove the leftovers of lab host %s" % host["name"], self._destroy_host,
                      dict(host, pid=0, started=None, cgroups=[]), True)
         if recorded and os.path.exists(os.path.join(recorded["dir"], ROOT_MADE)):
-            self.act("boot lab host %s (it was down)" % host["name"], self._boot, recorded, design)
+            self.act("boot lab host %s (it was down)" % host["name"], self._boot_again, recorded, design)
         else:
             self.act("create lab host %s at %s" % (host["name"], host["address"]), self._make_host, host, design)
         return True
+
+    def _reattach(self, recorded, design):
+        """A running host's NICs back on their bridges (a bridge that was deleted is made again empty)."""
+        present = links()
+        for veth, bridge in ((recorded["veth"], design["bridge"]), (recorded.get("veth2"), design["bridge2"])):
+            if veth and veth in present and present[veth].get("master") != bridge:
+                self.act("attach lab host %s's %s to bridge %s" % (recorded["name"], veth, bridge), run, "ip", "link",
+                         "set", veth, "master", bridge, "up")
+
+    def _boot_again(self, recorded, design):
+        # what is left of its last boot goes first (a run killed before it recorded the host's init
+        # leaves one that runs unrecorded): two inits must never share its root
+        self._stop([recorded])
+        self._save()
+        self._boot(recorded, design)
 
     def _forget(self, name):
         self.state["hosts"] = [h for h in self.state["hosts"] if h["name"] != name]
