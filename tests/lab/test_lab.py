@@ -293,6 +293,12 @@ def test_hosts_are_whole_machines_on_one_base_root(lab):
         assert {"null", "urandom", "tty", "pts", "shm"} <= devices, devices
         assert not devices & {"vda", "sda", "mem", "kmsg", "console"}, devices
         assert os.path.exists("/dev/kvm") <= ("kvm" in devices)
+        # the kernel's settings are this machine's: read-only, but for its own network namespace's
+        # (each written with the value it has, so that nothing changes even if the write went through)
+        sysctl = ssh(address, "v=$(cat /proc/sys/fs/protected_fifos); (echo $v > /proc/sys/fs/protected_fifos) "
+                              "2>&1; v=$(cat /proc/sys/net/ipv4/ip_forward); echo $v > /proc/sys/net/ipv4/ip_forward "
+                              "&& echo net-written", check=False).stdout
+        assert "Read-only file system" in sysctl and sysctl.endswith("net-written\n"), sysctl
     assert len(identities) == 3  # each host its own machine id (the libvirt host UUID comes from it)
     assert [(h["name"], h["init"], h["failed_units"]) for h in report["hosts"]] == [
         ("engine1", "systemd", []), ("hv1", "systemd", []), ("hv2", "none", [])]
