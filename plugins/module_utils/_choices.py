@@ -27,6 +27,13 @@ DISK_STATES = ("present", "detached", "absent")
 
 NETWORK_MODES = ("bridge", "nat", "isolated")
 
+VM_STATUSES = ("Down", "WaitForLaunch", "PoweringUp", "Up", "PoweringDown", "Paused", "Suspended",
+               "MigratingFrom", "MigratingTo", "NotResponding", "RestartingHA", "Unknown")
+VM_STATES = ("present", "running", "stopped", "suspended", "restarted", "absent")
+VM_NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
+VM_BOOT_DEVICES = ("hd", "cdrom", "network")
+VM_CONSOLE_TYPES = ("vnc", "spice", "none")
+
 EVENT_SEVERITIES = ("normal", "warning", "error")
 JOB_STATUSES = ("running", "finished", "failed", "aborted")
 OBJECT_TYPES = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template")

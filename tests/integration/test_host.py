@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 
-from tests.support.engine_rows import running_vm
 from tests.support.playbook import run_play
 
 BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
@@ -123,11 +122,11 @@ def test_move_between_clusters_and_remove(engine_options, sql):
     assert codes == ["HOST_ADDED", "HOST_UPDATED", "HOST_REMOVED"]
 
 
-def test_host_with_running_vm_is_not_removed(engine_options, engine, sql):
-    run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test:///default"))],
-             engine=engine_options)
-    with engine.transaction() as cur:
-        running_vm(cur, "web01", "hv1")
+def test_host_with_running_vm_is_not_removed(engine_options, sql):
+    run = run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri="test:///default")),
+                           {"name": "start", "virtplane.kvm.vm": {"name": "web01", "cluster": "prod", "memory": "64MiB",
+                                                                  "state": "running"}}], engine=engine_options)
+    assert run["start"]["vm"]["host"] == "hv1", run.output[-3000:]
     run = run_play([dict(name="remove", ignore_errors=True, **host(state="absent")),
                     dict(name="move", ignore_errors=True, **host(cluster="test")),
                     dict(name="nic", ignore_errors=True, **host(cluster="prod", network_nic="eth9"))],

@@ -21,7 +21,8 @@ BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
             "name": "shared", "datacenter": "paris", "type": "posixfs", "posixfs": {"path": "/srv/shared"}}},
         {"name": "blue", "virtplane.kvm.logical_network": {"name": "blue", "datacenter": "paris", "mode": "isolated"}}]
 TABLES = ("datacenter", "cluster", "host", "storage_domain", "storage_domain_cluster", "storage_domain_host",
-          "logical_network", "cluster_network", "host_network", "disk", "vm", "event", "engine_setting")
+          "logical_network", "cluster_network", "host_network", "disk", "vm", "vm_nic", "vm_runtime", "job", "event",
+          "engine_setting")
 
 DC = "virtplane.kvm.datacenter"
 CLUSTER = "virtplane.kvm.cluster"
@@ -29,6 +30,7 @@ HOST = "virtplane.kvm.host"
 SD = "virtplane.kvm.storage_domain"
 DISK = "virtplane.kvm.disk"
 NET = "virtplane.kvm.logical_network"
+VM = "virtplane.kvm.vm"
 
 
 def _sd(**options):
@@ -188,6 +190,20 @@ CASES += [
     ("description c1", DC, {"name": "rome", "description": "abc\x9bdef"}, "description", "control characters"),
     ("policy key newline", CLUSTER, {"name": "prod", "scheduling_policy_params": {"high_utilization\n": 70}},
      "scheduling_policy_params", "not a parameter"),
+    ("vm name newline", VM, {"name": "web01\n", "cluster": "prod", "memory": "1GiB"}, "name", "valid name"),
+    ("vm name xml", VM, {"name": "<web/>", "cluster": "prod", "memory": "1GiB"}, "name", "valid name"),
+    ("vm memory huge", VM, {"name": "web01", "cluster": "prod", "memory": "9" * 30}, "memory", "1 PiB"),
+    ("vm memory negative", VM, {"name": "web01", "cluster": "prod", "memory": "-512MiB"}, "memory", "not a size"),
+    ("vm vcpus huge", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB", "vcpus": 10 ** 20}, "vcpus",
+     "outside 1-512"),
+    ("vm vcpus newline", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB", "vcpus": "2\n"}, "vcpus",
+     "whole number"),
+    ("vm kernel path", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB", "boot": {"kernel": "/k;reboot"}},
+     "boot.kernel", "not allowed"),
+    ("vm cmdline newline", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB",
+                                "boot": {"kernel": "/k", "cmdline": "a\n"}}, "boot.cmdline", "one line"),
+    ("vm state newline", VM, {"name": "web01", "state": "running\n"}, "state", "not one of"),
+    ("vm bulk name", VM, {"vms": [{"name": "ok"}, {"name": "a b"}]}, "vms[1].name", "valid name"),
 ]
 # read-only modules: refused the same way, and never as a "refused change"
 INFO_CASES = [
@@ -200,6 +216,8 @@ INFO_CASES = [
     ("event limit zero", "virtplane.kvm.event_info", {"limit": 0}, "limit", "outside 1-10000"),
     ("event since", "virtplane.kvm.event_info", {"since": "2026-01-01\n"}, "since", "ISO 8601"),
     ("event name", "virtplane.kvm.event_info", {"object_name": "hv1\n"}, "object_name", "valid name"),
+    ("vm_info name", "virtplane.kvm.vm_info", {"name": ["web01\n"]}, "name[0]", "valid name"),
+    ("vm_info tag", "virtplane.kvm.vm_info", {"tags": ["$(reboot)"]}, "tags[0]", "valid name"),
 ]
 
 

@@ -8,6 +8,7 @@ what is under test here is storage and networks, not the domain type.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,7 @@ import time
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
-from tests.support.engine_rows import running_vm
-from tests.support.lab import guest_xml, host_file, in_host, read_console, wait_for_console
+from tests.support.lab import host_file, in_host, read_console, wait_for_console
 from tests.support.playbook import ROOT, run_plays, start_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-res"
@@ -318,51 +318,180 @@ def test_disks_created_grown_imported_and_iscsi_luns(dc, tmp_path, sql_lab):
         os.path.join(SHARED, "base.qcow2"))
 
 
-def test_guests_on_the_vxlan_network_reach_each_other_across_hosts(dc, sql_lab):
+def lab_vm(name, address, peer, host, **options):
+    """A VM of the lab image on the VXLAN network ``app``, pinged by and pinging ``peer``."""
+    values = {"name": name, "cluster": "lab", "memory": "128MiB", "vcpus": 1, "host": [host],
+              "nics": [{"name": "eth0", "network": "app"}],
+              "boot": {"kernel": IMAGE + "/vmlinuz", "initrd": IMAGE + "/initrd.img",
+                       "cmdline": "console=ttyS0 panic=-1 vp.ip=%s/24 vp.name=%s vp.ping=%s" % (address, name, peer)},
+              "state": "running"}
+    values.update(options)
+    return values
+
+
+def console_of(host, name):
+    return host_file(STATE_DIR, host, "/var/lib/virtplane/local/%s-console.log" % name)
+
+
+def domains_on(host):
     import libvirt
 
-    guests = []
+    conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
     try:
-        for host, address, peer in (("hv2", "192.168.100.12", None), ("hv1", "192.168.100.11", "192.168.100.12")):
-            conn = libvirt.open("qemu+tcp://%s/system" % HOSTS[host])
-            name = "app-" + host
-            serial = host_file(STATE_DIR, host, "/var/log/libvirt/qemu/%s.serial" % name)
-            in_host(KEY, HOSTS[host], "rm -f /var/log/libvirt/qemu/%s.serial" % name)
-            xml = guest_xml(name, address, "qemu", IMAGE, cmdline="vp.ping=%s" % peer if peer else "",
-                            network="vp-app")
-            guests.append((conn, conn.createXML(xml, 0), serial))
-        console = wait_for_console(guests[1][2], "VIRTPLANE-GUEST-PING 192.168.100.12 ok", timeout=120)
-        assert "VIRTPLANE-GUEST-PING 192.168.100.12 ok" in console, console[-2000:]
-        assert "VIRTPLANE-GUEST-READY ip=192.168.100.12" in read_console(guests[0][2])
-        # a disk attached to the running VM is plugged into its guest at once, and unplugged again
-        with sql_lab.engine.transaction() as cur:
-            running_vm(cur, "app-hv1", "hv1")
-        run = engine_tasks(dc, [{"name": "attach", "virtplane.kvm.disk": {
-            "name": "hot", "storage_domain": "shared", "size": "64MiB", "vm": "app-hv1"}}], diff=True)
-        assert run.rc == 0, run.output[-3000:]
-        assert run["attach"]["disk"]["vm"] == "app-hv1" and run["attach"]["disk"]["target"] == "vda"
-        assert run["attach"]["actions"] == ["create qcow2 64 MiB", "attach as vda", "plug into the running guest"]
-        assert _storage.live_disk_targets(guests[1][0], "app-hv1")["vda"] == ("vp-shared", "hot.qcow2")
-        # growing it while the guest runs goes through QEMU, which holds the image: the guest sees it at once
-        run = engine_tasks(dc, [{"name": "grow", "virtplane.kvm.disk": {
-            "name": "hot", "storage_domain": "shared", "size": "96MiB"}}])
-        assert run["grow"]["actions"] == ["grow 64 MiB -> 96 MiB", "grow in the running guest of VM app-hv1"], \
-            run.output[-3000:]
-        assert guests[1][1].blockInfo("vda")[0] == 96 * MIB
-        run = engine_tasks(dc, [{"name": "detach", "virtplane.kvm.disk": {
-            "name": "hot", "storage_domain": "shared", "state": "detached"}},
-            {"name": "remove", "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared", "state": "absent"}}])
-        assert run.rc == 0, run.output[-3000:]
-        assert run["detach"]["actions"] == ["detach from app-hv1", "unplug from the running guest"]
-        deadline = time.time() + 15  # the guest acknowledges the unplug
-        while time.time() < deadline and "vda" in _storage.live_disk_targets(guests[1][0], "app-hv1"):
-            time.sleep(0.5)
-        assert "vda" not in _storage.live_disk_targets(guests[1][0], "app-hv1")
+        return sorted(d.name() for d in conn.listAllDomains(0))
     finally:
-        for conn, domain, _serial in guests:
-            domain.destroy()
+        conn.close()
+
+
+def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_lab):
+    """Two VMs of the vm module on different hosts, on the VXLAN network: the whole life of a VM on real hosts."""
+    import libvirt
+
+    disks = [{"name": "web-data", "storage_domain": "shared", "size": "64MiB"}]
+    web = lab_vm("web", "192.168.100.31", "192.168.100.32", "hv1", disks=disks, memory_max="256MiB",
+                 cloud_init={"meta_data": {"local-hostname": "web.lab"}, "user_data": {"packages": []}})
+    peer = lab_vm("peer", "192.168.100.32", "192.168.100.31", "hv2")
+    try:
+        # check mode changes nothing, in the engine or on the hosts
+        run = engine_tasks(dc, [{"name": "vms", "virtplane.kvm.vm": {"vms": [web, peer]}}], check=True, diff=True)
+        assert run.rc == 0, run.output[-3000:]
+        assert run["vms"]["changed"] and "web: start on hv1" in run["vms"]["actions"]
+        assert sql_lab("SELECT name FROM vm WHERE name IN ('web', 'peer')") == []
+        assert "web" not in domains_on("hv1") and "peer" not in domains_on("hv2")
+
+        for host, name in (("hv1", "web"), ("hv2", "peer")):
+            in_host(KEY, HOSTS[host], "rm -f /var/lib/virtplane/local/%s-console.log" % name)
+        run = engine_tasks(dc, [{"name": "vms", "virtplane.kvm.vm": {"vms": [web, peer]}}])
+        assert run.rc == 0, run.output[-3000:]
+        started = {v["name"]: v for v in run["vms"]["vms"]}
+        assert (started["web"]["status"], started["web"]["host"]) == ("Up", "hv1")
+        assert (started["peer"]["status"], started["peer"]["host"]) == ("Up", "hv2")
+        assert "web" in domains_on("hv1") and "peer" in domains_on("hv2")
+        web_id = started["web"]["id"]
+        console = wait_for_console(console_of("hv1", "web"), "VIRTPLANE-GUEST-PING 192.168.100.32 ok", timeout=120)
+        assert "VIRTPLANE-GUEST-PING 192.168.100.32 ok" in console, console[-2000:]
+        # the NoCloud seed the engine wrote reached the guest (it reads it once its network is up)
+        console = wait_for_console(console_of("hv1", "web"), "VIRTPLANE-GUEST-SEED", timeout=60)
+        assert "VIRTPLANE-GUEST-SEED instance-id=%s local-hostname=web.lab" % web_id in console, console[-2000:]
+        assert "VIRTPLANE-GUEST-PING 192.168.100.31 ok" in wait_for_console(
+            console_of("hv2", "peer"), "VIRTPLANE-GUEST-PING 192.168.100.31 ok", timeout=60)
+        # the engine reads the console back through libvirt
+        run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.vm_info": {"name": ["web"], "console_log": True}}])
+        assert "VIRTPLANE-GUEST-READY ip=192.168.100.31" in run["info"]["vms"][0]["console_log"]
+
+        # a second run changes nothing
+        run = engine_tasks(dc, [{"name": "vms", "virtplane.kvm.vm": {"vms": [web, peer]}}])
+        assert run.rc == 0 and not run["vms"]["changed"], run.output[-3000:]
+        # and reads in bulk: one read-only connection to each host that runs one of them, no event, no job
+        from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+        from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+
+        events, jobs = len(sql_lab("SELECT id FROM event")), len(sql_lab("SELECT id FROM job"))
+        engine = _db.connect(dc["engine"])
+        try:
+            specs = [_vm.VmSpec(**vm) for vm in (web, peer)]
+            assert [o.changed for o in _vm.ensure_many(engine, specs)] == [False, False]
+            uris = sql_lab("SELECT libvirt_uri FROM host WHERE name IN ('hv1', 'hv2') ORDER BY libvirt_uri")
+            assert sorted(engine.hypervisors.opened) == [(r["libvirt_uri"], True) for r in uris]
+        finally:
+            engine.close()
+        assert (len(sql_lab("SELECT id FROM event")), len(sql_lab("SELECT id FROM job"))) == (events, jobs)
+
+        # live: memory within its maximum, a disk plugged (the disk module on the real VM) and grown;
+        # a new kernel command line waits for the next start
+        changed_web = dict(web, memory="192MiB", boot=dict(web["boot"], cmdline=web["boot"]["cmdline"].replace(
+            "192.168.100.31", "192.168.100.33")))
+        run = engine_tasks(dc, [{"name": "change", "virtplane.kvm.vm": changed_web},
+                                {"name": "attach", "virtplane.kvm.disk": {
+                                    "name": "hot", "storage_domain": "shared", "size": "64MiB", "vm": "web"}},
+                                {"name": "grow", "virtplane.kvm.disk": {
+                                    "name": "hot", "storage_domain": "shared", "size": "96MiB"}}], diff=True)
+        assert run.rc == 0, run.output[-3000:]
+        assert "set memory to 192 MiB live" in run["change"]["actions"]
+        assert run["change"]["pending_restart"] == ["boot"]
+        assert run["change"]["diff"]["after"]["memory_mib"] == 192
+        conn = libvirt.open("qemu+tcp://%s/system" % HOSTS["hv1"])
+        try:
+            # the guest's balloon driver gives the memory back in its own time
+            deadline = time.monotonic() + 30
+            while conn.lookupByName("web").info()[2] != 192 * 1024 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert conn.lookupByName("web").info()[2] == 192 * 1024
+            assert _storage.live_disk_targets(conn, "web")["vdb"] == ("vp-shared", "hot.qcow2")
+            assert conn.lookupByName("web").blockInfo("vdb")[0] == 96 * MIB
+        finally:
             conn.close()
-        sql_lab("DELETE FROM vm WHERE name = 'app-hv1' RETURNING id")
+        assert run["attach"]["actions"][-1] == "plug into the running guest"
+        # a disk of one VM is refused to another
+        run = engine_tasks(dc, [{"name": "steal", "ignore_errors": True, "virtplane.kvm.vm": dict(
+            peer, disks=[{"name": "hot", "storage_domain": "shared"}])}])
+        assert "disk 'hot' of storage domain 'shared' is attached to VM 'web'" in run["steal"]["msg"]
+
+        # suspend: the memory goes to a file on the host and the domain ends; resumed, the guest counts on
+        run = engine_tasks(dc, [{"name": "suspend", "virtplane.kvm.vm": {"name": "web", "state": "suspended"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["suspend"]["actions"] == ["save its memory on hv1"]
+        assert (run["suspend"]["vm"]["status"], run["suspend"]["vm"]["suspended_on"]) == ("Suspended", "hv1")
+        assert "web" not in domains_on("hv1")
+        assert os.path.exists(host_file(STATE_DIR, "hv1", "/var/lib/virtplane/local/web.save"))
+        before = read_console(console_of("hv1", "web"))
+        counted = [int(n) for n in re.findall(r"heartbeat (\d+)", before)]
+        run = engine_tasks(dc, [{"name": "stop", "ignore_errors": True, "virtplane.kvm.vm": {
+            "name": "web", "state": "stopped"}}, {"name": "resume", "virtplane.kvm.vm": {"name": "web",
+                                                                                         "state": "running"}}])
+        assert "stopping it discards its memory" in run["stop"]["msg"]
+        assert run["resume"]["actions"] == ["resume on hv1"] and run["resume"]["vm"]["status"] == "Up"
+        assert run["resume"]["vm"]["pending_restart"] == ["boot"]  # it is the guest it was
+        deadline = time.monotonic() + 30
+        after = []
+        while time.monotonic() < deadline and not after:
+            now = read_console(console_of("hv1", "web"))
+            # what the resumed guest printed: the log goes on, or starts again if QEMU truncated it
+            printed = now[len(before):] if now.startswith(before) else now
+            after = [int(n) for n in re.findall(r"heartbeat (\d+)", printed)]
+            time.sleep(1)
+        assert after and min(after) > max(counted), (counted[-3:], after[:3])
+        assert not os.path.exists(host_file(STATE_DIR, "hv1", "/var/lib/virtplane/local/web.save"))
+
+        # stop: the ACPI power button, and the guest powers off by itself
+        run = engine_tasks(dc, [{"name": "stop", "virtplane.kvm.vm": {"name": "web", "state": "stopped",
+                                                                      "stop_timeout": 60}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["stop"]["actions"] == ["shut down (ACPI) on hv1"] and run["stop"]["vm"]["status"] == "Down"
+        assert "VIRTPLANE-GUEST-POWEROFF" in read_console(console_of("hv1", "web"))
+        assert "web" not in domains_on("hv1")
+        assert not os.path.exists(host_file(STATE_DIR, "hv1", "/var/lib/virtplane/local/web-seed.iso"))
+        assert sql_lab("SELECT r.status, r.run_host_id, r.reserved_memory_mib FROM vm_runtime r JOIN vm v"
+                       " ON v.id = r.vm_id WHERE v.name = 'web'") == [
+            {"status": "Down", "run_host_id": None, "reserved_memory_mib": 0}]
+
+        # start again, elsewhere: what was pending is applied; the disks follow it on shared storage
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": dict(changed_web, host=["hv2"])}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["start"]["vm"]["host"] == "hv2" and run["start"]["vm"]["pending_restart"] == []
+        # its list of disks is the whole list: the disk plugged by the disk module alone is detached, and kept
+        assert [d["name"] for d in run["start"]["vm"]["disks"]] == ["web-data"]
+        assert "detach from web" in run["start"]["actions"]
+        assert os.path.exists(os.path.join(SHARED, "hot.qcow2"))
+        assert "VIRTPLANE-GUEST-READY ip=192.168.100.33" in wait_for_console(
+            console_of("hv2", "web"), "VIRTPLANE-GUEST-READY", timeout=90)
+
+        # removed with its disks (force: it runs)
+        run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.vm": {"vms": [
+            {"name": "web", "state": "absent", "force": True}, {"name": "peer", "state": "absent", "force": True}]}},
+            {"name": "hot", "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared", "state": "absent"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert "web: remove disk web-data" in run["remove"]["actions"]
+        assert "web" not in domains_on("hv2") and "peer" not in domains_on("hv2")
+        assert not os.path.exists(os.path.join(SHARED, "web-data.qcow2"))
+        assert not os.path.exists(os.path.join(SHARED, "hot.qcow2"))
+        assert sql_lab("SELECT name FROM vm") == [] and sql_lab("SELECT name FROM disk WHERE name IN"
+                                                                " ('web-data', 'hot')") == []
+    finally:
+        engine_tasks(dc, [{"name": "cleanup", "ignore_errors": True, "virtplane.kvm.vm": {"vms": [
+            {"name": "web", "state": "absent", "force": True}, {"name": "peer", "state": "absent", "force": True}]}},
+            {"name": "hot", "ignore_errors": True, "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared",
+                                                                          "state": "absent"}}])
 
 
 def test_a_vlan_network_the_kernel_cannot_carry_makes_hosts_nonoperational_until_removed(dc, sql_lab):

@@ -450,6 +450,12 @@ INSERT INTO mac_pool (datacenter_id, range_start, range_end)
     SELECT id, {DEFAULT_MAC_POOL_SQL[0].format(id="id")}, {DEFAULT_MAC_POOL_SQL[1].format(id="id")} FROM datacenter;
 """
 
+_VM_RUNTIME_CONFIG = """
+-- what a running VM was started with (and what was applied to it live since): the definition's fields
+-- that differ from it are the VM's pending_restart
+ALTER TABLE vm_runtime ADD COLUMN running_config jsonb;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -460,6 +466,7 @@ MIGRATIONS = (
     Migration(6, "engine settings; no URI password or quoted file content kept", _SETTINGS),
     Migration(7, "reservations (job owner and heartbeat), VM runtime and statistics apart, host CPU features "
                  "and statistics, MAC pools", _ENGINE_CORE),
+    Migration(8, "the configuration a running VM was started with", _VM_RUNTIME_CONFIG),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -14,6 +14,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import 
 
 DOMAIN_TYPES = ("kvm", "qemu", "test")
 INTERFACE_TYPES = ("network", "bridge", "user")
+GRAPHICS_TYPES = ("vnc", "spice")
 
 
 class GuestSpec:
@@ -22,7 +23,9 @@ class GuestSpec:
     own controller) and its serial console."""
 
     def __init__(self, name, domain_type="qemu", memory_mib=128, vcpus=1, machine=None, kernel=None, initrd=None,
-                 cmdline=None, interfaces=(), disks=(), serial_path=None, acpi=True, uuid=None, cdroms=()):
+                 cmdline=None, interfaces=(), disks=(), serial_path=None, acpi=True, uuid=None, cdroms=(),
+                 max_memory_mib=None, max_vcpus=None, topology=None, graphics=None, boot_devices=(),
+                 description=None):
         if domain_type not in DOMAIN_TYPES:
             raise ValueError("domain type %r is not one of %s" % (domain_type, ", ".join(DOMAIN_TYPES)))
         for interface in interfaces:
@@ -44,6 +47,21 @@ class GuestSpec:
         self.serial_path = serial_path
         self.acpi = acpi
         self.uuid = uuid
+        # the balloon: the guest has memory_mib of max_memory_mib (the most it may be given while it runs)
+        self.max_memory_mib = int(max_memory_mib or memory_mib)
+        # vCPU hot-plug: vcpus online of max_vcpus; topology (sockets, cores, threads) covers max_vcpus
+        self.max_vcpus = int(max_vcpus or vcpus)
+        if self.max_memory_mib < self.memory_mib or self.max_vcpus < self.vcpus:
+            raise ValueError("memory and vCPUs must be within their maximum")
+        self.topology = tuple(topology) if topology else None
+        if self.topology and self.topology[0] * self.topology[1] * self.topology[2] != self.max_vcpus:
+            raise ValueError("sockets x cores x threads must be the maximum number of vCPUs")
+        self.graphics = dict(graphics) if graphics else None
+        if self.graphics and self.graphics.get("type") not in GRAPHICS_TYPES:
+            raise ValueError("graphics type %r is not one of %s"
+                             % (self.graphics.get("type"), ", ".join(GRAPHICS_TYPES)))
+        self.boot_devices = list(boot_devices)
+        self.description = description
 
 
 def _sub(parent, tag, text=None, **attrs):
@@ -59,10 +77,16 @@ def guest_xml(spec):
     _sub(domain, "name", spec.name)
     if spec.uuid:
         _sub(domain, "uuid", spec.uuid)
-    _sub(domain, "memory", spec.memory_mib, unit="MiB")
-    _sub(domain, "vcpu", spec.vcpus)
+    if spec.description:
+        _sub(domain, "description", spec.description)
+    _sub(domain, "memory", spec.max_memory_mib, unit="MiB")
+    _sub(domain, "currentMemory", spec.memory_mib, unit="MiB")
+    _sub(domain, "vcpu", spec.max_vcpus, current=spec.vcpus if spec.vcpus != spec.max_vcpus else None)
     os_ = _sub(domain, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine=spec.machine)
+    if not spec.kernel:
+        for device in spec.boot_devices:
+            _sub(os_, "boot", dev=device)
     if spec.kernel:
         _sub(os_, "kernel", spec.kernel)
         if spec.initrd:
@@ -72,12 +96,21 @@ def guest_xml(spec):
     if spec.acpi:
         # without ACPI, the PCI bus of an i440fx machine takes no hot-plugged disks
         _sub(_sub(domain, "features"), "acpi")
+    if spec.topology:
+        _sub(_sub(domain, "cpu"), "topology", sockets=spec.topology[0], cores=spec.topology[1],
+             threads=spec.topology[2])
+    # a guest that powers off or crashes ends its transient domain: the engine records it Down
+    _sub(domain, "on_poweroff", "destroy")
+    _sub(domain, "on_reboot", "restart")
+    _sub(domain, "on_crash", "destroy")
     devices = _sub(domain, "devices")
     for disk in spec.disks:
         element = _sub(devices, "disk", type="volume", device="disk")
         _sub(element, "driver", name="qemu", type=disk.get("format", "qcow2"))
         _sub(element, "source", pool=disk["pool"], volume=disk["volume"])
         _sub(element, "target", dev=disk["target"], bus=disk.get("bus", "virtio"))
+        if disk.get("boot_order"):
+            _sub(element, "boot", order=disk["boot_order"])
     # q35 has a SATA controller, i440fx (libvirt's default machine) an IDE one
     sata = "q35" in (spec.machine or "")
     for number, cdrom in enumerate(spec.cdroms):
@@ -92,19 +125,34 @@ def guest_xml(spec):
         _sub(element, "target", dev=cdrom.get("target") or default_target, bus=bus)
         _sub(element, "readonly")
     for interface in spec.interfaces:
-        nic = _sub(devices, "interface", type=interface["type"])
-        if interface["type"] == "network":
-            _sub(nic, "source", network=interface["source"])
-        elif interface["type"] == "bridge":
-            _sub(nic, "source", bridge=interface["source"])
-        if interface.get("mac"):
-            _sub(nic, "mac", address=interface["mac"])
-        _sub(nic, "model", type=interface.get("model", "virtio"))
+        devices.append(interface_element(interface))
     if spec.serial_path:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.serial_path)
         _sub(serial, "target", port=0)
+    if spec.graphics:
+        graphics = spec.graphics
+        element = _sub(devices, "graphics", type=graphics["type"], autoport="yes",
+                       passwd=graphics.get("password") or None)
+        _sub(element, "listen", type="address", address=graphics.get("listen") or "127.0.0.1")
     return ET.tostring(domain, encoding="unicode")
+
+
+def interface_element(interface):
+    """One guest NIC (``type``, ``source``, ``mac``, ``model``), for the definition and for hot-plug alike."""
+    nic = ET.Element("interface", type=interface["type"])
+    if interface["type"] == "network":
+        _sub(nic, "source", network=interface["source"])
+    elif interface["type"] == "bridge":
+        _sub(nic, "source", bridge=interface["source"])
+    if interface.get("mac"):
+        _sub(nic, "mac", address=interface["mac"])
+    _sub(nic, "model", type=interface.get("model", "virtio"))
+    return nic
+
+
+def interface_xml(interface):
+    return ET.tostring(interface_element(interface), encoding="unicode")
 
 
 _STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",

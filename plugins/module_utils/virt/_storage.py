@@ -324,7 +324,7 @@ def upload_volume(conn, vol, source, length, progress, chunk=4 * 1024 * 1024):
             data = source.read(min(chunk, length - sent))
             if not data:
                 raise HypervisorError("%s ended after %d of %d bytes" % (source_path, sent, length))
-            _send(stream, data)
+            send_all(stream, data)
             sent += len(data)
             progress(sent, length)
         stream.finish()
@@ -343,7 +343,8 @@ def upload_volume(conn, vol, source, length, progress, chunk=4 * 1024 * 1024):
     return sent
 
 
-def _send(stream, data):
+def send_all(stream, data):
+    """Send all of ``data`` on a libvirt stream (a send may take part of it)."""
     view = memoryview(data)
     while view:
         done = stream.send(view.tobytes())
@@ -363,7 +364,8 @@ def disk_device_xml(pool, volume, fmt, target, bus):
 
 @translated()
 def change_live_disk(conn, domain_name, device_xml, attach):
-    """Attach or detach a disk of the running guest ``domain_name`` (live only: the engine owns the definition)."""
+    """Attach or detach a device (a disk, a NIC) of the running guest ``domain_name`` (live only: the engine owns
+    the definition)."""
     dom = conn.lookupByName(domain_name)
     if attach:
         dom.attachDeviceFlags(device_xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)

@@ -1,0 +1,155 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""VM rows: the definition (vm, vm_nic, vm_disk) and the runtime (vm_runtime), read in bulk."""
+
+from __future__ import annotations
+
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _rows
+
+# one row per VM with everything a re-apply compares: its NICs and disks folded in, its runtime beside it
+SELECT = (
+    "SELECT v.*, c.name AS cluster, c.datacenter_id, d.name AS datacenter,"
+    " r.status, r.status_reason, r.status_changed_at, r.run_host_id, r.reserved_vcpus, r.reserved_memory_mib,"
+    " r.job_id, r.console, r.guest_addresses, r.running_config, r.saved_state, h.name AS host,"
+    " h.libvirt_uri AS host_uri, h.address AS host_address,"
+    " COALESCE((SELECT json_agg(json_build_object('name', n.name, 'network', ln.name, 'mac', n.mac::text,"
+    "   'model', n.model) ORDER BY n.name) FROM vm_nic n JOIN logical_network ln ON ln.id = n.network_id"
+    "   WHERE n.vm_id = v.id), '[]') AS nics,"
+    " COALESCE((SELECT json_agg(json_build_object('name', k.name, 'storage_domain', s.name, 'bus', vd.bus,"
+    "   'target', vd.target, 'bootable', vd.bootable, 'format', k.format, 'volume', k.volume_name,"
+    "   'disk_id', k.id, 'status', k.status) ORDER BY vd.target) FROM vm_disk vd JOIN disk k ON k.id = vd.disk_id"
+    "   JOIN storage_domain s ON s.id = k.storage_domain_id WHERE vd.vm_id = v.id), '[]') AS disks"
+    " FROM vm v JOIN cluster c ON c.id = v.cluster_id JOIN datacenter d ON d.id = c.datacenter_id"
+    " JOIN vm_runtime r ON r.vm_id = v.id LEFT JOIN host h ON h.id = r.run_host_id")
+
+
+def find(cur, name, lock=False):
+    cur.execute(SELECT + " WHERE v.name = %s" + (" FOR UPDATE OF v, r" if lock else ""), (name,))
+    return cur.fetchone()
+
+
+def by_names(cur, names):
+    """{name: row} of the VMs of these names: what a bulk apply reads, in one query."""
+    cur.execute(SELECT + " WHERE v.name = ANY(%s)", (list(names),))
+    return {r["name"]: r for r in cur.fetchall()}
+
+
+def listed(cur, names=None, cluster=None, host=None, tags=None, statuses=None):
+    clauses, args = [], []
+    for clause, value in (("v.name = ANY(%s)", names), ("c.name = %s", cluster), ("h.name = %s", host),
+                          ("v.tags && %s", tags), ("r.status = ANY(%s)", statuses)):
+        if value:
+            clauses.append(clause)
+            args.append(list(value) if isinstance(value, (list, tuple, set)) else value)
+    cur.execute(SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY v.name", args)
+    return cur.fetchall()
+
+
+def insert(cur, values):
+    row = _rows.insert(cur, "vm", values)
+    cur.execute("INSERT INTO vm_runtime (vm_id) VALUES (%s)", (row["id"],))
+    return row
+
+
+def update(cur, vm_id, changes):
+    return _rows.update(cur, "vm", vm_id, changes)
+
+
+def delete(cur, vm_id):
+    _rows.delete(cur, "vm", vm_id)
+
+
+def set_runtime(cur, vm_id, **changes):
+    """Change the runtime (status, host, reservation, job ...); a status change is timed."""
+    assignments = ", ".join("%s = %%s" % column for column in sorted(changes))
+    values = [_rows._adapt(changes[c]) for c in sorted(changes)]  # pylint: disable=protected-access
+    timed = ", status_changed_at = CASE WHEN status IS DISTINCT FROM %s THEN now() ELSE status_changed_at END" \
+        if "status" in changes else ""
+    cur.execute("UPDATE vm_runtime SET " + assignments + timed + ", updated_at = now() WHERE vm_id = %s",
+                values + ([changes["status"]] if timed else []) + [vm_id])
+
+
+def set_tags(cur, vm_id, tags):
+    cur.execute("UPDATE vm SET tags = %s::text[] WHERE id = %s", (list(tags), vm_id))
+
+
+def set_nics(cur, vm_id, nics):
+    """The VM's NICs become ``nics`` ({name, network_id, mac, model})."""
+    cur.execute("DELETE FROM vm_nic WHERE vm_id = %s", (vm_id,))
+    for nic in nics:
+        cur.execute("INSERT INTO vm_nic (vm_id, name, network_id, mac, model) VALUES (%s, %s, %s, %s, %s)",
+                    (vm_id, nic["name"], nic["network_id"], nic["mac"], nic["model"]))
+
+
+def networks(cur, datacenter_id, names):
+    """{name: id} of these logical networks of the data center."""
+    cur.execute("SELECT id, name FROM logical_network WHERE datacenter_id = %s AND name = ANY(%s)",
+                (datacenter_id, list(names)))
+    return {r["name"]: r["id"] for r in cur.fetchall()}
+
+
+def macs_in_use(cur, macs, vm_id):
+    """{mac: vm name} of these MACs held by other VMs."""
+    cur.execute("SELECT n.mac::text AS mac, v.name FROM vm_nic n JOIN vm v ON v.id = n.vm_id"
+                " WHERE n.mac = ANY(%s::macaddr[]) AND n.vm_id IS DISTINCT FROM %s", (list(macs), vm_id))
+    return {r["mac"]: r["name"] for r in cur.fetchall()}
+
+
+def mac_pool(cur, datacenter_id):
+    cur.execute("SELECT range_start::text AS start, range_end::text AS end FROM mac_pool WHERE datacenter_id = %s",
+                (datacenter_id,))
+    return cur.fetchone()
+
+
+def macs_in_range(cur, start, end):
+    cur.execute("SELECT mac::text AS mac FROM vm_nic WHERE mac BETWEEN %s::macaddr AND %s::macaddr", (start, end))
+    return {r["mac"] for r in cur.fetchall()}
+
+
+def placement_hosts(cur, cluster_id):
+    """The cluster's hosts with what placement weighs: capacity, what running VMs reserve, what is realized."""
+    cur.execute(
+        "SELECT h.id, h.name, h.status, h.status_reason, h.libvirt_uri, h.address, h.domain_type, h.memory_mib,"
+        " h.cpu_count, c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
+        " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::bigint"
+        "   AS committed_memory_mib,"
+        " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
+        "   AS committed_vcpus,"
+        " (SELECT count(*) FROM vm_runtime r WHERE r.run_host_id = h.id) AS vms,"
+        " ARRAY(SELECT n.name::text FROM host_network hn JOIN logical_network n ON n.id = hn.network_id"
+        "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
+        " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
+        "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
+        " FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE h.cluster_id = %s ORDER BY h.name", (cluster_id,))
+    return cur.fetchall()
+
+
+def largest_host(cur, cluster_id):
+    """(memory MiB, CPU threads) of the cluster's largest host, or None without a host that reported them."""
+    cur.execute("SELECT max(memory_mib) AS memory_mib, max(cpu_count) AS cpu_count FROM host WHERE cluster_id = %s",
+                (cluster_id,))
+    row = cur.fetchone()
+    return row if row and row["memory_mib"] else None
+
+
+def disk_owner(cur, disk_id):
+    cur.execute("SELECT v.name FROM vm_disk vd JOIN vm v ON v.id = vd.vm_id WHERE vd.disk_id = %s", (disk_id,))
+    row = cur.fetchone()
+    return row["name"] if row else None
+
+
+def datacenter_name(cur, datacenter_id):
+    cur.execute("SELECT name FROM datacenter WHERE id = %s", (datacenter_id,))
+    return cur.fetchone()["name"]
+
+
+def host_in_cluster(cur, host_name, cluster_id):
+    cur.execute("SELECT 1 FROM host WHERE name = %s AND cluster_id = %s", (host_name, cluster_id))
+    return cur.fetchone() is not None
+
+
+def run_host_of(cur, vm_id):
+    """The VM's name and the host its runtime names (None when it has none)."""
+    cur.execute("SELECT v.name, h.id AS host_id, h.name AS host, h.libvirt_uri FROM vm v JOIN vm_runtime r"
+                " ON r.vm_id = v.id LEFT JOIN host h ON h.id = r.run_host_id WHERE v.id = %s", (vm_id,))
+    return cur.fetchone()
