@@ -74,6 +74,7 @@ build:
 # Figures (JSON) on the lab that `make demo` built.
 bench: deps
 	$(BIN)/python bench/guest_start.py
+	$(BIN)/python bench/apply.py --json
 
 clean:
 	rm -rf build
