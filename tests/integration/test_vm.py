@@ -7,6 +7,11 @@ between runs — is in tests/lab; here: the definition, check mode, diff, idempo
 placement and its refusals, live changes in one run, and every refusal of bad input.
 """
 
+import multiprocessing
+import os
+import signal
+import time
+
 from tests.support.playbook import run_play
 
 BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
@@ -114,6 +119,8 @@ BAD_INPUT = [
      "does not exist"),
     (dict(boot={"kernel": "/boot/../etc/shadow"}), "'boot.kernel'", "normalized path"),
     (dict(boot={"kernel": "/k", "cmdline": "a\nb"}), "'boot.cmdline'", "not one line"),
+    (dict(boot={"kernel": "/boot/vmlinuz", "initrd": "/etc/shadow"}), "'boot.initrd'", "no kernel or initramfs"),
+    (dict(boot={"kernel": "/proc/self/environ"}), "'boot.kernel'", "no kernel or initramfs"),
     (dict(cloud_init={"user_data": "a: [unclosed"}), "'cloud_init.user_data'", "not valid YAML"),
     (dict(console={"type": "vnc", "password": "longer than eight"}), "'console.password'", "VNC takes at most 8"),
     (dict(console={"listen": "0.0.0.0; reboot"}), "'console.listen'", "not an IP address"),
@@ -185,3 +192,56 @@ def test_check_mode_predicts_a_start_with_its_host(engine_options, sql):
     assert run["check restart"]["actions"] == ["start on hv1"]
     assert sql("SELECT r.status FROM vm_runtime r") == [{"status": "Down"}]
     assert sql("SELECT id FROM job WHERE object_type = 'vm'") == []
+
+
+def test_nics_keep_their_order_and_cloud_init_is_never_shown(engine_options):
+    nics = [{"name": "nic%d" % i, "network": "app"} for i in (2, 10, 1)]
+    secret = {"user_data": {"chpasswd": {"list": "root:s3cr3t-pw"}}}
+    run = run_play(BASE + [dict(name="define", **web(nics=nics, cloud_init=secret)),
+                           dict(name="again", **web(nics=nics, cloud_init=secret))], engine=engine_options, diff=True)
+    assert run.rc == 0, run.output[-3000:]
+    assert [n["name"] for n in run["again"]["vm"]["nics"]] == ["nic2", "nic10", "nic1"]
+    assert not run["again"]["changed"]
+    assert "s3cr3t-pw" not in run.output
+    assert run["define"]["vm"]["cloud_init"]["user_data"].startswith("(")
+
+
+def _stuck_start(engine_options, ready):
+    """A start that reserved its host and then hangs in the middle of making the domain."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+    from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _vm as virt_vm
+
+    def hang(*_args, **_kwargs):
+        ready.set()
+        time.sleep(600)
+
+    virt_vm.create = hang  # the real path up to the domain, then the run "hangs" there
+    engine = _db.connect(engine_options)
+    _vm.ensure(engine, _vm.VmSpec(name="web01", state="running"))
+
+
+def test_a_start_killed_half_way_is_recovered_from_what_the_host_says(engine_options, engine, sql):
+    run = run_play(BASE + [dict(name="define", **web())], engine=engine_options)
+    assert run.rc == 0, run.output[-3000:]
+    with engine.transaction() as cur:  # a short lease, as for an engine whose runs are short
+        cur.execute("UPDATE engine_setting SET value = '5' WHERE name = 'reservation_lease_seconds'")
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    victim = context.Process(target=_stuck_start, args=(engine_options, ready))
+    victim.start()
+    assert ready.wait(60)
+    # while it lives, its reservation holds the host's memory and the VM
+    assert sql("SELECT status, reserved_memory_mib FROM vm_runtime") == [
+        {"status": "WaitForLaunch", "reserved_memory_mib": 256}]
+    run = run_play([dict(name="other", ignore_errors=True, **vm(state="running", wait_timeout=2))],
+                   engine=engine_options)
+    assert run["other"]["msg"].startswith("VM 'web01' is locked by job "), run["other"]["msg"]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join()
+    time.sleep(6)  # its heartbeat stops; after the lease the job belongs to a run that died
+    run = run_play([dict(name="again", **vm(state="running"))], engine=engine_options)
+    assert run["again"]["changed"] and run["again"]["vm"]["status"] == "Up", run.output[-3000:]
+    recovered = sql("SELECT message FROM event WHERE code = 'JOB_RECOVERED'")
+    assert len(recovered) == 1 and "the VM did not start: recorded Down" in recovered[0]["message"]
+    assert sql("SELECT status, reserved_memory_mib FROM vm_runtime") == [{"status": "Up", "reserved_memory_mib": 256}]

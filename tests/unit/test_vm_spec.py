@@ -67,3 +67,30 @@ def test_unchanged_nics_without_a_mac_keep_theirs():
     assert asked["nics"][0]["mac"] == "56:6f:00:00:00:07" and _vm.changed(current, asked) == {}
     moved = _vm.desired_definition(spec(nics=[{"network": "db"}]), current)
     assert moved["nics"][0]["mac"] is None and set(_vm.changed(current, moved)) == {"nics"}
+
+
+def _current(**values):
+    return _vm.desired_definition(spec(**values), None)
+
+
+def test_more_memory_within_the_balloon_keeps_the_maximum():
+    current = _current(memory="2GiB", memory_max="4GiB")
+    asked = _vm.desired_definition(spec(memory="3GiB"), current)
+    assert (asked["memory_mib"], asked["max_memory_mib"]) == (3072, 4096)
+    assert set(_vm.changed(current, asked)) == {"memory_mib"}
+    beyond = _vm.desired_definition(spec(memory="6GiB"), current)
+    assert (beyond["memory_mib"], beyond["max_memory_mib"]) == (6144, 6144)
+
+
+def test_a_maximum_alone_keeps_the_count_and_a_count_alone_keeps_the_topology():
+    current = _current(memory="1GiB", vcpus=4)
+    asked = _vm.desired_definition(spec(cpu={"max_vcpus": 8}), current)
+    assert (asked["vcpus"], asked["max_vcpus"]) == (4, 8)
+    topology = _current(memory="1GiB", vcpus=4, cpu={"cores": 2, "sockets": 2, "max_vcpus": 8})
+    asked = _vm.desired_definition(spec(vcpus=6), topology)
+    assert asked["cpu"] == {"sockets": 4, "cores": 2, "threads": 1, "max_vcpus": 8}
+    assert set(_vm.changed(topology, asked)) == {"vcpus"}
+    # one vCPU at a time is plugged within the maximum; beyond it the topology goes, and a restart is needed
+    assert _vm.desired_definition(spec(vcpus=5), topology)["cpu"] == asked["cpu"]
+    beyond = _vm.desired_definition(spec(vcpus=10), topology)
+    assert (beyond["cpu"], beyond["max_vcpus"]) == (None, 10)

@@ -66,7 +66,8 @@ def running_guest(cur, disk_id):
 
 def vm_for_disks(cur, name, lock=False):
     """The VM ``name`` with its runtime (status, host), for attaching disks."""
-    cur.execute("SELECT v.*, c.name AS cluster, r.status, r.run_host_id FROM vm v JOIN cluster c ON c.id = v.cluster_id"
+    cur.execute("SELECT v.*, c.name AS cluster, r.status, r.run_host_id, r.job_id FROM vm v"
+                " JOIN cluster c ON c.id = v.cluster_id"
                 " JOIN vm_runtime r ON r.vm_id = v.id WHERE v.name = %s" + (" FOR UPDATE OF v" if lock else ""),
                 (name,))
     return cur.fetchone()

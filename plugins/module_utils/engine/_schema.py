@@ -456,6 +456,11 @@ _VM_RUNTIME_CONFIG = """
 ALTER TABLE vm_runtime ADD COLUMN running_config jsonb;
 """
 
+_VM_NIC_ORDER = """
+-- a VM's NICs in the order they were given (the guest sees them in that order)
+ALTER TABLE vm_nic ADD COLUMN position integer NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -467,6 +472,7 @@ MIGRATIONS = (
     Migration(7, "reservations (job owner and heartbeat), VM runtime and statistics apart, host CPU features "
                  "and statistics, MAC pools", _ENGINE_CORE),
     Migration(8, "the configuration a running VM was started with", _VM_RUNTIME_CONFIG),
+    Migration(9, "the order of a VM's NICs", _VM_NIC_ORDER),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -13,7 +13,7 @@ SELECT = (
     " r.job_id, r.console, r.guest_addresses, r.running_config, r.saved_state, h.name AS host,"
     " h.libvirt_uri AS host_uri, h.address AS host_address,"
     " COALESCE((SELECT json_agg(json_build_object('name', n.name, 'network', ln.name, 'mac', n.mac::text,"
-    "   'model', n.model) ORDER BY n.name) FROM vm_nic n JOIN logical_network ln ON ln.id = n.network_id"
+    "   'model', n.model) ORDER BY n.position, n.name) FROM vm_nic n JOIN logical_network ln ON ln.id = n.network_id"
     "   WHERE n.vm_id = v.id), '[]') AS nics,"
     " COALESCE((SELECT json_agg(json_build_object('name', k.name, 'storage_domain', s.name, 'bus', vd.bus,"
     "   'target', vd.target, 'bootable', vd.bootable, 'format', k.format, 'volume', k.volume_name,"
@@ -76,9 +76,9 @@ def set_tags(cur, vm_id, tags):
 def set_nics(cur, vm_id, nics):
     """The VM's NICs become ``nics`` ({name, network_id, mac, model})."""
     cur.execute("DELETE FROM vm_nic WHERE vm_id = %s", (vm_id,))
-    for nic in nics:
-        cur.execute("INSERT INTO vm_nic (vm_id, name, network_id, mac, model) VALUES (%s, %s, %s, %s, %s)",
-                    (vm_id, nic["name"], nic["network_id"], nic["mac"], nic["model"]))
+    for position, nic in enumerate(nics):
+        cur.execute("INSERT INTO vm_nic (vm_id, name, network_id, mac, model, position) VALUES (%s, %s, %s, %s, %s,"
+                    " %s)", (vm_id, nic["name"], nic["network_id"], nic["mac"], nic["model"], position))
 
 
 def networks(cur, datacenter_id, names):

@@ -166,13 +166,13 @@ def _create(cur, name, datacenter, desired, check_mode):
 def ensure_absent(engine, name, check_mode=False):
     validate_name("name", name)
     with engine.transaction() as cur:
-        engine.lock(cur, LOCK_CLUSTER, name)
         row = find(cur, name)
         if row is None:
             return Outcome(False)
         # its storage domain and network attachments go with it: under the data center's lock, which every
-        # apply of those takes, and before the row's own lock (the order hosts take them in)
+        # apply of those takes, then the cluster's (the order a VM start takes them in), then the row's own
         engine.lock(cur, LOCK_DATACENTER, row["datacenter"])
+        engine.lock(cur, LOCK_CLUSTER, name)
         row = find(cur, name, lock=True)
         if row is None:
             return Outcome(False)

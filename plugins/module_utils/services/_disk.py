@@ -695,6 +695,21 @@ def _attachable_vm(cur, domain, vm, action):
     if not disk_rows.domain_serves_cluster(cur, domain["id"], vm_row["cluster_id"]):
         raise ValidationError("vm", "VM '%s' is in cluster %s, which does not use storage domain '%s'"
                               % (vm, vm_row["cluster"], domain["name"]))
+    return _steady(cur, vm_row, action)
+
+
+# what a VM may be while a disk is attached or detached: Down (recorded only) or running (plugged live)
+_STEADY = ("Down", "Up", "Paused")
+
+
+def _steady(cur, vm_row, action):
+    """Refuse to change a VM's disks while another run works on the VM, or while it is between states: a
+    start builds its domain from the disks it read, a suspended VM resumes with the disks it had."""
+    _operation.claim(cur, vm_row, "VM '%s'" % vm_row["name"])
+    if vm_row["status"] not in _STEADY:
+        raise ConflictError("Cannot %s: VM '%s' is %s; %s" % (
+            action, vm_row["name"], vm_row["status"],
+            "resume or stop it first" if vm_row["status"] == "Suspended" else "wait for it to be Up or Down"))
     return vm_row
 
 
@@ -820,7 +835,8 @@ class DiskDetach(_Plug):
         if not current["vm"]:
             plan.outcome = Outcome(False, resource=view(current))
             return
-        vm_row = disk_rows.vm_for_disks(cur, current["vm"], lock=True)
+        vm_row = _steady(cur, disk_rows.vm_for_disks(cur, current["vm"], lock=True),
+                         "detach disk '%s'" % spec.name)
         plan.vm_row, plan.target, plan.bus = vm_row, current["target"], current["bus"]
         plan.before = {"vm": current["vm"], "target": current["target"]}
         plan.after = {"vm": None, "target": None}

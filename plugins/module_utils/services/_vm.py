@@ -20,6 +20,7 @@ one by one through operations (``_operation``):
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 try:
@@ -35,6 +36,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     ValidationError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    SYSTEM_TREES,
     parse_size,
     shown,
     validate_description,
@@ -65,11 +67,21 @@ NIC_MODELS = _choices.VM_NIC_MODELS
 BOOT_DEVICES = _choices.VM_BOOT_DEVICES
 CONSOLE_TYPES = _choices.VM_CONSOLE_TYPES
 RUNNING = ("Up", "Paused", "PoweringUp", "PoweringDown")
+# what a VM is when the engine cannot tell whether its domain runs (a host that did not answer while a
+# start was taken back): it keeps its host and reservation, and only a stop, or its host's word, ends it
+UNKNOWN = "Unknown"
+# statuses with a domain that is (or may be) on a host
+ON_HOST = RUNNING + (UNKNOWN, "WaitForLaunch")
 CMDLINE_MAX = 2048
+# where a kernel or initramfs to boot may not come from: libvirt would hand the file to QEMU (and relabel it
+# for QEMU's user), so a path such as /etc/shadow would end up in guest memory
+BOOT_REFUSED = tuple(t for t in SYSTEM_TREES if t != "/boot") + (
+    "/root", "/home", "/var/lib/postgresql", "/var/lib/virtplane/local")
 CLOUD_INIT_MAX = 65536
 # what the running domain can take without a restart; every other field waits for the next start
 LIVE_FIELDS = ("memory_mib", "vcpus", "nics")
-RESTART_FIELDS = ("max_vcpus", "cpu", "max_memory_mib", "boot", "cloud_init", "console", "serial_console")
+RESTART_FIELDS = ("max_vcpus", "cpu", "max_memory_mib", "boot", "cloud_init", "console", "serial_console",
+                  "console_password")
 # the fields of the definition a running domain was made from: where they differ, it waits for a restart
 DOMAIN_FIELDS = LIVE_FIELDS + RESTART_FIELDS
 
@@ -182,35 +194,30 @@ class VmSpec(Spec):
             self.host = sorted(set(validate_name("host[%d]" % i, h) for i, h in enumerate(self.host)))
 
     def _validate_cpu(self):
+        """The CPU fields as given: ``topology`` only when sockets, cores or threads are named (then it sets the
+        vCPU count), ``max_vcpus`` only when named; the rest is settled against the current definition."""
         validate_range("vcpus", self.vcpus, 1, VCPUS_MAX)
         self.topology = None
         self.max_vcpus = None
-        if self.cpu is not None:
-            _check_keys("cpu", self.cpu, ("sockets", "cores", "threads", "max_vcpus"))
-            for key in ("sockets", "cores", "threads", "max_vcpus"):
-                validate_range("cpu." + key, self.cpu.get(key), 1, VCPUS_MAX)
+        if self.cpu is None:
+            return
+        _check_keys("cpu", self.cpu, ("sockets", "cores", "threads", "max_vcpus"))
+        for key in ("sockets", "cores", "threads", "max_vcpus"):
+            validate_range("cpu." + key, self.cpu.get(key), 1, VCPUS_MAX)
+        self.max_vcpus = self.cpu.get("max_vcpus")
+        if any(self.cpu.get(k) for k in ("sockets", "cores", "threads")):
             sockets, cores, threads = (self.cpu.get(k) or 1 for k in ("sockets", "cores", "threads"))
             product = sockets * cores * threads
             if product > VCPUS_MAX:
                 raise ValidationError("cpu", "sockets %d x cores %d x threads %d = %d vCPUs, more than %d"
                                       % (sockets, cores, threads, product, VCPUS_MAX))
-            if self.vcpus is not None and any(self.cpu.get(k) for k in ("sockets", "cores", "threads")) \
-                    and self.vcpus != product:
+            if self.vcpus is not None and self.vcpus != product:
                 raise ValidationError("vcpus", "%d disagrees with cpu: sockets %d x cores %d x threads %d = %d"
                                       % (self.vcpus, sockets, cores, threads, product))
-            self.vcpus = product if self.vcpus is None or any(
-                self.cpu.get(k) for k in ("sockets", "cores", "threads")) else self.vcpus
-            self.topology = {"sockets": sockets if any(self.cpu.get(k) for k in ("sockets", "cores", "threads"))
-                             else self.vcpus, "cores": cores, "threads": threads}
-            self.max_vcpus = self.cpu.get("max_vcpus")
-            if self.max_vcpus is not None:
-                if self.max_vcpus < self.vcpus:
-                    raise ValidationError("cpu.max_vcpus", "%d is less than the VM's %d vCPUs"
-                                          % (self.max_vcpus, self.vcpus))
-                if self.max_vcpus % (cores * threads):
-                    raise ValidationError("cpu.max_vcpus", "%d is not a whole number of sockets of %d cores x %d "
-                                          "threads (vCPUs are plugged a socket at a time)"
-                                          % (self.max_vcpus, cores, threads))
+            self.vcpus = product
+            self.topology = {"cores": cores, "threads": threads}
+        if self.max_vcpus is not None and self.vcpus is not None:
+            _check_max_vcpus(self.max_vcpus, self.vcpus, self.topology or {"cores": 1, "threads": 1})
 
     def _validate_disks(self):
         if self.disks is None:
@@ -266,7 +273,11 @@ class VmSpec(Spec):
             raise ValidationError("boot.devices", "%s is not a list of %s" % (shown(devices), ", ".join(BOOT_DEVICES)))
         for key in ("kernel", "initrd"):
             if self.boot.get(key) is not None:
-                validate_path("boot." + key, self.boot[key])
+                path = validate_path("boot." + key, self.boot[key])
+                tree = next((t for t in BOOT_REFUSED if path == t or path.startswith(t + "/")), None)
+                if tree:
+                    raise ValidationError("boot." + key, "%s is in %s, where no kernel or initramfs to boot is "
+                                                         "taken from" % (shown(path), tree))
         if self.boot.get("initrd") and not self.boot.get("kernel"):
             raise ValidationError("boot.initrd", "is only used with boot.kernel")
         cmdline = self.boot.get("cmdline")
@@ -317,6 +328,13 @@ class VmSpec(Spec):
 
 # -- the definition as the engine keeps it ----------------------------------------------------------
 
+def _masked_documents(documents):
+    """cloud-init documents as results and diffs show them: user-data often holds passwords and keys, so only
+    their size and a digest (which tells whether they changed) are shown."""
+    return {name: "(%d bytes, sha256 %s)" % (len(text.encode()), hashlib.sha256(text.encode()).hexdigest()[:12])
+            for name, text in sorted((documents or {}).items()) if text}
+
+
 def _stored_console(console):
     if not console or console.get("type") in (None, "none"):
         return {"type": "none"}
@@ -352,24 +370,13 @@ def desired_definition(spec, current):
                          ("cloud_init", spec.cloud_init), ("ha", spec.ha), ("hosts", spec.host)):
         if value is not None:
             desired[field] = value
-    if spec.topology is not None:
-        # the topology covers the most vCPUs the VM may have: hot-plug adds sockets
-        desired["vcpus"] = spec.vcpus
-        max_vcpus = spec.max_vcpus or spec.vcpus
-        per_socket = spec.topology["cores"] * spec.topology["threads"]
-        desired["cpu"] = {"sockets": max_vcpus // per_socket, "cores": spec.topology["cores"],
-                          "threads": spec.topology["threads"], "max_vcpus": spec.max_vcpus}
-        desired["max_vcpus"] = max_vcpus
-    elif spec.vcpus is not None:
-        desired["vcpus"] = spec.vcpus
-        # a maximum set before stays while the count fits in it
-        keep = current is not None and (base.get("cpu") or {}).get("max_vcpus") and spec.vcpus <= base["max_vcpus"]
-        desired["max_vcpus"] = base["max_vcpus"] if keep else spec.vcpus
-        if not keep:
-            desired["cpu"] = None
+    _desired_cpu(spec, current, base, desired)
     if spec.memory_mib is not None:
         desired["memory_mib"] = spec.memory_mib
-        desired["max_memory_mib"] = spec.max_memory_mib or spec.memory_mib
+        # a balloon maximum set before stays while the memory fits in it
+        ballooned = current is not None and base["max_memory_mib"] > base["memory_mib"] \
+            and spec.memory_mib <= base["max_memory_mib"]
+        desired["max_memory_mib"] = spec.max_memory_mib or (base["max_memory_mib"] if ballooned else spec.memory_mib)
     elif spec.max_memory_mib is not None:
         desired["max_memory_mib"] = spec.max_memory_mib
     if desired["memory_mib"] and desired["max_memory_mib"] and desired["max_memory_mib"] < desired["memory_mib"]:
@@ -388,6 +395,48 @@ def desired_definition(spec, current):
         desired["disks"] = [{"name": d["name"], "storage_domain": d["storage_domain"], "bus": d.get("bus") or "virtio",
                              "bootable": bool(d.get("bootable"))} for d in spec.disks]
     return desired
+
+
+def _check_max_vcpus(max_vcpus, vcpus, topology):
+    per_socket = topology["cores"] * topology["threads"]
+    if max_vcpus < vcpus:
+        raise ValidationError("cpu.max_vcpus", "%d is less than the VM's %d vCPUs" % (max_vcpus, vcpus))
+    if max_vcpus % per_socket:
+        raise ValidationError("cpu.max_vcpus", "%d is not a whole number of sockets of %d cores x %d threads "
+                                               "(vCPUs are plugged a socket at a time)"
+                              % (max_vcpus, topology["cores"], topology["threads"]))
+
+
+def _desired_cpu(spec, current, base, desired):
+    """vCPUs, their maximum and the topology: what the spec names, the current definition for the rest.
+
+    The topology covers the most vCPUs the VM may have (hot-plug adds sockets). A count alone keeps the
+    maximum and topology set before while it fits in them; a maximum alone keeps the count and topology."""
+    base_cpu = base.get("cpu") or None
+    vcpus = spec.vcpus if spec.vcpus is not None else base["vcpus"]
+    if spec.topology is not None:
+        topology = spec.topology
+    elif base_cpu and (spec.cpu is not None or vcpus <= base["max_vcpus"]):
+        topology = {"cores": base_cpu["cores"], "threads": base_cpu["threads"]}
+    else:
+        topology = None
+    if spec.max_vcpus is not None:
+        max_vcpus = spec.max_vcpus
+    elif spec.topology is None and base_cpu and base_cpu.get("max_vcpus") and vcpus <= base["max_vcpus"]:
+        max_vcpus = base["max_vcpus"]
+    else:
+        max_vcpus = vcpus
+    if topology is not None:
+        _check_max_vcpus(max_vcpus, vcpus, topology)
+        desired["cpu"] = {"sockets": max_vcpus // (topology["cores"] * topology["threads"]),
+                          "cores": topology["cores"], "threads": topology["threads"],
+                          "max_vcpus": max_vcpus if max_vcpus != vcpus else None}
+    elif max_vcpus != vcpus:
+        _check_max_vcpus(max_vcpus, vcpus, {"cores": 1, "threads": 1})
+        desired["cpu"] = {"sockets": max_vcpus, "cores": 1, "threads": 1, "max_vcpus": max_vcpus}
+    else:
+        desired["cpu"] = None
+    desired["vcpus"], desired["max_vcpus"] = vcpus, max_vcpus
 
 
 def changed(current, desired):
@@ -413,7 +462,7 @@ def _live_states(engine, rows, timeout):
     """{vm name: True/False} of the VMs the engine records as running: one listAllDomains per host."""
     by_host = {}
     for row in rows:
-        if row["status"] in RUNNING and row["run_host_id"] is not None:
+        if row["status"] in RUNNING + (UNKNOWN,) and row["run_host_id"] is not None:
             by_host.setdefault(row["run_host_id"], {"id": row["run_host_id"], "name": row["host"],
                                                     "libvirt_uri": row["host_uri"], "names": []})["names"].append(
                 row["name"])
@@ -435,7 +484,7 @@ def _runtime_view(row):
     if row["status"] in RUNNING and running_config:
         definition = current_definition(row)
         pending = sorted(f for f in DOMAIN_FIELDS
-                         if f in running_config and plain(running_config[f]) != plain(definition[f]))
+                         if f in running_config and plain(running_config[f]) != plain(definition.get(f)))
     return pending
 
 
@@ -453,6 +502,7 @@ def view(row, live=None):
         "suspended_on": _saved_host(row)["name"] if status == "Suspended" else None,
     }
     result.update({k: v for k, v in definition.items() if k not in ("memory_mib", "max_memory_mib")})
+    result["cloud_init"] = _masked_documents(definition["cloud_init"])
     result["memory_mib"], result["max_memory_mib"] = definition["memory_mib"], definition["max_memory_mib"]
     # the console as defined, and while the VM runs how to reach it
     result["console"] = dict(definition["console"], **console)
@@ -510,8 +560,8 @@ def _unchanged(spec, row, live):
             if disk.get("size") is not None and (disk["name"], disk["storage_domain"]) in sizes:
                 return False  # the disk service tells whether it grows
     running = row["status"] in RUNNING
-    if running and live is False:
-        return False  # recorded running, but its host does not have it
+    if running and live is False or row["status"] == UNKNOWN:
+        return False  # recorded running, but its host does not have it; or the engine could not tell
     stored_password = ((row["spec"] or {}).get("console") or {}).get("password")
     if spec.console is not None and spec.console.get("password") not in (None, stored_password):
         return False
@@ -526,13 +576,18 @@ def _apply(engine, spec, row, live, check_mode):
         return _operation.run(engine, VmRemove(engine, check_mode, spec))
     actions, before, after = [], {}, {}
     changed_any = False
-    if row is not None and row["status"] in RUNNING and live is False:
-        # the engine says it runs, its host says it does not: the host is the truth
-        lost = _operation.run(engine, VmLost(engine, check_mode, spec))
+    assume_down = False
+    if row is not None and (row["status"] in RUNNING + (UNKNOWN,) and live is False
+                            or row["status"] == UNKNOWN and live is True):
+        # the engine and the host disagree (or the engine could not tell): the host is the truth
+        lost = _operation.run(engine, VmLost(engine, check_mode, spec, predicted=dict(row, live_found=live)))
         if lost.changed:
             changed_any = True
-            actions.append("record Down (not running on host %s)" % row["host"])
-            before["status"], after["status"] = row["status"], "Down"
+            status_now = "Up" if live else "Down"
+            where = "%s on host %s" % ("running" if live else "not running", row["host"])
+            actions.append("record %s (%s)" % (status_now, where))
+            before["status"], after["status"] = row["status"], status_now
+            assume_down = check_mode and not live
     _check_disks(engine, spec, row)  # before the definition is written: a refused disk changes nothing
     define = _operation.run(engine, VmDefine(engine, check_mode, spec))
     changed_any = changed_any or define.changed
@@ -561,7 +616,7 @@ def _apply(engine, spec, row, live, check_mode):
         steps = [VmStop, VmStart] if status in RUNNING + ("Suspended",) else [VmStart]
     for step in steps:
         outcome = _operation.run(engine, step(engine, check_mode, spec, predicted=resource if check_mode else None,
-                                              restart=spec.state == "restarted"))
+                                              restart=spec.state == "restarted" or assume_down))
         changed_any = changed_any or outcome.changed
         actions += outcome.actions
         if outcome.changed and outcome.resource:
@@ -588,10 +643,12 @@ def _disks(engine, spec, check_mode, row, resource):
                 wait_timeout=spec.wait_timeout))))
     for key, disk in wanted.items():
         attached = key in current
-        if attached and disk.get("size") is None:
+        same = attached and current[key]["bus"] == (disk.get("bus") or "virtio") and \
+            current[key]["bootable"] == bool(disk.get("bootable"))
+        if same and disk.get("size") is None:
             continue
         disk_spec = _disk.DiskSpec(name=disk["name"], storage_domain=disk["storage_domain"], size=disk.get("size"),
-                                   format=disk.get("format"), vm=None if attached else spec.name,
+                                   format=disk.get("format"), vm=None if same else spec.name,
                                    bus=disk.get("bus") or "virtio", bootable=disk.get("bootable"),
                                    timeout=spec.timeout, wait_timeout=spec.wait_timeout)
         if check_mode and resource.get("id") is None:
@@ -716,6 +773,10 @@ class VmDefine(_VmOperation):
         stored_password = ((row["spec"] or {}).get("console") or {}).get("password") if row else None
         if spec.console is not None and password != stored_password and (password or stored_password):
             changes["console_password"] = ("(set)" if stored_password else None, "(set)" if password else None)
+            if row is not None and row["status"] in RUNNING and not self.check_mode:
+                # the running console keeps the password it was started with until the VM restarts
+                stale = dict(row["running_config"] or {}, console_password="(changed)")
+                vm_rows.set_runtime(cur, row["id"], running_config=stale)
         changes.pop("disks", None)  # the disk service does those
         if not changes:
             plan.outcome = Outcome(False, {}, {}, view(row), [])
@@ -750,6 +811,9 @@ class VmDefine(_VmOperation):
         spec = self.spec
         before = {k: plain(v[0]) for k, v in changes.items()} if row else {}
         after = {k: plain(v[1]) for k, v in changes.items()}
+        for side in (before, after):
+            if "cloud_init" in side:
+                side["cloud_init"] = _masked_documents(side["cloud_init"])
         for side in (before, after):
             side.pop("disks", None)
         running = row is not None and row["status"] in RUNNING
@@ -799,12 +863,43 @@ class VmDefine(_VmOperation):
         plan.row = fresh
         if running:
             self._plan_live(plan, row, changes, current_definition(fresh))
+            self._reserve_growth(cur, plan, row, cluster, current_definition(fresh))
         if plan.live:
             fields = ", ".join(sorted({step[1] for step in plan.live}))
             self._job(cur, plan, fresh, "apply %s live to VM %s" % (fields, spec.name))
             return
         plan.outcome = Outcome(True, before, after, view(fresh), plan.actions)
         plan.resource_row = fresh
+
+    def _reserve_growth(self, cur, plan, row, cluster, definition):
+        """More memory or vCPUs taken live are reserved on the VM's host first, under the cluster's lock, as a
+        start reserves them; a host without room leaves the growth for the next start (placed anew)."""
+        planned = {step[1] for step in plan.live}
+        memory = definition["memory_mib"] if "memory_mib" in planned else row["reserved_memory_mib"]
+        vcpus = definition["vcpus"] if "vcpus" in planned else row["reserved_vcpus"]
+        plan.reserved_before = (row["reserved_memory_mib"], row["reserved_vcpus"])
+        plan.reserved_after = (memory, vcpus)
+        grow_memory, grow_vcpus = max(0, memory - row["reserved_memory_mib"]), max(0, vcpus - row["reserved_vcpus"])
+        if not grow_memory and not grow_vcpus:
+            return
+        self.engine.lock(cur, LOCK_CLUSTER, cluster["name"])
+        host = next((h for h in vm_rows.placement_hosts(cur, cluster["id"]) if h["id"] == row["run_host_id"]), None)
+        reason = _placement.reject_reason({"memory_mib": grow_memory, "vcpus": grow_vcpus}, host) if host else \
+            "the host is gone"
+        if reason is not None:
+            plan.live = [step for step in plan.live if step[1] not in ("memory_mib", "vcpus")]
+            plan.actions = [a for a in plan.actions if not a.startswith(("set memory", "set vCPUs"))]
+            plan.actions.append("pending restart: memory and vCPUs as asked (host %s: %s)" % (row["host"], reason))
+            plan.reserved_after = plan.reserved_before
+            return
+        vm_rows.set_runtime(cur, row["id"], reserved_memory_mib=max(memory, row["reserved_memory_mib"]),
+                            reserved_vcpus=max(vcpus, row["reserved_vcpus"]))
+
+    def release(self, cur, plan, error):
+        vm_rows.set_runtime(cur, plan.row["id"], job_id=None)
+        if getattr(plan, "reserved_before", None):
+            vm_rows.set_runtime(cur, plan.row["id"], reserved_memory_mib=plan.reserved_before[0],
+                                reserved_vcpus=plan.reserved_before[1])
 
     def _macs(self, cur, datacenter_id, desired):
         """MACs for the NICs that have none yet: free addresses of the data center's pool, never one in use."""
@@ -909,7 +1004,11 @@ class VmDefine(_VmOperation):
         definition = current_definition(row)
         for field in set(result or ()):
             config[field] = definition[field]
-        vm_rows.set_runtime(cur, row["id"], running_config=config, job_id=None)
+        # what the host now holds for the VM: the new figures where they were applied, the old ones elsewhere
+        memory = definition["memory_mib"] if "memory_mib" in (result or ()) else plan.reserved_before[0]
+        vcpus = definition["vcpus"] if "vcpus" in (result or ()) else plan.reserved_before[1]
+        vm_rows.set_runtime(cur, row["id"], running_config=config, job_id=None, reserved_memory_mib=memory,
+                            reserved_vcpus=vcpus)
         actions = list(plan.actions)
         for failure in plan.failed:
             actions.append("not applied live (pending restart): " + failure)
@@ -927,16 +1026,28 @@ def _interface(nic):
 
 
 class VmLost(_VmOperation):
-    """The engine recorded the VM running, but its host has no such domain: record it Down."""
+    """The engine recorded the VM running, but its host has no such domain: record it Down; or the engine could
+    not tell (Unknown), and its host has it: record it Up."""
 
     action = "vm.lost"
 
     def reserve(self, cur, plan):
         row = self._row(cur, lock=True)
-        if row["status"] not in RUNNING or row["run_host_id"] is None or row["job_id"] is not None:
-            plan.outcome = Outcome(False)
+        seen = self.predicted  # the row the host was asked about
+        if row["status"] not in RUNNING + (UNKNOWN,) or row["run_host_id"] is None or row["job_id"] is not None \
+                or row["run_host_id"] != seen["run_host_id"] or row["status_changed_at"] != seen["status_changed_at"]:
+            plan.outcome = Outcome(False)  # another run moved it meanwhile: what the host said is about the past
             return
-        if not self.check_mode:
+        if self.check_mode:
+            plan.outcome = Outcome(True)
+            return
+        if seen.get("live_found"):
+            vm_rows.set_runtime(cur, row["id"], status="Up", status_reason="",
+                                running_config=row["running_config"] or current_definition(row))
+            _events.record(cur, "VM_FOUND", "VM %s runs on host %s" % (row["name"], row["host"]),
+                           object_type="vm", object_id=row["id"], object_name=row["name"], host=row["host"],
+                           vm=row["name"])
+        else:
             _down(cur, row, "not found on host %s" % row["host"])
             _events.record(cur, "VM_DOWN", "VM %s is Down: host %s does not run it" % (row["name"], row["host"]),
                            severity="warning", object_type="vm", object_id=row["id"], object_name=row["name"],
@@ -1064,16 +1175,25 @@ class VmStart(_VmOperation):
         return registry.call(host, "start VM '%s'" % row["name"], start, self.spec.timeout)
 
     def undo(self, plan, error):
+        """The domain is destroyed by name whatever the run saw: a create whose answer was lost may have made
+        it. A host that cannot be asked leaves the VM Unknown (see ``release``), never Down."""
         registry = _hosts.hypervisors(self.engine)
 
         def clean(conn):
-            if "domain" in plan.made:
-                virt_vm.destroy(conn, plan.row["name"])
-            if "seed" in plan.made:
-                virt_vm.remove_local(conn, [virt_vm.seed_volume(plan.row["name"])])
-        registry.call(plan.host, "clean up the failed start", clean, self.spec.timeout)
+            virt_vm.destroy(conn, plan.row["name"])
+            virt_vm.remove_local(conn, [virt_vm.seed_volume(plan.row["name"])])
+        try:
+            registry.call(plan.host, "clean up the failed start", clean, self.spec.timeout)
+        except HypervisorError as exc:
+            plan.unclean = str(exc)
 
     def release(self, cur, plan, error):
+        if getattr(plan, "unclean", None):
+            # it may run there: its host and reservation stay, so that nothing else starts it elsewhere
+            vm_rows.set_runtime(cur, plan.row["id"], status=UNKNOWN, job_id=None,
+                                status_reason="start failed (%s) and host %s could not be asked whether it runs: "
+                                "%s" % (_operation.describe(error), plan.host["name"], plan.unclean))
+            return
         _down(cur, plan.row, "start failed: %s" % _operation.describe(error))
         _events.record(cur, "VM_START_FAILED", "VM %s did not start on host %s: %s"
                        % (plan.row["name"], plan.host["name"], _operation.describe(error)), severity="error",
@@ -1103,29 +1223,64 @@ class VmStart(_VmOperation):
         return Outcome(True, {}, {}, view(fresh), plan.actions)
 
 
-@_operation.recovery("vm.start")
-def _recover_start(engine, job):
-    """A run died while starting: the VM runs if its host has the domain, else it is Down."""
+def _recover(engine, job, record):
+    """A recovery: what the VM's host says of its domain (True, False, None when it does not answer), then
+    ``record(cur, row, found, running)`` under the lock, which returns what it recorded."""
     with engine.transaction() as cur:
         found = vm_rows.run_host_of(cur, job["object_id"])
-    running = False
-    if found and found["host_id"]:
-        host = {"id": found["host_id"], "name": found["host"], "libvirt_uri": found["libvirt_uri"]}
-        try:
-            running = _hosts.hypervisors(engine).call(host, "look for VM '%s'" % found["name"],
-                                                      lambda conn: virt_vm.find(conn, found["name"]) is not None)
-        except HypervisorError:
-            running = False
+    running = _on_its_host(engine, found)
+    how = "the VM is gone"
     with engine.transaction() as cur:
         _operation.lock_for(engine, cur, job)
         row = vm_rows.find(cur, found["name"]) if found else None
         if row is not None:
-            if running:
-                vm_rows.set_runtime(cur, row["id"], status="Up", job_id=None, running_config=current_definition(row))
-            else:
-                _down(cur, row, "its start was interrupted")
+            how = record(cur, row, found, running)
         _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
-    return "the VM runs on its host: recorded Up" if running else "the VM did not start: recorded Down"
+    return how
+
+
+@_operation.recovery("vm.start")
+def _recover_start(engine, job):
+    """A run died while starting: the VM runs if its host has the domain, else it is Down."""
+    def record(cur, row, _found, running):
+        if running:
+            vm_rows.set_runtime(cur, row["id"], status="Up", job_id=None, running_config=current_definition(row))
+            return "the VM runs on its host: recorded Up"
+        if running is None:
+            vm_rows.set_runtime(cur, row["id"], status=UNKNOWN, job_id=None,
+                                status_reason="its start was interrupted and its host does not answer")
+            return "its host does not answer: recorded Unknown"
+        _down(cur, row, "its start was interrupted")
+        return "the VM did not start: recorded Down"
+    return _recover(engine, job, record)
+
+
+def _on_its_host(engine, found):
+    """Whether the VM's domain is on the host its runtime names: True, False, or None (the host does not answer)."""
+    if not found or not found["host_id"]:
+        return False
+    host = {"id": found["host_id"], "name": found["host"], "libvirt_uri": found["libvirt_uri"]}
+    try:
+        return _hosts.hypervisors(engine).call(host, "look for VM '%s'" % found["name"],
+                                               lambda conn: virt_vm.find(conn, found["name"]) is not None)
+    except HypervisorError:
+        return None
+
+
+@_operation.recovery("vm.stop")
+def _recover_stop(engine, job):
+    """A run died while stopping: Down if its host no longer has the domain, else Up again (the stop can be asked
+    again); Unknown when the host does not answer."""
+    def record(cur, row, _found, running):
+        if row["status"] == "Suspended":
+            vm_rows.set_runtime(cur, row["id"], job_id=None)
+            return "released"
+        if running is False:
+            _down(cur, row, "")
+            return "the VM is down: recorded Down"
+        vm_rows.set_runtime(cur, row["id"], status="Up" if running else UNKNOWN, job_id=None)
+        return "recorded %s" % ("Up" if running else UNKNOWN)
+    return _recover(engine, job, record)
 
 
 class VmStop(_VmOperation):
@@ -1154,7 +1309,7 @@ class VmStop(_VmOperation):
                 return
             self._job(cur, plan, row, "stop VM %s" % row["name"])
             return
-        if row["status"] not in ("Up", "Paused"):
+        if row["status"] not in ("Up", "Paused", "PoweringDown", UNKNOWN):
             raise ConflictError("Cannot stop VM '%s': it is %s" % (row["name"], row["status"]))
         plan.host = {"id": row["run_host_id"], "name": row["host"], "libvirt_uri": row["host_uri"]}
         plan.actions = ["shut down (ACPI) on %s" % row["host"]]
@@ -1198,8 +1353,6 @@ class VmStop(_VmOperation):
         return Outcome(True, {}, {}, view(fresh), actions)
 
 
-_operation.release_only("vm.stop", lambda cur, vm_id: vm_rows.set_runtime(cur, vm_id, job_id=None),
-                        "released; the VM's state is read from its host by the next run")
 _operation.release_only("vm.define", lambda cur, vm_id: vm_rows.set_runtime(cur, vm_id, job_id=None),
                         "released; the definition stands and what was not applied live waits for a restart")
 
@@ -1285,6 +1438,8 @@ class VmResume(VmStart):
             plan.outcome = Outcome(True, {}, {}, dict(view(row), status="Up", host=host["name"]), plan.actions)
             return
         self._job(cur, plan, row, "resume VM %s on host %s" % (row["name"], host["name"]))
+        # what its recovery needs if this run dies: where the memory is
+        _jobs.note(cur, plan.job["id"], {"saved_state": row["saved_state"]})
         vm_rows.set_runtime(cur, row["id"], status="WaitForLaunch", status_reason="", run_host_id=host["id"],
                             reserved_vcpus=definition["vcpus"], reserved_memory_mib=definition["memory_mib"],
                             saved_state=None)
@@ -1333,10 +1488,48 @@ class VmResume(VmStart):
             pass  # the VM runs; the file goes with its next stop or removal
 
 
-_operation.release_only("vm.suspend", lambda cur, vm_id: vm_rows.set_runtime(cur, vm_id, job_id=None),
-                        "released; the VM's state is read from its host by the next run")
-_operation.release_only("vm.resume", lambda cur, vm_id: vm_rows.set_runtime(cur, vm_id, job_id=None),
-                        "released; the VM's state is read from its host by the next run")
+@_operation.recovery("vm.suspend")
+def _recover_suspend(engine, job):
+    """A run died while suspending: Up if the domain still runs; else Suspended if its memory file is there, Down
+    if not (the save never finished)."""
+    def record(cur, row, found, running):
+        if running or running is None:
+            vm_rows.set_runtime(cur, row["id"], status="Up" if running else UNKNOWN, job_id=None)
+            return "recorded %s" % ("Up" if running else UNKNOWN)
+        host = {"id": found["host_id"], "name": found["host"], "libvirt_uri": found["libvirt_uri"]}
+        try:
+            saved = _hosts.hypervisors(engine).call(host, "look for the saved memory of VM '%s'" % row["name"],
+                                                    lambda conn: virt_vm.local_file(conn, virt_vm.save_volume(
+                                                        row["name"])))
+        except HypervisorError:
+            saved = None
+        if not saved:
+            _down(cur, row, "its suspend was interrupted before its memory was saved")
+            return "recorded Down"
+        vm_rows.set_runtime(cur, row["id"], status="Suspended", run_host_id=None, reserved_vcpus=0,
+                            reserved_memory_mib=0, console={}, job_id=None,
+                            saved_state={"host_id": str(host["id"]), "host": host["name"],
+                                         "libvirt_uri": host["libvirt_uri"], "path": saved,
+                                         "running_config": row["running_config"]})
+        return "recorded Suspended"
+    return _recover(engine, job, record)
+
+
+@_operation.recovery("vm.resume")
+def _recover_resume(engine, job):
+    """A run died while resuming: Up if the domain runs, else Suspended again with the memory it had."""
+    saved = (job.get("plan") or {}).get("saved_state")
+
+    def record(cur, row, _found, running):
+        if running:
+            vm_rows.set_runtime(cur, row["id"], status="Up", job_id=None,
+                                running_config=(saved or {}).get("running_config"))
+            return "recorded Up"
+        vm_rows.set_runtime(cur, row["id"], status="Suspended", run_host_id=None, reserved_vcpus=0,
+                            reserved_memory_mib=0, job_id=None, saved_state=saved,
+                            status_reason="its resume was interrupted")
+        return "recorded Suspended again"
+    return _recover(engine, job, record)
 
 
 class VmRemove(_VmOperation):
@@ -1350,13 +1543,14 @@ class VmRemove(_VmOperation):
             plan.outcome = Outcome(False, {}, {}, {}, [])
             return
         self._claim(cur, row)
-        if row["status"] in RUNNING + ("Suspended",) and not self.spec.force:
+        if row["status"] in ON_HOST + ("Suspended",) and not self.spec.force:
             where = row["host"] or _saved_host(row)["name"]
             raise ConflictError("Cannot remove VM '%s': it is %s on host %s; stop it first, or give force: true to "
                                 "power it off and remove it" % (row["name"], row["status"], where))
         plan.row = row
         plan.host = {"id": row["run_host_id"], "name": row["host"], "libvirt_uri": row["host_uri"]} \
-            if row["status"] in RUNNING else _saved_host(row) if row["status"] == "Suspended" else None
+            if row["status"] in ON_HOST and row["run_host_id"] else _saved_host(row) if row["status"] == "Suspended" \
+            else None
         if row["status"] == "Suspended":
             plan.actions = ["discard the saved memory on %s" % plan.host["name"], "remove"]
         else:

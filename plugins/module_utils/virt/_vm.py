@@ -189,6 +189,13 @@ def _volume(pool, name):
 
 
 @translated()
+def local_file(conn, name):
+    """The path of ``name`` in the host's local pool, or None when it is not there."""
+    vol = _volume(local_pool(conn), name)
+    return vol.path() if vol is not None else None
+
+
+@translated()
 def remove_local(conn, names):
     """Delete these files of the local pool where they are (a missing one is no error)."""
     pool = local_pool(conn)
@@ -199,7 +206,8 @@ def remove_local(conn, names):
 
 
 def write_seed(conn, vm_name, data):
-    """The seed ISO ``data`` as ``<vm>-seed.iso`` in the local pool; its path on the host."""
+    """The seed ISO ``data`` as ``<vm>-seed.iso`` in the local pool, readable by root alone (libvirt gives it to
+    the VM's QEMU when the domain starts); its path on the host."""
     @translated()
     def write():
         pool = local_pool(conn)
@@ -208,7 +216,7 @@ def write_seed(conn, vm_name, data):
         if old is not None:
             old.delete(0)
         xml = "<volume><name>%s</name><capacity unit='bytes'>%d</capacity><target><format type='raw'/>" \
-              "<permissions><mode>0644</mode></permissions></target></volume>" % (name, len(data))
+              "<permissions><mode>0600</mode></permissions></target></volume>" % (name, len(data))
         vol = pool.createXML(xml, 0)
         stream = conn.newStream(0)
         try:
