@@ -33,6 +33,7 @@ VM_STATES = ("present", "running", "stopped", "suspended", "restarted", "absent"
 VM_NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 VM_BOOT_DEVICES = ("hd", "cdrom", "network")
 VM_CONSOLE_TYPES = ("vnc", "spice", "none")
+VM_CLONE_MODES = ("thin", "full")
 
 EVENT_SEVERITIES = ("normal", "warning", "error")
 JOB_STATUSES = ("running", "finished", "failed", "aborted")

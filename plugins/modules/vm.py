@@ -230,6 +230,20 @@ options:
     description: With O(state=absent), remove the VM's disks too (else they are detached and kept).
     type: bool
     default: true
+  template:
+    description:
+      - Make the VM from this template (M(virtplane.kvm.template)) when it is created. Its definition is the
+        template's where the options above say nothing, and it gets a clone of each template disk, named
+        C(<vm>-<disk of the source VM>), kept whether O(disks) lists it or not. Ignored afterwards; another
+        template for an existing VM is refused.
+    type: str
+  clone:
+    description:
+      - How the template's disks are cloned - V(thin), a qcow2 volume whose backing file is the template's disk
+        (in its storage domain; the template then stays while the VM has it), or V(full), a copy.
+    type: str
+    choices: [thin, full]
+    default: thin
   vms:
     description:
       - Many VMs in one call, each a mapping of the options above (O(name) to O(remove_disks)); they are
@@ -438,6 +452,20 @@ options:
           description: With O(state=absent), remove the VM's disks too (else they are detached and kept).
           type: bool
           default: true
+        template:
+          description:
+            - Make the VM from this template (M(virtplane.kvm.template)) when it is created. Its definition is the
+              template's where the options above say nothing, and it gets a clone of each template disk, named
+              C(<vm>-<disk of the source VM>), kept whether O(disks) lists it or not. Ignored afterwards; another
+              template for an existing VM is refused.
+          type: str
+        clone:
+          description:
+            - How the template's disks are cloned - V(thin), a qcow2 volume whose backing file is the template's disk
+              (in its storage domain; the template then stays while the VM has it), or V(full), a copy.
+          type: str
+          choices: [thin, full]
+          default: thin
 notes:
   - The lab guest image powers off on the ACPI power button and prints the NoCloud seed's C(instance-id)
     and C(local-hostname) on its serial console, which is how graceful stops and cloud-init are tested.
@@ -564,6 +592,8 @@ VM_OPTIONS = dict(
     force=dict(type="bool", default=False),
     stop_timeout=dict(type="int", default=120),
     remove_disks=dict(type="bool", default=True),
+    template=dict(type="str"),
+    clone=dict(type="str", choices=list(_choices.VM_CLONE_MODES), default="thin"),
 )
 
 

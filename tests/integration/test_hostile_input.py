@@ -21,8 +21,8 @@ BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
             "name": "shared", "datacenter": "paris", "type": "posixfs", "posixfs": {"path": "/srv/shared"}}},
         {"name": "blue", "virtplane.kvm.logical_network": {"name": "blue", "datacenter": "paris", "mode": "isolated"}}]
 TABLES = ("datacenter", "cluster", "host", "storage_domain", "storage_domain_cluster", "storage_domain_host",
-          "logical_network", "cluster_network", "host_network", "disk", "vm", "vm_nic", "vm_runtime", "job", "event",
-          "engine_setting")
+          "logical_network", "cluster_network", "host_network", "disk", "vm", "vm_nic", "vm_runtime", "job",
+          "template", "event", "engine_setting")
 
 DC = "virtplane.kvm.datacenter"
 CLUSTER = "virtplane.kvm.cluster"
@@ -31,6 +31,7 @@ SD = "virtplane.kvm.storage_domain"
 DISK = "virtplane.kvm.disk"
 NET = "virtplane.kvm.logical_network"
 VM = "virtplane.kvm.vm"
+TEMPLATE = "virtplane.kvm.template"
 
 
 def _sd(**options):
@@ -204,6 +205,14 @@ CASES += [
                                 "boot": {"kernel": "/k", "cmdline": "a\n"}}, "boot.cmdline", "one line"),
     ("vm state newline", VM, {"name": "web01", "state": "running\n"}, "state", "not one of"),
     ("vm bulk name", VM, {"vms": [{"name": "ok"}, {"name": "a b"}]}, "vms[1].name", "valid name"),
+    ("vm template name", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB", "template": "../t"}, "template",
+     "valid name"),
+    ("vm clone mode", VM, {"name": "web01", "cluster": "prod", "memory": "1GiB", "clone": "thin\n"}, "clone",
+     "not one of"),
+    ("template name", TEMPLATE, {"name": "t;reboot", "vm": "web01", "storage_domain": "shared"}, "name",
+     "valid name"),
+    ("template domain", TEMPLATE, {"name": "t1", "vm": "web01", "storage_domain": "shared\n"}, "storage_domain",
+     "valid name"),
 ]
 # read-only modules: refused the same way, and never as a "refused change"
 INFO_CASES = [

@@ -245,3 +245,33 @@ def test_a_start_killed_half_way_is_recovered_from_what_the_host_says(engine_opt
     recovered = sql("SELECT message FROM event WHERE code = 'JOB_RECOVERED'")
     assert len(recovered) == 1 and "the VM did not start: recorded Down" in recovered[0]["message"]
     assert sql("SELECT status, reserved_memory_mib FROM vm_runtime") == [{"status": "Up", "reserved_memory_mib": 256}]
+
+
+def test_a_template_keeps_a_stopped_vm_s_definition_for_new_vms(engine_options, sql):
+    """Without disks (the test driver keeps no volume between runs): the definition part; disks in tests/lab."""
+    run = run_play(BASE + [
+        dict(name="base", **web(memory="512MiB", vcpus=2, description="base image", state="running")),
+        {"name": "running", "ignore_errors": True, "virtplane.kvm.template": {
+            "name": "tpl", "vm": "web01", "storage_domain": "shared"}},
+        dict(name="stop", **vm(state="stopped", force=True, stop_timeout=1)),
+        {"name": "check", "check_mode": True, "virtplane.kvm.template": {
+            "name": "tpl", "vm": "web01", "storage_domain": "shared"}},
+        {"name": "template", "virtplane.kvm.template": {"name": "tpl", "vm": "web01", "storage_domain": "shared"}},
+        {"name": "again", "virtplane.kvm.template": {"name": "tpl", "vm": "web01", "storage_domain": "shared"}},
+        dict(name="made", **vm("web02", cluster="prod", template="tpl", tags=["from-template"])),
+        dict(name="made again", **vm("web02", cluster="prod", template="tpl", tags=["from-template"])),
+        dict(name="other template", ignore_errors=True, **vm("web02", template="other")),
+        {"name": "remove", "virtplane.kvm.template": {"name": "tpl", "state": "absent"}},
+    ], engine=engine_options)
+    assert "a template is made from a stopped VM" in run["running"]["msg"], run.output[-3000:]
+    assert run["check"]["changed"] and run["check"]["actions"] == ["create"] and run["template"]["changed"]
+    assert run["template"]["template"]["definition"]["memory_mib"] == 512 and not run["again"]["changed"]
+    made = run["made"]["vm"]
+    assert (made["memory_mib"], made["vcpus"], made["description"], made["tags"]) == (512, 2, "base image",
+                                                                                      ["from-template"])
+    assert made["nics"][0]["network"] == "app" and made["nics"][0]["mac"] != run["base"]["vm"]["nics"][0]["mac"]
+    assert made["template"]["name"] == "tpl" and not run["made again"]["changed"]
+    assert "a VM's template is chosen when it is created" in run["other template"]["msg"]
+    assert run["remove"]["changed"] and sql("SELECT name FROM template") == []
+    assert [r["code"] for r in sql("SELECT code FROM event WHERE object_type = 'template' ORDER BY id")] == [
+        "TEMPLATE_CREATED", "TEMPLATE_REMOVED"]

@@ -465,6 +465,47 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
                        " ON v.id = r.vm_id WHERE v.name = 'web'") == [
             {"status": "Down", "run_host_id": None, "reserved_memory_mib": 0}]
 
+        # a template of the stopped VM: its disks copied; VMs made from it, thin clones and full copies
+        run = engine_tasks(dc, [
+            {"name": "running source", "ignore_errors": True, "virtplane.kvm.template": {
+                "name": "tpl", "vm": "peer", "storage_domain": "shared"}},
+            {"name": "template", "virtplane.kvm.template": {"name": "tpl", "vm": "web", "storage_domain": "shared"}},
+            {"name": "again", "virtplane.kvm.template": {"name": "tpl", "vm": "web", "storage_domain": "shared"}},
+            {"name": "thin", "virtplane.kvm.vm": {"name": "clone1", "cluster": "lab", "template": "tpl",
+                                                  "host": ["hv1"], "state": "running"}},
+            {"name": "full", "virtplane.kvm.vm": {"name": "clone2", "cluster": "lab", "template": "tpl",
+                                                  "clone": "full"}},
+            {"name": "thin again", "virtplane.kvm.vm": {"name": "clone1", "template": "tpl", "state": "running"}},
+            {"name": "in use", "ignore_errors": True, "virtplane.kvm.template": {"name": "tpl", "state": "absent"}}])
+        assert "it is Up; a template is made from a stopped VM" in run["running source"]["msg"], run.output[-3000:]
+        assert run["template"]["actions"] == ["create", "copy disk web-data to shared", "copy disk hot to shared"]
+        assert not run["again"]["changed"]
+        assert [d["name"] for d in run["template"]["template"]["disks"]] == ["tpl-web-data", "tpl-hot"]
+        assert run["thin"]["vm"]["status"] == "Up" and run["thin"]["vm"]["memory_mib"] == 192
+        assert [d["name"] for d in run["thin"]["vm"]["disks"]] == ["clone1-web-data", "clone1-hot"]
+        assert "thin clone of disk tpl-web-data" in run["thin"]["actions"]
+        assert not run["thin again"]["changed"]
+        assert "thin clones stand on its disks (disks clone1-hot, clone1-web-data of VMs clone1)" in \
+            run["in use"]["msg"]
+        conn = libvirt.open("qemu+tcp://%s/system" % HOSTS["hv1"])
+        try:
+            pool = conn.storagePoolLookupByName("vp-shared")
+            pool.refresh(0)
+            assert _storage.backing_path(pool.storageVolLookupByName("clone1-web-data.qcow2")) == os.path.join(
+                SHARED, "tpl-web-data.qcow2")
+            assert _storage.backing_path(pool.storageVolLookupByName("clone2-web-data.qcow2")) is None
+        finally:
+            conn.close()
+        assert "VIRTPLANE-GUEST-READY ip=192.168.100.33" in wait_for_console(
+            console_of("hv1", "clone1"), "VIRTPLANE-GUEST-READY", timeout=90)
+        run = engine_tasks(dc, [
+            {"name": "clones", "virtplane.kvm.vm": {"vms": [{"name": "clone1", "state": "absent", "force": True},
+                                                            {"name": "clone2", "state": "absent"}]}},
+            {"name": "remove", "virtplane.kvm.template": {"name": "tpl", "state": "absent"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["remove"]["actions"] == ["remove disk tpl-hot", "remove disk tpl-web-data", "remove"]
+        assert _volumes("tpl-") == [] and _volumes("clone") == []
+
         # start again, elsewhere: what was pending is applied; the disks follow it on shared storage
         run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": dict(changed_web, host=["hv2"])}])
         assert run.rc == 0, run.output[-3000:]
@@ -489,7 +530,8 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
                                                                 " ('web-data', 'hot')") == []
     finally:
         engine_tasks(dc, [{"name": "cleanup", "ignore_errors": True, "virtplane.kvm.vm": {"vms": [
-            {"name": "web", "state": "absent", "force": True}, {"name": "peer", "state": "absent", "force": True}]}},
+            {"name": n, "state": "absent", "force": True} for n in ("web", "peer", "clone1", "clone2")]}},
+            {"name": "template", "ignore_errors": True, "virtplane.kvm.template": {"name": "tpl", "state": "absent"}},
             {"name": "hot", "ignore_errors": True, "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared",
                                                                           "state": "absent"}}])
 

@@ -8,8 +8,9 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _rows
 
 SELECT = ("SELECT k.*, s.name AS storage_domain, s.type AS domain_type, s.params AS domain_params,"
           " s.state AS domain_state, s.host_id AS domain_host_id, d.name AS datacenter,"
-          " v.name AS vm, vd.bus, vd.target, vd.bootable"
+          " v.name AS vm, vd.bus, vd.target, vd.bootable, t.name AS template"
           " FROM disk k JOIN storage_domain s ON s.id = k.storage_domain_id"
+          " LEFT JOIN template t ON t.id = k.template_id"
           " JOIN datacenter d ON d.id = s.datacenter_id"
           " LEFT JOIN vm_disk vd ON vd.disk_id = k.id LEFT JOIN vm v ON v.id = vd.vm_id")
 
@@ -37,6 +38,11 @@ def with_lun(cur, domain_id, lun):
 
 def insert(cur, values):
     return _rows.insert(cur, "disk", values)
+
+
+def clones_of(cur, disk_id):
+    """Names of the disks that stand on this one (thin clones)."""
+    return _rows.names(cur, "SELECT name FROM disk WHERE backing_disk_id = %s ORDER BY name", (disk_id,))
 
 
 def update(cur, disk_id, changes):

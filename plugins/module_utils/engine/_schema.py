@@ -461,6 +461,12 @@ _VM_NIC_ORDER = """
 ALTER TABLE vm_nic ADD COLUMN position integer NOT NULL DEFAULT 0;
 """
 
+_TEMPLATE_DISKS = """
+-- a template's disks are disks of their own (copies made when it was created), owned by it
+ALTER TABLE disk ADD COLUMN template_id uuid REFERENCES template (id) ON DELETE RESTRICT;
+ALTER TABLE template ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -473,6 +479,7 @@ MIGRATIONS = (
                  "and statistics, MAC pools", _ENGINE_CORE),
     Migration(8, "the configuration a running VM was started with", _VM_RUNTIME_CONFIG),
     Migration(9, "the order of a VM's NICs", _VM_NIC_ORDER),
+    Migration(10, "template disks", _TEMPLATE_DISKS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -17,7 +17,8 @@ SELECT = (
     "   WHERE n.vm_id = v.id), '[]') AS nics,"
     " COALESCE((SELECT json_agg(json_build_object('name', k.name, 'storage_domain', s.name, 'bus', vd.bus,"
     "   'target', vd.target, 'bootable', vd.bootable, 'format', k.format, 'volume', k.volume_name,"
-    "   'disk_id', k.id, 'status', k.status) ORDER BY vd.target) FROM vm_disk vd JOIN disk k ON k.id = vd.disk_id"
+    "   'disk_id', k.id, 'status', k.status, 'storage_domain_id', s.id, 'size_bytes', k.size_bytes)"
+    "   ORDER BY vd.target) FROM vm_disk vd JOIN disk k ON k.id = vd.disk_id"
     "   JOIN storage_domain s ON s.id = k.storage_domain_id WHERE vd.vm_id = v.id), '[]') AS disks"
     " FROM vm v JOIN cluster c ON c.id = v.cluster_id JOIN datacenter d ON d.id = c.datacenter_id"
     " JOIN vm_runtime r ON r.vm_id = v.id LEFT JOIN host h ON h.id = r.run_host_id")

@@ -132,6 +132,14 @@ def _image_format(path, header, length):
     return "qcow2", struct.unpack(">Q", header[24:32])[0]
 
 
+def clone_source(disk, thin):
+    """What ``clone_of`` of a DiskSpec takes to make a clone of ``disk`` (a row of a VM's or a template's disks):
+    thin (a qcow2 volume on it as its backing file) or a full copy."""
+    return {"thin": thin, "disk_id": disk["disk_id"], "name": disk["name"], "storage_domain": disk["storage_domain"],
+            "storage_domain_id": disk["storage_domain_id"], "volume": disk["volume"], "format": disk["format"],
+            "size_bytes": disk["size_bytes"]}
+
+
 def find(cur, name, domain):
     """The disk ``name`` of storage domain row ``domain`` (domain names repeat across data centers)."""
     return disk_rows.find(cur, name, domain["id"])
@@ -142,7 +150,7 @@ def view(row):
             "datacenter": row["datacenter"], "format": row["format"], "size_bytes": row["size_bytes"],
             "size": human(row["size_bytes"]), "preallocated": row["preallocated"],
             "volume_name": row["volume_name"], "lun": row["lun"], "status": row["status"], "vm": row["vm"],
-            "bus": row["bus"], "target": row["target"], "bootable": row["bootable"]}
+            "bus": row["bus"], "target": row["target"], "bootable": row["bootable"], "template": row.get("template")}
 
 
 # SCSI LUN numbers in the flat addressing iSCSI targets use
@@ -151,7 +159,7 @@ LUN_RANGE = (0, 16383)
 
 class DiskSpec(Spec):
     FIELDS = ("name", "storage_domain", "datacenter", "size", "format", "source", "lun", "vm", "bus", "bootable",
-              "state", "timeout", "wait_timeout")
+              "state", "timeout", "wait_timeout", "clone_of", "template_id")
 
     def validate(self):
         validate_common(self.name, self.storage_domain, self.datacenter, 15 if self.timeout is None else self.timeout)
@@ -316,6 +324,15 @@ class DiskPresent(_DiskOperation):
     def _reserve_creation(self, cur, plan):
         spec, domain = self.spec, plan.domain
         fmt, size_bytes, image = spec.format, spec.size_bytes, spec.image
+        clone = spec.clone_of
+        if clone is not None:
+            # a copy of another disk (a template's, or one copied into a template): thin on its volume as the
+            # backing file, or a full copy; the same size
+            fmt = "qcow2" if clone["thin"] else (fmt or clone["format"])
+            size_bytes = max(size_bytes or 0, clone["size_bytes"])
+            if clone["thin"] and str(clone["storage_domain_id"]) != str(domain["id"]):
+                raise ValidationError("storage_domain", "a thin clone lives in the storage domain of the disk it "
+                                                        "stands on (%s)" % clone["storage_domain"])
         if image is not None:
             detected, virtual, _length, _handle = image
             if fmt is not None and fmt != detected:
@@ -339,19 +356,30 @@ class DiskPresent(_DiskOperation):
         plan.created_size = image[1] if image else size_bytes
         plan.final_size = max(size_bytes or 0, plan.created_size)
         plan.hosts = self._pool_host(cur, domain)
+        if clone is not None:
+            # the host that copies needs both pools
+            sources = {h["id"] for h in disk_rows.hosts_with_pool(cur, clone["storage_domain_id"])}
+            plan.hosts = [h for h in plan.hosts if h["id"] in sources]
+            if not plan.hosts:
+                raise HypervisorError("no Up host has both storage domain '%s' and '%s' active"
+                                      % (domain["name"], clone["storage_domain"]))
         plan.after = {"name": spec.name, "storage_domain": domain["name"], "format": fmt,
                       "size_bytes": plan.final_size, "size": human(plan.final_size), "preallocated": plan.preallocated}
         plan.before = {}
         plan.actions = ["import %s (%s)" % (spec.source, human(image[2])) if image
+                        else "%s clone of disk %s" % ("thin" if clone["thin"] else "full", clone["name"]) if clone
                         else "create %s %s" % (fmt, human(plan.final_size))]
         if self.check_mode:
             return
         what = "import disk '%s' from %s" % (spec.name, spec.source) if image else "create disk '%s'" % spec.name
         self.start_job(cur, plan, "disk", None, spec.name, what, datacenter=domain["datacenter"],
                        saved={"volume": plan.volume, "storage_domain_id": str(domain["id"])})
-        plan.row = disk_rows.insert(cur, {"storage_domain_id": domain["id"], "name": spec.name, "format": fmt,
-                                          "preallocated": plan.preallocated, "size_bytes": plan.final_size,
-                                          "volume_name": plan.volume, "status": "locked", "job_id": plan.job["id"]})
+        values = {"storage_domain_id": domain["id"], "name": spec.name, "format": fmt,
+                  "preallocated": plan.preallocated, "size_bytes": plan.final_size, "volume_name": plan.volume,
+                  "status": "locked", "job_id": plan.job["id"], "template_id": spec.template_id}
+        if clone is not None and clone["thin"]:
+            values["backing_disk_id"] = clone["disk_id"]  # the disk it stands on cannot go while it is there
+        plan.row = disk_rows.insert(cur, values)
         _jobs.attach_object(cur, plan.job["id"], plan.row["id"])
         if image:
             _events.record(cur, "DISK_IMPORT_STARTED", "Disk %s is being imported from %s (%s) into storage domain %s"
@@ -367,7 +395,13 @@ class DiskPresent(_DiskOperation):
         # from here a volume of that name is this run's: a recovery may delete it
         with self.engine.transaction() as cur:
             _jobs.note(cur, plan.job["id"], {"volume_claimed": True})
-        plan.made = _storage.create_volume(pool, plan.volume, plan.created_size, plan.fmt, plan.preallocated)
+        clone = spec.clone_of
+        if clone is not None:
+            source = _storage.open_pool(conn, _storage.pool_name(clone["storage_domain"]))
+            plan.made = _storage.clone_volume(pool, plan.volume, source.storageVolLookupByName(clone["volume"]),
+                                              clone["thin"], plan.created_size, plan.fmt)
+        else:
+            plan.made = _storage.create_volume(pool, plan.volume, plan.created_size, plan.fmt, plan.preallocated)
         plan.progress = []
         if spec.image is not None:
             _storage.upload_volume(conn, plan.made, spec.image[3], spec.image[2], self._reporter(plan))
@@ -626,6 +660,13 @@ class DiskRemove(_DiskOperation):
         if current["vm"]:
             raise ConflictError("Cannot remove disk '%s': it is attached to VM %s; detach it first"
                                 % (spec.name, current["vm"]))
+        if current["template"] and spec.template_id is None:
+            raise ConflictError("Cannot remove disk '%s': it is a disk of template %s; remove the template"
+                                % (spec.name, current["template"]))
+        clones = disk_rows.clones_of(cur, current["id"])
+        if clones:
+            raise ConflictError("Cannot remove disk '%s': disks %s stand on it (thin clones); remove them first"
+                                % (spec.name, ", ".join(clones)))
         plan.domain, plan.current = domain, current
         plan.before = view(current)
         plan.actions = ["remove"] if current["lun"] is not None else ["delete volume %s" % current["volume_name"]]
@@ -799,6 +840,9 @@ class DiskAttach(_Plug):
         if current["vm"]:
             raise ConflictError("Cannot %s: it is attached to VM %s; detach it first"
                                 % (self._action_text(), current["vm"]))
+        if current["template"]:
+            raise ConflictError("Cannot %s: it is a disk of template %s (a VM made from the template gets a "
+                                "clone of it)" % (self._action_text(), current["template"]))
         if current["status"] != "ok":
             raise ConflictError("Cannot %s: the disk is %s" % (self._action_text(), current["status"]))
         plan.target, plan.bus = _next_target(cur, vm_row["id"], spec.bus), spec.bus

@@ -46,6 +46,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_timeout,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs, _rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _templates as template_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _placement
@@ -155,7 +156,7 @@ class VmSpec(Spec):
 
     FIELDS = ("name", "cluster", "description", "tags", "vcpus", "cpu", "memory", "memory_max", "disks", "nics",
               "boot", "cloud_init", "console", "serial_console", "ha", "host", "state", "force", "stop_timeout",
-              "timeout", "wait_timeout", "remove_disks")
+              "timeout", "wait_timeout", "remove_disks", "template", "clone")
 
     def validate(self):
         validate_name("name", self.name)
@@ -192,6 +193,12 @@ class VmSpec(Spec):
             self.ha = {"enabled": bool(self.ha.get("enabled", True)), "priority": self.ha.get("priority") or 0}
         if self.host is not None:
             self.host = sorted(set(validate_name("host[%d]" % i, h) for i, h in enumerate(self.host)))
+        if self.template is not None:
+            validate_name("template", self.template)
+        self.clone = self.clone or "thin"
+        if self.clone not in _choices.VM_CLONE_MODES:
+            raise ValidationError("clone", "%s is not one of %s"
+                                  % (shown(self.clone), ", ".join(_choices.VM_CLONE_MODES)))
 
     def _validate_cpu(self):
         """The CPU fields as given: ``topology`` only when sockets, cores or threads are named (then it sets the
@@ -355,16 +362,24 @@ def current_definition(row):
                  for n in row["nics"]],
         "disks": [{"name": d["name"], "storage_domain": d["storage_domain"], "bus": d["bus"],
                    "bootable": d["bootable"]} for d in row["disks"]],
+        "template": spec.get("template"),
     }
 
 
-def desired_definition(spec, current):
-    """What the VM is to be: the spec's fields, the current definition where the spec says nothing."""
-    base = current or {
-        "description": "", "tags": [], "vcpus": 1, "max_vcpus": 1, "cpu": None, "memory_mib": None,
-        "max_memory_mib": None, "boot": {"devices": ["hd"], "kernel": None, "initrd": None, "cmdline": None},
-        "cloud_init": {}, "console": {"type": "none"}, "serial_console": True, "ha": {"enabled": False, "priority": 0},
-        "hosts": [], "nics": [], "disks": []}
+def desired_definition(spec, current, template=None):
+    """What the VM is to be: the spec's fields, the current definition where the spec says nothing (for a new
+    VM made from ``template``, a template row, the template's)."""
+    if current is None and template is not None:
+        current_like = dict((template["spec"] or {}).get("definition") or {})
+        current_like["disks"] = []
+        current_like["template"] = {"name": template["name"], "clone": spec.clone, "disks": [
+            {"name": "%s-%s" % (spec.name, d["source"]), "storage_domain": d["storage_domain"], "bus": d["bus"],
+             "bootable": d["bootable"]} for d in template_disks(template)]}
+        desired = desired_definition(spec, dict(_NEW_VM, **current_like))
+        if spec.disks is None:
+            desired["disks"] = list(current_like["template"]["disks"])
+        return desired
+    base = current or dict(_NEW_VM)
     desired = dict(base)
     for field, value in (("description", spec.description), ("tags", spec.tags), ("boot", spec.boot),
                          ("cloud_init", spec.cloud_init), ("ha", spec.ha), ("hosts", spec.host)):
@@ -392,9 +407,28 @@ def desired_definition(spec, current):
                                                     and known[n["name"]]["network"] == n["network"] else None))
                            for n in spec.nics]
     if spec.disks is not None:
-        desired["disks"] = [{"name": d["name"], "storage_domain": d["storage_domain"], "bus": d.get("bus") or "virtio",
-                             "bootable": bool(d.get("bootable"))} for d in spec.disks]
+        # a VM made from a template keeps the clones it was made with, listed or not
+        kept = list((base.get("template") or {}).get("disks") or [])
+        listed = [{"name": d["name"], "storage_domain": d["storage_domain"], "bus": d.get("bus") or "virtio",
+                   "bootable": bool(d.get("bootable"))} for d in spec.disks]
+        keys = {(d["name"], d["storage_domain"]) for d in listed}
+        desired["disks"] = [d for d in kept if (d["name"], d["storage_domain"]) not in keys] + listed
     return desired
+
+
+def template_disks(template):
+    """The template's disks with the source disk each was copied from (its position, bus and boot flag)."""
+    placed = {d["name"]: d for d in (template["spec"] or {}).get("disks", [])}
+    disks = [dict(d, **{k: v for k, v in placed.get(d["name"], {}).items()
+                        if k in ("source", "bus", "bootable", "position")}) for d in template["disks"]]
+    return sorted(disks, key=lambda d: (d.get("position", 0), d["name"]))
+
+
+_NEW_VM = {
+    "description": "", "tags": [], "vcpus": 1, "max_vcpus": 1, "cpu": None, "memory_mib": None,
+    "max_memory_mib": None, "boot": {"devices": ["hd"], "kernel": None, "initrd": None, "cmdline": None},
+    "cloud_init": {}, "console": {"type": "none"}, "serial_console": True, "ha": {"enabled": False, "priority": 0},
+    "hosts": [], "nics": [], "disks": [], "template": None}
 
 
 def _check_max_vcpus(max_vcpus, vcpus, topology):
@@ -552,6 +586,8 @@ def _unchanged(spec, row, live):
     if spec.cluster is not None and spec.cluster != row["cluster"]:
         return False
     current = current_definition(row)
+    if spec.template is not None and (current["template"] or {}).get("name") != spec.template:
+        return False
     if changed(current, desired_definition(spec, current)):
         return False
     if any(d.get("size") is not None for d in spec.disks or ()):
@@ -631,13 +667,17 @@ def _apply(engine, spec, row, live, check_mode):
 
 def _disks(engine, spec, check_mode, row, resource):
     """Create, grow, attach and detach the VM's disks through the disk service (which plugs them live)."""
-    if spec.disks is None:
+    clones = _template_clones(engine, spec, resource)
+    if spec.disks is None and not clones:
         return []
     outcomes = []
-    wanted = {(d["name"], d["storage_domain"]): d for d in spec.disks}
+    wanted = dict(clones)
+    wanted.update({(d["name"], d["storage_domain"]): d for d in spec.disks or ()})
     current = {(d["name"], d["storage_domain"]): d for d in (row or {}).get("disks", [])}
+    kept = {(d["name"], d["storage_domain"])
+            for d in ((current_definition(row)["template"] or {}).get("disks") or [] if row else [])}
     for key in current:
-        if key not in wanted:
+        if spec.disks is not None and key not in wanted and key not in kept:
             outcomes.append(_operation.run(engine, _disk.DiskDetach(engine, check_mode, _disk.DiskSpec(
                 name=key[0], storage_domain=key[1], state="detached", timeout=spec.timeout,
                 wait_timeout=spec.wait_timeout))))
@@ -650,6 +690,7 @@ def _disks(engine, spec, check_mode, row, resource):
         disk_spec = _disk.DiskSpec(name=disk["name"], storage_domain=disk["storage_domain"], size=disk.get("size"),
                                    format=disk.get("format"), vm=None if same else spec.name,
                                    bus=disk.get("bus") or "virtio", bootable=disk.get("bootable"),
+                                   clone_of=None if attached else disk.get("clone_of"),
                                    timeout=spec.timeout, wait_timeout=spec.wait_timeout)
         if check_mode and resource.get("id") is None:
             # the VM does not exist yet: what the disk service would do to the disk, then the attachment
@@ -659,6 +700,23 @@ def _disks(engine, spec, check_mode, row, resource):
             continue
         outcomes.append(_disk.ensure(engine, disk_spec, check_mode))
     return outcomes
+
+
+def _template_clones(engine, spec, resource):
+    """{(name, storage domain): disk} of the clones a VM made from a template has: one of each template disk."""
+    if spec.template is None:
+        return {}
+    with engine.transaction() as cur:
+        template = template_rows.find(cur, spec.template, resource.get("datacenter"))
+    if template is None:
+        raise NotFoundError("template", spec.template, "make VM '%s'" % spec.name)
+    clones = {}
+    for disk in template_disks(template):
+        name = "%s-%s" % (spec.name, disk["source"])
+        clones[(name, disk["storage_domain"])] = {"name": name, "storage_domain": disk["storage_domain"],
+                                                  "bus": disk["bus"], "bootable": disk["bootable"],
+                                                  "clone_of": _disk.clone_source(disk, spec.clone == "thin")}
+    return clones
 
 
 def dataclass_copy(disk_spec, **changes):
@@ -754,7 +812,21 @@ class VmDefine(_VmOperation):
         if cluster is None:
             raise NotFoundError("cluster", spec.cluster, "create VM '%s'" % spec.name)
         current = current_definition(row) if row else None
-        desired = desired_definition(spec, current)
+        template = None
+        if spec.template is not None:
+            if row is not None:
+                made_from = (current["template"] or {}).get("name")
+                if made_from != spec.template:
+                    raise ValidationError("template", "VM '%s' was made from %s; a VM's template is chosen when it "
+                                                      "is created" % (spec.name, "template " + made_from
+                                                                      if made_from else "no template"))
+            else:
+                template = template_rows.find(cur, spec.template, vm_rows.datacenter_name(cur,
+                                                                                          cluster["datacenter_id"]))
+                if template is None:
+                    raise NotFoundError("template", spec.template, "create VM '%s'" % spec.name)
+        desired = desired_definition(spec, current, template)
+        plan.template = template
         if desired["memory_mib"] is None:
             raise ValidationError("memory", "is required to create VM '%s'" % spec.name)
         self._check_against_engine(cur, cluster, desired, row)
@@ -836,7 +908,7 @@ class VmDefine(_VmOperation):
                          macs.pop(0), "model": nic["model"]})
         stored = {"max_vcpus": desired["max_vcpus"], "cpu": desired["cpu"], "max_memory_mib": desired["max_memory_mib"],
                   "boot": desired["boot"], "cloud_init": desired["cloud_init"], "hosts": desired["hosts"],
-                  "serial_console": desired["serial_console"],
+                  "serial_console": desired["serial_console"], "template": desired.get("template"),
                   "console": dict(desired["console"], password=password if spec.console is not None else
                                   ((row["spec"] or {}).get("console") or {}).get("password") if row else None)}
         stored["console"].pop("password_set", None)
@@ -845,6 +917,8 @@ class VmDefine(_VmOperation):
                   "ha_priority": desired["ha"]["priority"], "cluster_id": cluster["id"]}
         if row is None:
             values["name"] = spec.name
+            if plan.template is not None:
+                values["template_id"] = plan.template["id"]
             vm = vm_rows.insert(cur, values)
             vm_id = vm["id"]
             _events.record(cur, "VM_CREATED", "VM %s was defined in cluster %s" % (spec.name, cluster["name"]),

@@ -296,6 +296,29 @@ def create_volume(pool, name, size_bytes, fmt, preallocated):
 
 
 @translated()
+def clone_volume(pool, name, source, thin, size_bytes, fmt):
+    """A new volume from ``source``: thin (qcow2 on it as its backing file, whose format is named: QEMU reads an
+    unnamed one as raw) or a full copy (qemu-img convert through libvirt, from any pool of the host)."""
+    root = ET.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", size_bytes, unit="bytes")
+    _sub(_sub(root, "target"), "format", type=fmt)
+    if thin:
+        source_format = ET.fromstring(source.XMLDesc(0)).find("target/format")
+        backing = _sub(root, "backingStore")
+        _sub(backing, "path", source.path())
+        _sub(backing, "format", type=source_format.get("type") if source_format is not None else "qcow2")
+        return pool.createXML(ET.tostring(root, encoding="unicode"), 0)
+    return pool.createXMLFrom(ET.tostring(root, encoding="unicode"), source, 0)
+
+
+def backing_path(vol):
+    """The path of the volume's backing file, or None."""
+    node = ET.fromstring(vol.XMLDesc(0)).find("backingStore/path")
+    return node.text if node is not None else None
+
+
+@translated()
 def delete_volume(vol):
     vol.delete(0)
 
