@@ -1297,12 +1297,15 @@ class VmStart(_VmOperation):
         return Outcome(True, {}, {}, view(fresh), plan.actions)
 
 
-def _recover(engine, job, record):
-    """A recovery: what the VM's host says of its domain (True, False, None when it does not answer), then
-    ``record(cur, row, found, running)`` under the lock, which returns what it recorded."""
+def _recover(engine, job, record, look=None):
+    """A recovery: what the VM's host says of its domain (True, False, None when it does not answer), and of
+    anything else ``look(found, running)`` asks it (with no lock held), then ``record(cur, row, found, running)``
+    under the lock, which returns what it recorded."""
     with engine.transaction() as cur:
         found = vm_rows.run_host_of(cur, job["object_id"])
     running = _on_its_host(engine, found)
+    if look is not None and found:
+        look(found, running)
     how = "the VM is gone"
     with engine.transaction() as cur:
         _operation.lock_for(engine, cur, job)
@@ -1566,17 +1569,26 @@ class VmResume(VmStart):
 def _recover_suspend(engine, job):
     """A run died while suspending: Up if the domain still runs; else Suspended if its memory file is there, Down
     if not (the save never finished)."""
+    seen = {}
+
+    def look(found, running):
+        """Whether the memory file is on the host (asked before any lock is taken)."""
+        if running is not False or not found["host_id"]:
+            return
+        host = {"id": found["host_id"], "name": found["host"], "libvirt_uri": found["libvirt_uri"]}
+        try:
+            seen["saved"] = _hosts.hypervisors(engine).call(
+                host, "look for the saved memory of VM '%s'" % found["name"],
+                lambda conn: virt_vm.local_file(conn, virt_vm.save_volume(found["name"])))
+        except HypervisorError:
+            seen["saved"] = None
+
     def record(cur, row, found, running):
         if running or running is None:
             vm_rows.set_runtime(cur, row["id"], status="Up" if running else UNKNOWN, job_id=None)
             return "recorded %s" % ("Up" if running else UNKNOWN)
         host = {"id": found["host_id"], "name": found["host"], "libvirt_uri": found["libvirt_uri"]}
-        try:
-            saved = _hosts.hypervisors(engine).call(host, "look for the saved memory of VM '%s'" % row["name"],
-                                                    lambda conn: virt_vm.local_file(conn, virt_vm.save_volume(
-                                                        row["name"])))
-        except HypervisorError:
-            saved = None
+        saved = seen.get("saved")
         if not saved:
             _down(cur, row, "its suspend was interrupted before its memory was saved")
             return "recorded Down"
@@ -1586,7 +1598,7 @@ def _recover_suspend(engine, job):
                                          "libvirt_uri": host["libvirt_uri"], "path": saved,
                                          "running_config": row["running_config"]})
         return "recorded Suspended"
-    return _recover(engine, job, record)
+    return _recover(engine, job, record, look)
 
 
 @_operation.recovery("vm.resume")
