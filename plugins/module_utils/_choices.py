@@ -34,9 +34,11 @@ VM_NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 VM_BOOT_DEVICES = ("hd", "cdrom", "network")
 VM_CONSOLE_TYPES = ("vnc", "spice", "none")
 VM_CLONE_MODES = ("thin", "full")
+SNAPSHOT_STATES = ("present", "absent", "reverted")
 
 EVENT_SEVERITIES = ("normal", "warning", "error")
 JOB_STATUSES = ("running", "finished", "failed", "aborted")
-OBJECT_TYPES = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template")
+OBJECT_TYPES = ("datacenter", "cluster", "host", "vm", "storage_domain", "logical_network", "disk", "template",
+                "snapshot")
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -25,7 +25,7 @@ options:
     description:
       - Only events about this kind of object.
     type: str
-    choices: [datacenter, cluster, host, vm, storage_domain, logical_network, disk, template]
+    choices: [datacenter, cluster, host, vm, storage_domain, logical_network, disk, template, snapshot]
   object_name:
     description:
       - Only events about the object of this name.

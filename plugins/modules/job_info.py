@@ -29,7 +29,7 @@ options:
     description:
       - Only jobs on this kind of object.
     type: str
-    choices: [datacenter, cluster, host, vm, storage_domain, logical_network, disk, template]
+    choices: [datacenter, cluster, host, vm, storage_domain, logical_network, disk, template, snapshot]
   object_name:
     description:
       - Only jobs on the object of this name.

@@ -38,6 +38,14 @@ def disk(**options):
     return {"virtplane.kvm.disk": dict({"name": "d1", "storage_domain": "shared", "size": "1GiB"}, **options)}
 
 
+VM = {"virtplane.kvm.vm": {"name": "web01", "cluster": "prod", "memory": "128MiB", "boot": {"kernel": "/boot/k"},
+                           "disks": [{"name": "web01-root", "storage_domain": "shared", "size": "1GiB"}]}}
+
+
+def snapshot(**options):
+    return {"virtplane.kvm.snapshot": dict({"vm": "web01", "name": "before"}, **options)}
+
+
 # (scenario, set-up tasks, the task under test); "{node}" is a node file with the pool vp-shared
 SCENARIOS = [
     ("datacenter create", [], DC),
@@ -61,6 +69,10 @@ SCENARIOS = [
     ("network remove", [DC, CLUSTER, host(), network()], network(state="absent")),
     ("disk create", [DC, CLUSTER, host("{node}"), domain()], disk()),
     ("disk remove", [DC, CLUSTER, host("{node}"), domain(), disk()], disk(state="absent")),
+    # a stopped VM's snapshot: the test driver keeps its metadata, the lab shows what is in the images
+    ("snapshot take", [DC, CLUSTER, host("{node}"), domain(), VM], snapshot()),
+    ("snapshot revert", [DC, CLUSTER, host("{node}"), domain(), VM, snapshot()], snapshot(state="reverted")),
+    ("snapshot delete", [DC, CLUSTER, host("{node}"), domain(), VM, snapshot()], snapshot(state="absent")),
 ]
 
 
@@ -71,7 +83,7 @@ def _expand(task, node):
 def _rows(sql):
     return {t: sql("SELECT count(*) AS n FROM %s" % t)[0]["n"] for t in
             ("datacenter", "cluster", "host", "storage_domain", "storage_domain_host", "logical_network",
-             "host_network", "disk", "event", "job")}
+             "host_network", "disk", "snapshot", "event", "job")}
 
 
 @pytest.mark.parametrize("scenario, setup, task", SCENARIOS, ids=[s[0] for s in SCENARIOS])

@@ -22,7 +22,7 @@ BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
         {"name": "blue", "virtplane.kvm.logical_network": {"name": "blue", "datacenter": "paris", "mode": "isolated"}}]
 TABLES = ("datacenter", "cluster", "host", "storage_domain", "storage_domain_cluster", "storage_domain_host",
           "logical_network", "cluster_network", "host_network", "disk", "vm", "vm_nic", "vm_runtime", "job",
-          "template", "event", "engine_setting")
+          "template", "snapshot", "event", "engine_setting")
 
 DC = "virtplane.kvm.datacenter"
 CLUSTER = "virtplane.kvm.cluster"
@@ -32,6 +32,7 @@ DISK = "virtplane.kvm.disk"
 NET = "virtplane.kvm.logical_network"
 VM = "virtplane.kvm.vm"
 TEMPLATE = "virtplane.kvm.template"
+SNAPSHOT = "virtplane.kvm.snapshot"
 
 
 def _sd(**options):
@@ -213,6 +214,13 @@ CASES += [
      "valid name"),
     ("template domain", TEMPLATE, {"name": "t1", "vm": "web01", "storage_domain": "shared\n"}, "storage_domain",
      "valid name"),
+    ("snapshot name", SNAPSHOT, {"vm": "web01", "name": "s1</name><x>"}, "name", "valid name"),
+    ("snapshot vm", SNAPSHOT, {"vm": "../web01", "name": "s1"}, "vm", "valid name"),
+    ("snapshot name newline", SNAPSHOT, {"vm": "web01", "name": "s1\n", "state": "absent"}, "name", "valid name"),
+    ("snapshot description", SNAPSHOT, {"vm": "web01", "name": "s1", "description": "a\x1b[2J"}, "description",
+     "control character"),
+    ("snapshot state", SNAPSHOT, {"vm": "web01", "name": "s1", "state": "reverted\n"}, "state", "not one of"),
+    ("snapshot timeout", SNAPSHOT, {"vm": "web01", "name": "s1", "timeout": -1}, "timeout", "outside 1-3600"),
 ]
 # read-only modules: refused the same way, and never as a "refused change"
 INFO_CASES = [
@@ -227,6 +235,8 @@ INFO_CASES = [
     ("event name", "virtplane.kvm.event_info", {"object_name": "hv1\n"}, "object_name", "valid name"),
     ("vm_info name", "virtplane.kvm.vm_info", {"name": ["web01\n"]}, "name[0]", "valid name"),
     ("vm_info tag", "virtplane.kvm.vm_info", {"tags": ["$(reboot)"]}, "tags[0]", "valid name"),
+    ("snapshot_info vm", "virtplane.kvm.snapshot_info", {"vm": ["web01;id"]}, "vm[0]", "valid name"),
+    ("snapshot_info name", "virtplane.kvm.snapshot_info", {"name": ["s1\n"]}, "name[0]", "valid name"),
 ]
 
 

@@ -427,6 +427,19 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
             peer, disks=[{"name": "hot", "storage_domain": "shared"}])}])
         assert "disk 'hot' of storage domain 'shared' is attached to VM 'web'" in run["steal"]["msg"]
 
+        # snapshotted with its memory while it runs (its seed CD-ROM, its NIC on the VXLAN network), reverted to
+        # it: QEMU starts again from the snapshot, the VM stays on its host (what comes back: the test below)
+        run = engine_tasks(dc, [
+            {"name": "snapshot", "virtplane.kvm.snapshot": {"vm": "web", "name": "live"}},
+            {"name": "revert", "virtplane.kvm.snapshot": {"vm": "web", "name": "live", "state": "reverted"}},
+            {"name": "delete", "virtplane.kvm.snapshot": {"vm": "web", "name": "live", "state": "absent"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["snapshot"]["snapshot"]["memory"] and run["snapshot"]["snapshot"]["disks"] == [
+            {"name": "web-data", "storage_domain": "shared", "target": "vda"},
+            {"name": "hot", "storage_domain": "shared", "target": "vdb"}]
+        assert run["revert"]["actions"][0].startswith("revert VM web to snapshot live on hv1")
+        assert "web" in domains_on("hv1") and sql_lab("SELECT name FROM snapshot") == []
+
         # suspend: the memory goes to a file on the host and the domain ends; resumed, the guest counts on
         run = engine_tasks(dc, [{"name": "suspend", "virtplane.kvm.vm": {"name": "web", "state": "suspended"}}])
         assert run.rc == 0, run.output[-3000:]
@@ -464,6 +477,15 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
         assert sql_lab("SELECT r.status, r.run_host_id, r.reserved_memory_mib FROM vm_runtime r JOIN vm v"
                        " ON v.id = r.vm_id WHERE v.name = 'web'") == [
             {"status": "Down", "run_host_id": None, "reserved_memory_mib": 0}]
+
+        # snapshotted stopped, and its disks reverted to it
+        run = engine_tasks(dc, [
+            {"name": "snapshot", "virtplane.kvm.snapshot": {"vm": "web", "name": "stopped"}},
+            {"name": "revert", "virtplane.kvm.snapshot": {"vm": "web", "name": "stopped", "state": "reverted"}},
+            {"name": "delete", "virtplane.kvm.snapshot": {"vm": "web", "name": "stopped", "state": "absent"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["snapshot"]["snapshot"]["memory"] is False
+        assert run["revert"]["actions"] == ["revert the disks of VM web to snapshot stopped on hv1"]
 
         # a template of the stopped VM: its disks copied; VMs made from it, thin clones and full copies
         run = engine_tasks(dc, [
@@ -534,6 +556,148 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
             {"name": "template", "ignore_errors": True, "virtplane.kvm.template": {"name": "tpl", "state": "absent"}},
             {"name": "hot", "ignore_errors": True, "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared",
                                                                           "state": "absent"}}])
+
+
+def _image_snapshots(volume):
+    """The internal snapshots in a qcow2 image of the shared domain, as qemu-img lists them (names)."""
+    out = subprocess.run(["qemu-img", "snapshot", "-U", "-l", os.path.join(SHARED, volume)], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(line.split()[1] for line in out.splitlines()[2:] if line.strip())
+
+
+def _boots(host, name, count):
+    """Wait for the guest's boot count on its disk; True once it says ``count``."""
+    text = "VIRTPLANE-GUEST-DISK vda boots=%d" % count
+    return text in wait_for_console(console_of(host, name), text, timeout=90)
+
+
+def _heartbeats(text):
+    return [int(n) for n in re.findall(r"heartbeat (\d+)", text)]
+
+
+def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc, sql_lab):
+    """The guest counts its boots on its disk and its heartbeats in memory: what a revert brings back shows."""
+    import libvirt
+
+    snap = {"name": "snap", "cluster": "lab", "memory": "128MiB", "vcpus": 1, "host": ["hv1"],
+            "disks": [{"name": "snap-data", "storage_domain": "shared", "size": "64MiB"}],
+            "boot": {"kernel": IMAGE + "/vmlinuz", "initrd": IMAGE + "/initrd.img",
+                     "cmdline": "console=ttyS0 panic=-1 vp.bootcount=vda"}}
+
+    def snapshot(task, name, refused=False, **options):
+        return {"name": task, "ignore_errors": refused,
+                "virtplane.kvm.snapshot": dict({"vm": "snap", "name": name}, **options)}
+
+    def start():
+        in_host(KEY, HOSTS["hv1"], "rm -f /var/lib/virtplane/local/snap-console.log")
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": dict(snap, state="running")}])
+        assert run.rc == 0 and run["start"]["vm"]["host"] == "hv1", run.output[-3000:]
+
+    def stop():
+        run = engine_tasks(dc, [{"name": "stop", "virtplane.kvm.vm": {"name": "snap", "state": "stopped",
+                                                                      "stop_timeout": 60}}])
+        assert run.rc == 0, run.output[-3000:]
+
+    def rows():
+        return sql_lab("SELECT s.name, s.state, s.with_memory, s.vm_status, s.job_id FROM snapshot s"
+                       " ORDER BY s.name")
+    try:
+        start()
+        assert _boots("hv1", "snap", 1)
+
+        # check mode: predicted, and nothing in the engine, libvirt or the image
+        run = engine_tasks(dc, [snapshot("check", "running")], check=True)
+        assert run.rc == 0, run.output[-3000:]
+        assert run["check"]["changed"] and run["check"]["actions"] == ["take snapshot running on hv1, with its memory"]
+        assert rows() == [] and _image_snapshots("snap-data.qcow2") == []
+
+        # a running VM: with its memory (the only internal kind libvirt 9.0 takes of a running VM)
+        run = engine_tasks(dc, [snapshot("take", "running", description="booted once"), snapshot("again", "running"),
+                                snapshot("disk only", "nomem", refused=True, memory=False)])
+        assert run["take"]["changed"] and not run["again"]["changed"], run.output[-3000:]
+        taken = run["take"]["snapshot"]
+        assert (taken["kind"], taken["memory"], taken["vm_status"], taken["state"]) == ("internal", True, "Up", "ok")
+        assert taken["consistency"].startswith("the whole VM at one instant")
+        assert "libvirt 9.0 takes an internal snapshot of a running VM only with its memory" in \
+            run["disk only"]["msg"]
+        assert rows() == [{"name": "running", "state": "ok", "with_memory": True, "vm_status": "Up", "job_id": None}]
+        assert _image_snapshots("snap-data.qcow2") == ["running"]
+        at_snapshot = max(_heartbeats(read_console(console_of("hv1", "snap"))))
+
+        # the guest counts on; reverted, it is back at the instant of the snapshot (QEMU restarted from it)
+        time.sleep(8)
+        before = read_console(console_of("hv1", "snap"))
+        assert max(_heartbeats(before)) >= at_snapshot + 5
+        run = engine_tasks(dc, [snapshot("revert check", "running", state="reverted")], check=True)
+        assert run["revert check"]["changed"] and read_console(console_of("hv1", "snap")).startswith(before[:200])
+        run = engine_tasks(dc, [snapshot("revert", "running", state="reverted")])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["revert"]["actions"] == ["revert VM snap to snapshot running on hv1 (memory and disks; the guest "
+                                            "goes back to that instant)"]
+        deadline, after = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(after) < 2:
+            now = read_console(console_of("hv1", "snap"))
+            after = _heartbeats(now[len(before):] if now.startswith(before) else now)
+            time.sleep(1)
+        assert after and after[0] <= at_snapshot + 3 < max(_heartbeats(before)), (at_snapshot, before[-200:], after)
+        assert sql_lab("SELECT r.status FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE v.name = 'snap'") == [
+            {"status": "Up"}]
+
+        # a stopped VM: its disks. Booted twice (the reverted guest's disk said 1), then snapshotted stopped
+        stop()
+        start()
+        assert _boots("hv1", "snap", 2)
+        stop()
+        run = engine_tasks(dc, [snapshot("memory of stopped", "stopped", refused=True, memory=True),
+                                snapshot("stopped", "stopped")])
+        assert "it is stopped: it has no memory to keep" in run["memory of stopped"]["msg"], run.output[-3000:]
+        assert run["stopped"]["snapshot"]["memory"] is False and run["stopped"]["snapshot"]["vm_status"] == "Down"
+        assert run["stopped"]["actions"] == ["take snapshot stopped of its disks on hv1"]
+        assert _image_snapshots("snap-data.qcow2") == ["running", "stopped"]
+        start()
+        assert _boots("hv1", "snap", 3)
+        # a disk-only snapshot is not reverted under a running guest
+        run = engine_tasks(dc, [snapshot("revert running", "stopped", refused=True, state="reverted")])
+        assert "it holds the disks only, and the VM runs" in run["revert running"]["msg"], run.output[-3000:]
+        stop()
+        run = engine_tasks(dc, [snapshot("revert", "stopped", state="reverted")])
+        assert run.rc == 0 and run["revert"]["actions"] == ["revert the disks of VM snap to snapshot stopped on hv1"]
+        start()
+        assert _boots("hv1", "snap", 3)  # the disk said 2 again: the boot after the snapshot is undone
+
+        # listed; the disk that holds them is not removed under them
+        run = engine_tasks(dc, [{"name": "list", "virtplane.kvm.snapshot_info": {"vm": ["snap"]}}])
+        assert [(s["name"], s["memory"]) for s in run["list"]["snapshots"]] == [("running", True), ("stopped", False)]
+
+        # deleted: on the running domain (QEMU deletes it from the image), then with the VM stopped
+        run = engine_tasks(dc, [snapshot("delete check", "stopped", state="absent")], check=True)
+        assert run["delete check"]["changed"] and _image_snapshots("snap-data.qcow2") == ["running", "stopped"]
+        run = engine_tasks(dc, [snapshot("delete", "stopped", state="absent"),
+                                snapshot("again", "stopped", state="absent")])
+        assert run["delete"]["changed"] and not run["again"]["changed"], run.output[-3000:]
+        assert _image_snapshots("snap-data.qcow2") == ["running"]
+        stop()
+        run = engine_tasks(dc, [snapshot("delete", "running", state="absent")])
+        assert run.rc == 0, run.output[-3000:]
+        assert _image_snapshots("snap-data.qcow2") == [] and rows() == []
+        # nothing of the domains defined for the stopped VM's snapshots is left on the host
+        conn = libvirt.open("qemu+tcp://%s/system" % HOSTS["hv1"])
+        try:
+            assert [d.name() for d in conn.listAllDomains(0)] == []
+        finally:
+            conn.close()
+
+        # a raw disk: refused with the reason, before anything changes
+        run = engine_tasks(dc, [
+            {"name": "raw", "virtplane.kvm.vm": dict(snap, name="rawvm", disks=[
+                {"name": "rawvm-data", "storage_domain": "shared", "size": "16MiB", "format": "raw"}])},
+            {"name": "refused", "ignore_errors": True, "virtplane.kvm.snapshot": {"vm": "rawvm", "name": "s"}}])
+        assert "disk rawvm-data is raw" in run["refused"]["msg"] and "libvirt 9.0 cannot revert to an external " \
+            "snapshot" in run["refused"]["msg"], run.output[-3000:]
+        assert rows() == []
+    finally:
+        engine_tasks(dc, [{"name": "cleanup", "ignore_errors": True, "virtplane.kvm.vm": {"vms": [
+            {"name": n, "state": "absent", "force": True} for n in ("snap", "rawvm")]}}])
 
 
 def test_a_vlan_network_the_kernel_cannot_carry_makes_hosts_nonoperational_until_removed(dc, sql_lab):

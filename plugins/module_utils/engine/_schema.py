@@ -467,6 +467,19 @@ ALTER TABLE disk ADD COLUMN template_id uuid REFERENCES template (id) ON DELETE 
 ALTER TABLE template ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
 """
 
+_SNAPSHOTS = """
+-- a snapshot as the engine took it: where its data lives (internal qcow2 snapshots, with or without
+-- the guest's memory), what the VM was (running or stopped, and its configuration then), libvirt's
+-- description of it (metadata a transient domain loses when it ends, given back before a revert or a
+-- delete), and the job that holds it while it is made, reverted to or deleted
+ALTER TABLE snapshot ADD COLUMN kind text NOT NULL DEFAULT 'internal' CHECK (kind IN ('internal'));
+ALTER TABLE snapshot ADD COLUMN vm_status text NOT NULL DEFAULT 'Down';
+ALTER TABLE snapshot ADD COLUMN config jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE snapshot ADD COLUMN xml text NOT NULL DEFAULT '';
+ALTER TABLE snapshot ADD COLUMN host_name text;
+ALTER TABLE snapshot ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -480,6 +493,7 @@ MIGRATIONS = (
     Migration(8, "the configuration a running VM was started with", _VM_RUNTIME_CONFIG),
     Migration(9, "the order of a VM's NICs", _VM_NIC_ORDER),
     Migration(10, "template disks", _TEMPLATE_DISKS),
+    Migration(11, "snapshots as taken: kind, the VM then, libvirt's description, job", _SNAPSHOTS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -39,6 +39,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _disks as disk_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events, _jobs
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _snapshots as snapshot_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _storage_domains as domain_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation
@@ -667,6 +668,10 @@ class DiskRemove(_DiskOperation):
         if clones:
             raise ConflictError("Cannot remove disk '%s': disks %s stand on it (thin clones); remove them first"
                                 % (spec.name, ", ".join(clones)))
+        held = snapshot_rows.holding_disk(cur, current["id"])
+        if held:
+            raise ConflictError("Cannot remove disk '%s': snapshots %s hold its data; delete them first"
+                                % (spec.name, ", ".join(held)))
         plan.domain, plan.current = domain, current
         plan.before = view(current)
         plan.actions = ["remove"] if current["lun"] is not None else ["delete volume %s" % current["volume_name"]]

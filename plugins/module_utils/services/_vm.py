@@ -1134,6 +1134,9 @@ def _down(cur, row, reason=""):
                         reserved_memory_mib=0, console={}, guest_addresses=[], running_config=None, job_id=None)
 
 
+record_down = _down  # for the services whose work on a running VM may end its domain (a snapshot's revert)
+
+
 def guest_spec(row, host, seed_path=None):
     """The domain of the VM as its definition says, for ``host`` (its domain type)."""
     definition = current_definition(row)
