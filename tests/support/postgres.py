@@ -49,16 +49,21 @@ def _pid_alive(pid):
 
 
 def remove_leftovers():
-    """Stop servers and remove directories of earlier runs that were killed before cleaning up."""
+    """Stop servers and remove directories of earlier runs that were killed before cleaning up.
+
+    A directory whose owner (the test process that made it) lives is never touched, whatever its server
+    is doing: while initdb runs, postmaster.pid holds the *negative* PID of its bootstrap backend, which
+    no signal test can reach (kill(-pid) names a process group).
+    """
     for directory in glob.glob(os.path.join(tempfile.gettempdir(), PREFIX + "*")):
+        if not _is_stale(directory):
+            continue  # a concurrent run's (another pytest-xdist worker's, or another session's)
         pidfile = os.path.join(directory, "data", "postmaster.pid")
         try:
             with open(pidfile) as handle:
-                pid = int(handle.readline().strip())
+                pid = abs(int(handle.readline().strip()))
         except (OSError, ValueError):
             pid = None
-        if pid is None and not _is_stale(directory):
-            continue  # a concurrent run (another pytest-xdist worker) still setting its server up
         if pid and _pid_alive(pid):
             cmdline = ""
             try:
@@ -68,8 +73,6 @@ def remove_leftovers():
                 pass
             if directory not in cmdline:
                 continue  # not ours any more (pid reused): leave both alone
-            if not _is_stale(directory):
-                continue  # a concurrent run's live server
             os.kill(pid, signal.SIGQUIT)
         shutil.rmtree(directory, ignore_errors=True)
 
