@@ -642,6 +642,9 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
         assert after and after[0] <= at_snapshot + 3 < max(_heartbeats(before)), (at_snapshot, before[-200:], after)
         assert sql_lab("SELECT r.status FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE v.name = 'snap'") == [
             {"status": "Up"}]
+        # another one of the same QEMU run: libvirt makes it a child of the first; it is given back alone later
+        run = engine_tasks(dc, [snapshot("second", "second")])
+        assert run.rc == 0 and _image_snapshots("snap-data.qcow2") == ["running", "second"], run.output[-3000:]
 
         # a stopped VM: its disks. Booted twice (the reverted guest's disk said 1), then snapshotted stopped
         stop()
@@ -653,7 +656,7 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
         assert "it is stopped: it has no memory to keep" in run["memory of stopped"]["msg"], run.output[-3000:]
         assert run["stopped"]["snapshot"]["memory"] is False and run["stopped"]["snapshot"]["vm_status"] == "Down"
         assert run["stopped"]["actions"] == ["take snapshot stopped of its disks on hv1"]
-        assert _image_snapshots("snap-data.qcow2") == ["running", "stopped"]
+        assert _image_snapshots("snap-data.qcow2") == ["running", "second", "stopped"]
         start()
         assert _boots("hv1", "snap", 3)
         # a disk-only snapshot is not reverted under a running guest
@@ -666,18 +669,24 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
         assert _boots("hv1", "snap", 3)  # the disk said 2 again: the boot after the snapshot is undone
 
         # listed; the disk that holds them is not removed under them
-        run = engine_tasks(dc, [{"name": "list", "virtplane.kvm.snapshot_info": {"vm": ["snap"]}}])
-        assert [(s["name"], s["memory"]) for s in run["list"]["snapshots"]] == [("running", True), ("stopped", False)]
+        run = engine_tasks(dc, [{"name": "list", "virtplane.kvm.snapshot_info": {"vm": ["snap"]}},
+                                {"name": "grow", "ignore_errors": True, "virtplane.kvm.disk": {
+                                    "name": "snap-data", "storage_domain": "shared", "size": "128MiB"}}])
+        assert [(s["name"], s["memory"]) for s in run["list"]["snapshots"]] == [
+            ("running", True), ("second", True), ("stopped", False)]
+        assert "a revert would shrink it back" in run["grow"]["msg"], run.output[-3000:]
 
         # deleted: on the running domain (QEMU deletes it from the image), then with the VM stopped
         run = engine_tasks(dc, [snapshot("delete check", "stopped", state="absent")], check=True)
-        assert run["delete check"]["changed"] and _image_snapshots("snap-data.qcow2") == ["running", "stopped"]
+        assert run["delete check"]["changed"]
+        assert _image_snapshots("snap-data.qcow2") == ["running", "second", "stopped"]
         run = engine_tasks(dc, [snapshot("delete", "stopped", state="absent"),
                                 snapshot("again", "stopped", state="absent")])
         assert run["delete"]["changed"] and not run["again"]["changed"], run.output[-3000:]
-        assert _image_snapshots("snap-data.qcow2") == ["running"]
+        assert _image_snapshots("snap-data.qcow2") == ["running", "second"]
         stop()
-        run = engine_tasks(dc, [snapshot("delete", "running", state="absent")])
+        run = engine_tasks(dc, [snapshot("delete", "running", state="absent"),
+                                snapshot("delete second", "second", state="absent")])
         assert run.rc == 0, run.output[-3000:]
         assert _image_snapshots("snap-data.qcow2") == [] and rows() == []
         # nothing of the domains defined for the stopped VM's snapshots is left on the host

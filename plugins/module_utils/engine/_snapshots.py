@@ -42,6 +42,15 @@ def delete(cur, snapshot_id):
     _rows.delete(cur, "snapshot", snapshot_id)
 
 
+def disks(cur, disk_ids):
+    """The disks of these ids that exist, as a VM row lists its disks, with the VM each is attached to."""
+    cur.execute("SELECT k.id AS disk_id, k.name, s.name AS storage_domain, s.id AS storage_domain_id,"
+                " k.volume_name AS volume, k.format, k.status, v.name AS vm FROM disk k"
+                " JOIN storage_domain s ON s.id = k.storage_domain_id LEFT JOIN vm_disk vd ON vd.disk_id = k.id"
+                " LEFT JOIN vm v ON v.id = vd.vm_id WHERE k.id = ANY(%s::uuid[]) ORDER BY k.name", (list(disk_ids),))
+    return cur.fetchall()
+
+
 def holding_disk(cur, disk_id):
     """The snapshots (``vm/snapshot``) that hold data of this disk: internal snapshots live in its image."""
     return _rows.names(cur, "SELECT v.name || '/' || s.name AS name FROM snapshot s JOIN vm v ON v.id = s.vm_id"

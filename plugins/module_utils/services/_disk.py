@@ -477,6 +477,10 @@ class DiskPresent(_DiskOperation):
         if current["lun"] is not None:
             raise ConflictError("Cannot resize disk '%s': it is LUN %d of an iSCSI target, sized by the target"
                                 % (name, current["lun"]))
+        held = snapshot_rows.holding_disk(cur, current["id"])
+        if held:
+            raise ConflictError("Cannot grow disk '%s': snapshots %s hold its data, and a revert would shrink it "
+                                "back; delete them first" % (name, ", ".join(held)))
         plan.kind = "grow"
         self.irreversible = True  # a volume does not shrink back: its recovery takes the size it has
         plan.size_bytes = size_bytes

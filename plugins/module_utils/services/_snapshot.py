@@ -40,9 +40,11 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _disks as disk_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events, _jobs
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _snapshots as snapshot_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _placement
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _vm
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec, plain
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain
@@ -51,8 +53,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _vm as v
 
 STATES = _choices.SNAPSHOT_STATES
 RUNNING = ("Up", "Paused")
-# how long a memory snapshot may take beyond the connection timeout: the guest's memory is written out
-WRITE_SECONDS = 600
 CONSISTENCY = {
     True: "the whole VM at one instant: memory, devices and disks (the guest is paused while they are written)",
     False: "the disks of the stopped VM, as the guest left them when it powered off",
@@ -132,8 +132,9 @@ def _stopped_domain_xml(row, host, disks):
     return _domain.guest_xml(spec)
 
 
-def _running_host(row):
-    return {"id": row["run_host_id"], "name": row["host"], "libvirt_uri": row["host_uri"]}
+def _running_host(cur, row):
+    """The host row of the host the VM runs on (its domain type names the domain libvirt is given back)."""
+    return host_rows.by_id(cur, row["run_host_id"])
 
 
 class _SnapshotOperation(_operation.Operation):
@@ -170,6 +171,11 @@ class _SnapshotOperation(_operation.Operation):
     def _refuse(self, row, why):
         raise ConflictError("Cannot %s snapshot '%s' of VM '%s': %s" % (self.verb, self.spec.name, row["name"], why))
 
+    def _steady_disks(self, row, disks):
+        for disk in disks:
+            if disk["status"] != "ok":
+                self._refuse(row, "disk %s is %s (another run works on it)" % (disk["name"], disk["status"]))
+
     def _reserve(self, cur, plan, row, snap, description):
         self.start_job(cur, plan, "snapshot", snap["id"], "%s/%s" % (row["name"], snap["name"]), description,
                        datacenter=row["datacenter"])
@@ -201,6 +207,17 @@ class _SnapshotOperation(_operation.Operation):
             raise HypervisorError("VM '%s' does not run on host %s" % (plan.row["name"], plan.host["name"]))
         return work(dom)
 
+    def _no_leftover(self, plan):
+        """Undefine what a failed stopped-VM step may have left defined on its host (best effort)."""
+        if getattr(plan, "host", None) is None:
+            return
+        try:
+            _hosts.hypervisors(self.engine).call(plan.host, "clean up VM '%s'" % plan.row["name"],
+                                                 lambda conn: virt_snapshot.leftover(conn, plan.row["name"]),
+                                                 self.spec.timeout)
+        except HypervisorError:
+            pass  # the next start of the VM undefines it (VmStart)
+
     def _release(self, cur, plan):
         vm_rows.set_runtime(cur, plan.row["id"], job_id=None)
 
@@ -223,6 +240,9 @@ class SnapshotCreate(_SnapshotOperation):
         row = self._vm(cur, plan)
         snap = self._snapshot(cur, row)
         if snap is not None:
+            if snap["state"] != "ok":
+                self._refuse(row, "it is %s: a run died while it worked on it; delete it (state absent) and take it "
+                             "again" % snap["state"])
             if spec.memory is not None and spec.memory != snap["with_memory"]:
                 self._refuse(row, "it exists %s the VM's memory; a snapshot is not changed (delete it and take it "
                              "again)" % ("with" if snap["with_memory"] else "without"))
@@ -256,7 +276,7 @@ class SnapshotCreate(_SnapshotOperation):
         plan.row, plan.running, plan.memory = row, running, memory
         plan.disks = [_disk_entry(d) for d in row["disks"]]
         if running:
-            plan.host, plan.hosts = _running_host(row), None
+            plan.host, plan.hosts = _running_host(cur, row), None
             where = "on %s, with its memory" % row["host"]
         else:
             plan.hosts = _where_stopped(cur, row, row["disks"])
@@ -309,7 +329,8 @@ class SnapshotCreate(_SnapshotOperation):
         if self.check_mode:
             return plan.outcome
         self._release(cur, plan)
-        snap = snapshot_rows.update(cur, plan.snap["id"], {"state": "ok", "xml": result, "job_id": None})
+        snap = snapshot_rows.update(cur, plan.snap["id"], {"state": "ok", "xml": result, "job_id": None,
+                                                           "host_name": plan.host["name"]})
         self._event(cur, plan, "SNAPSHOT_CREATED", "Snapshot %s of VM %s was taken (%s)"
                     % (self.spec.name, plan.row["name"], "with its memory" if plan.memory else "its disks"))
         return Outcome(True, {}, {"name": self.spec.name}, view(dict(snap, vm=plan.row["name"])), plan.actions)
@@ -356,9 +377,11 @@ class SnapshotRevert(_SnapshotOperation):
             self._refuse(row, "the VM's disks changed since it was taken (%s); attach or detach them back first"
                          % "; ".join(p for p in ("attached since: " + ", ".join(added) if added else "",
                                                  "detached since: " + ", ".join(gone) if gone else "") if p))
+        self._steady_disks(row, row["disks"])
         plan.row, plan.snap, plan.running = row, snap, running
         if running:
-            plan.host, plan.hosts = _running_host(row), None
+            plan.host, plan.hosts = _running_host(cur, row), None
+            self._reserve_snapshot_size(cur, plan, row, snap)
             plan.actions = ["revert VM %s to snapshot %s on %s (memory and disks; the guest goes back to that "
                             "instant)" % (row["name"], snap["name"], row["host"])]
         else:
@@ -371,6 +394,27 @@ class SnapshotRevert(_SnapshotOperation):
             plan.outcome = Outcome(True, {}, {}, view(snap), plan.actions)
             return
         self._reserve(cur, plan, row, snap, "revert VM %s to snapshot %s" % (row["name"], snap["name"]))
+        if plan.running:
+            _jobs.note(cur, plan.job["id"], {"running": True})
+            vm_rows.set_runtime(cur, row["id"], reserved_memory_mib=plan.reserved[0], reserved_vcpus=plan.reserved[1])
+
+    def _reserve_snapshot_size(self, cur, plan, row, snap):
+        """The guest comes back with the memory and vCPUs it had then: more than it holds now is reserved on its
+        host first (under the cluster's lock), or the revert is refused with the host's reason."""
+        config = snap["config"] or {}
+        memory = max(row["reserved_memory_mib"], config.get("memory_mib") or 0)
+        vcpus = max(row["reserved_vcpus"], config.get("vcpus") or 0)
+        plan.reserved = (memory, vcpus)
+        grow = {"memory_mib": memory - row["reserved_memory_mib"], "vcpus": vcpus - row["reserved_vcpus"]}
+        if not grow["memory_mib"] and not grow["vcpus"]:
+            return
+        self.engine.lock(cur, LOCK_CLUSTER, row["cluster"])
+        entry = next((h for h in vm_rows.placement_hosts(cur, row["cluster_id"]) if h["id"] == row["run_host_id"]),
+                     None)
+        reason = _placement.reject_reason(grow, entry) if entry else "the host is gone"
+        if reason:
+            self._refuse(row, "the VM had %d MiB and %d vCPUs then, more than it holds on host %s now, which cannot "
+                         "take it (%s)" % (config.get("memory_mib"), config.get("vcpus"), row["host"], reason))
 
     def act(self, plan):
         snap = plan.snap
@@ -386,24 +430,34 @@ class SnapshotRevert(_SnapshotOperation):
             "revert to snapshot '%s'" % snap["name"])
 
     def undo(self, plan, error):
-        """A running VM whose revert failed may have lost its domain (QEMU is restarted from the snapshot)."""
+        """A running VM whose revert failed may have lost its domain (QEMU is restarted from the snapshot); a
+        stopped VM's domain defined for the moment must not stay."""
         plan.gone = False
-        if plan.running:
-            try:
-                plan.gone = _hosts.hypervisors(self.engine).call(
-                    plan.host, "look for VM '%s'" % plan.row["name"],
-                    lambda conn: virt_vm.find(conn, plan.row["name"]) is None, self.spec.timeout)
-            except HypervisorError:
-                plan.gone = None
+        if not plan.running:
+            self._no_leftover(plan)
+            return
+        try:
+            plan.gone = _hosts.hypervisors(self.engine).call(
+                plan.host, "look for VM '%s'" % plan.row["name"],
+                lambda conn: virt_vm.find(conn, plan.row["name"]) is None, self.spec.timeout)
+        except HypervisorError:
+            plan.gone = None
 
     def release(self, cur, plan, error):
         snapshot_rows.update(cur, plan.snap["id"], {"job_id": None})
-        if plan.running and getattr(plan, "gone", False):
+        gone = getattr(plan, "gone", False)
+        if plan.running and gone:
             _vm.record_down(cur, plan.row, "revert to snapshot %s failed: %s"
                             % (plan.snap["name"], _operation.describe(error)))
+        elif plan.running and gone is None:
+            # whether QEMU still runs is unknown: its host and reservation stay, as after a start that failed
+            vm_rows.set_runtime(cur, plan.row["id"], status=_vm.UNKNOWN, job_id=None,
+                                status_reason="revert to snapshot %s failed (%s) and host %s could not be asked "
+                                "whether it runs" % (plan.snap["name"], _operation.describe(error), plan.host["name"]))
         else:
             self._release(cur, plan)
-        self._event(cur, plan, "SNAPSHOT_REVERT_FAILED", "VM %s was not reverted to snapshot %s: %s"
+        self._event(cur, plan, "SNAPSHOT_REVERT_FAILED", "VM %s may be partly reverted to snapshot %s (libvirt "
+                    "reverts disk after disk): %s; revert again, or to another snapshot"
                     % (plan.row["name"], plan.snap["name"], _operation.describe(error)), severity="error")
 
     def confirm(self, cur, plan, result):
@@ -412,7 +466,9 @@ class SnapshotRevert(_SnapshotOperation):
         snap = snapshot_rows.update(cur, plan.snap["id"], {"job_id": None})
         if plan.running:
             # the domain is the one the snapshot was taken of: what it runs with is what it ran with then
-            changes = {"job_id": None, "running_config": plan.snap["config"] or None}
+            changes = {"job_id": None, "running_config": plan.snap["config"] or None,
+                       "reserved_memory_mib": (plan.snap["config"] or {}).get("memory_mib") or plan.reserved[0],
+                       "reserved_vcpus": (plan.snap["config"] or {}).get("vcpus") or plan.reserved[1]}
             if result and result.get("console") and (plan.row["console"] or {}).get("type"):
                 console = dict(plan.row["console"])
                 console["port"] = result["console"]["port"]
@@ -447,18 +503,29 @@ class SnapshotDelete(_SnapshotOperation):
             self._refuse(row, "the VM is %s; a snapshot is deleted while the VM runs (Up) or is stopped (Down)"
                          % row["status"])
         then = {d["disk_id"] for d in snap["disks"]}
-        # the images that still hold the snapshot: the VM's disks that it is of (a detached disk keeps its data)
+        # the images that hold the snapshot: the VM's disks it is of, and those detached since (they keep it)
         plan.disks = [d for d in row["disks"] if str(d["disk_id"]) in then]
+        attached = {str(d["disk_id"]) for d in plan.disks}
+        held = snapshot_rows.disks(cur, sorted(then - attached))
+        elsewhere = ["%s (VM %s)" % (d["name"], d["vm"]) for d in held if d["vm"]]
+        if elsewhere:
+            self._refuse(row, "disk %s holds it too and is attached to another VM now; detach it first"
+                         % ", ".join(elsewhere))
+        if running and held:
+            self._refuse(row, "disk %s, detached since, holds it too: QEMU deletes it only from the disks the VM "
+                         "has; attach it again, or stop the VM" % ", ".join(d["name"] for d in held))
+        self._steady_disks(row, plan.disks + held)
         plan.row, plan.snap, plan.running = row, snap, running
         plan.before = view(dict(snap, vm=row["name"]))
-        if not plan.disks:
+        if not plan.disks and not held:
             plan.host, plan.hosts = None, []
             plan.actions = ["forget snapshot %s (none of its disks is attached)" % snap["name"]]
         elif running:
-            plan.host, plan.hosts = _running_host(row), None
+            plan.host, plan.hosts = _running_host(cur, row), None
             plan.actions = ["delete snapshot %s on %s" % (snap["name"], row["host"])]
         else:
-            plan.hosts = _where_stopped(cur, row, plan.disks)
+            # libvirt deletes it from the images of the domain the snapshot was taken of: their pools must be there
+            plan.hosts = _where_stopped(cur, row, plan.disks + held)
             plan.host = plan.hosts[0]
             plan.actions = ["delete snapshot %s on %s" % (snap["name"], plan.host["name"])]
         if self.check_mode:
@@ -469,7 +536,7 @@ class SnapshotDelete(_SnapshotOperation):
 
     def act(self, plan):
         snap = plan.snap
-        if not plan.disks:
+        if plan.host is None:
             return None
         xml = snap["xml"] or _redefinable(
             plan.row, plan.host, snap["name"], snap["disks"], snap["with_memory"], snap["vm_status"] in RUNNING)
@@ -482,6 +549,10 @@ class SnapshotDelete(_SnapshotOperation):
         return self._on_hosts(plan, lambda conn, host: self._stopped(
             conn, host, plan, plan.disks, lambda dom: virt_snapshot.delete(dom, snap["name"], xml)),
             "delete snapshot '%s'" % snap["name"])
+
+    def undo(self, plan, error):
+        if not plan.running:
+            self._no_leftover(plan)
 
     def release(self, cur, plan, error):
         snapshot_rows.update(cur, plan.snap["id"], {"job_id": None, "state": plan.snap["state"]})
@@ -542,10 +613,34 @@ _operation.recovery("snapshot.delete")(_mark_broken("partly deleted"))
 
 @_operation.recovery("snapshot.revert")
 def _recover_revert(engine, job):
-    """A run died while reverting: the disks may be reverted or not; the VM is released as its host has it."""
+    """A run died while reverting: the disks may be partly reverted. A running VM's host is asked whether QEMU,
+    restarted from the snapshot, still runs: Down if not, Unknown if the host does not answer."""
     _undefine_leftover(engine, job)
+    with engine.transaction() as cur:
+        snap = snapshot_rows.by_id(cur, job["object_id"])
+        row = vm_rows.find(cur, snap["vm"]) if snap else None
+        host = host_rows.by_id(cur, row["run_host_id"]) if row and row["status"] in RUNNING else None
+    running = None
+    if host is not None:
+        try:
+            running = _hosts.hypervisors(engine).call(host, "look for VM '%s'" % row["name"],
+                                                      lambda conn: virt_vm.find(conn, row["name"]) is not None)
+        except HypervisorError:
+            running = None
 
-    def finish(cur, _row, snap):
+    def finish(cur, vm_row, snap):
         snapshot_rows.update(cur, snap["id"], {"job_id": None})
-        return "the VM may or may not have been reverted to snapshot %s: released" % snap["name"]
+        how = "the VM may be partly reverted to snapshot %s: released" % snap["name"]
+        if host is None or vm_row is None or vm_row["status"] not in RUNNING:
+            return how
+        if running is False:
+            _vm.record_down(cur, vm_row, "its revert to snapshot %s was interrupted and it no longer runs"
+                            % snap["name"])
+            return how + "; it no longer runs: recorded Down"
+        if running is None:
+            vm_rows.set_runtime(cur, vm_row["id"], status=_vm.UNKNOWN, job_id=None,
+                                status_reason="its revert to snapshot %s was interrupted and host %s does not "
+                                "answer" % (snap["name"], host["name"]))
+            return how + "; its host does not answer: recorded Unknown"
+        return how + "; it runs"
     return _recovered(engine, job, finish)

@@ -46,6 +46,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_timeout,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs, _rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _snapshots as snapshot_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _templates as template_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
@@ -53,6 +54,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _pl
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk, _hosts, _operation
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec, plain
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain, _network, _seed
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _snapshot as virt_snapshot
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage as virt_storage
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _vm as virt_vm
 
@@ -1246,6 +1248,8 @@ class VmStart(_VmOperation):
             if row["spec"].get("serial_console", True):
                 virt_vm.local_pool(conn)  # the console log's directory
             xml = _domain.guest_xml(guest_spec(row, host, seed_path))
+            # a definition a snapshot's run left (it died) would make the domain persistent: it goes first
+            virt_snapshot.leftover(conn, row["name"])
             virt_vm.create(conn, xml)
             plan.made.append("domain")
             return virt_vm.live_view(conn, row["name"])
@@ -1636,6 +1640,12 @@ class VmRemove(_VmOperation):
             where = row["host"] or _saved_host(row)["name"]
             raise ConflictError("Cannot remove VM '%s': it is %s on host %s; stop it first, or give force: true to "
                                 "power it off and remove it" % (row["name"], row["status"], where))
+        if not self.spec.remove_disks:
+            snapshots = [s["name"] for s in snapshot_rows.of_vm(cur, row["id"])]
+            if snapshots:
+                raise ConflictError("Cannot remove VM '%s' and keep its disks: snapshots %s are in their images; "
+                                    "delete them first, or remove the disks with the VM"
+                                    % (row["name"], ", ".join(snapshots)))
         plan.row = row
         plan.host = {"id": row["run_host_id"], "name": row["host"], "libvirt_uri": row["host_uri"]} \
             if row["status"] in ON_HOST and row["run_host_id"] else _saved_host(row) if row["status"] == "Suspended" \

@@ -45,6 +45,16 @@ def as_stopped(xml):
     return ET.tostring(root, encoding="unicode")
 
 
+def standalone(xml):
+    """The description without its parent: libvirt links a snapshot to the one that was current when it was
+    taken, and gives one back (``REDEFINE``) only if that parent is there too. Internal snapshots do not
+    depend on each other, and the engine gives back only the one it works on."""
+    root = ET.fromstring(xml)
+    for parent in root.findall("parent"):
+        root.remove(parent)
+    return ET.tostring(root, encoding="unicode")
+
+
 def _no_snapshot(exc):
     return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT
 
@@ -57,14 +67,14 @@ def _known(dom, name, xml):
     except libvirt.libvirtError as exc:
         if not _no_snapshot(exc):
             raise
-    return dom.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
+    return dom.snapshotCreateXML(standalone(xml), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
 
 
 @translated()
 def take(dom, xml):
     """Take the snapshot ``xml`` asks for on ``dom``; libvirt's full description of it."""
     snap = dom.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
-    return snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+    return standalone(snap.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE))
 
 
 @translated()
