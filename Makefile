@@ -75,6 +75,8 @@ build:
 bench: deps
 	$(BIN)/python bench/guest_start.py
 	$(BIN)/python bench/apply.py --json
+	for hosts in 100 1000 10000; do $(BIN)/python bench/scheduler.py --hosts $$hosts --json || exit 1; done
+	$(BIN)/python bench/scheduler.py --hosts 100000 --reference 10 --json
 
 clean:
 	rm -rf build

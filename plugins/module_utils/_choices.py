@@ -35,6 +35,7 @@ VM_BOOT_DEVICES = ("hd", "cdrom", "network")
 VM_CONSOLE_TYPES = ("vnc", "spice", "none")
 VM_CLONE_MODES = ("thin", "full")
 SNAPSHOT_STATES = ("present", "absent", "reverted")
+AFFINITY_RULES = ("positive", "negative", "none")
 
 EVENT_SEVERITIES = ("normal", "warning", "error")
 JOB_STATUSES = ("running", "finished", "failed", "aborted")

@@ -159,3 +159,71 @@ def test_the_race_holds_over_rounds(engine_options, sql, tmp_path, rounds):
                   " WHERE NOT EXISTS (SELECT 1 FROM storage_domain_host sh WHERE sh.host_id = h.id"
                   " AND sh.storage_domain_id = s.id AND sh.active)")
     assert missing == []
+
+
+def _start(engine, index):
+    """Worker ``index`` starts its ten VMs, then five of the next worker's (which that one starts too)."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome
+
+    results = []
+    names = ["vm%03d" % (index * 10 + k) for k in range(10)] + \
+        ["vm%03d" % (((index + 1) % 20) * 10 + k) for k in range(5)]
+    for name in names:
+        try:
+            outcome = _vm.ensure(engine, _vm.VmSpec(name=name, state="running", wait_timeout=120))
+            results.append((name, "changed" if outcome.changed else "unchanged"))
+        except VirtplaneError as exc:
+            results.append((name, str(exc)))
+    return Outcome(True, actions=results)
+
+
+def test_twenty_runs_starting_two_hundred_vms_never_overcommit_a_host_or_start_a_vm_twice(engine_options, sql,
+                                                                                          tmp_path):
+    hosts = []
+    for i in range(3):
+        node = tmp_path / ("node%d.xml" % i)
+        # 4 CPUs and 4 GiB each: with the cluster's CPU overcommit of 4, memory is what fills them
+        node.write_text("<node><cpu><mhz>2400</mhz><nodes>1</nodes><sockets>1</sockets><cores>4</cores>"
+                        "<threads>1</threads></cpu><memory>4194304</memory></node>")
+        hosts.append({"name": "hv%d" % i, "virtplane.kvm.host": {"name": "hv%d" % i, "cluster": "prod",
+                                                                 "libvirt_uri": "test://%s" % node}})
+    vms = [{"name": "vm%03d" % v, "cluster": "prod", "memory": "256MiB", "vcpus": 1,
+            "boot": {"kernel": "/boot/vmlinuz"}} for v in range(200)]
+    run = run_play(BASE + hosts + [{"name": "vms", "virtplane.kvm.vm": {"vms": vms}}], engine=engine_options)
+    assert run.rc == 0, run.output[-3000:]
+
+    results = run_at_once(engine_options, _start, 20)
+    outcomes = {}
+    for _index, status, detail in results:
+        assert status == "changed", detail
+        for name, said in detail:
+            outcomes.setdefault(name, []).append(said)
+    # no host holds more than it has: 4 GiB each, 256 MiB per VM -> 16 per host, 48 in all
+    committed = sql("SELECT h.name, h.memory_mib, COALESCE(sum(r.reserved_memory_mib), 0) AS committed,"
+                    " count(r.vm_id) AS vms FROM host h LEFT JOIN vm_runtime r ON r.run_host_id = h.id"
+                    " GROUP BY h.name, h.memory_mib ORDER BY h.name")
+    for row in committed:
+        assert row["committed"] <= row["memory_mib"], row
+    up = sql("SELECT v.name FROM vm v JOIN vm_runtime r ON r.vm_id = v.id WHERE r.status = 'Up'")
+    assert len(up) == sum(r["vms"] for r in committed) == 48, committed
+    # never started twice: each start of a VM follows its being Down. (The test driver keeps a domain only in
+    # the process that made it: another run finds it gone, records the VM Down, and may start it again.)
+    events = sql("SELECT object_name, code FROM event WHERE code IN ('VM_STARTED', 'VM_DOWN') ORDER BY id")
+    running = set()
+    for event in events:
+        if event["code"] == "VM_STARTED":
+            assert event["object_name"] not in running, "%s started while it ran" % event["object_name"]
+            running.add(event["object_name"])
+        else:
+            running.discard(event["object_name"])
+    assert running == {r["name"] for r in up}
+    # every start that did not fit says why, host by host
+    refused = [(name, text) for name, said in outcomes.items() for text in said if text not in ("changed", "unchanged")]
+    assert len(refused) >= 200 - 48
+    for name, text in refused:
+        assert text.startswith("Cannot start VM '%s': no host of cluster prod can run it: " % name), text
+        for host in ("hv0", "hv1", "hv2"):
+            assert "%s: memory 4 of 4 GiB committed" % host in text, text
+    assert {r["name"] for r in up} <= {name for name, said in outcomes.items() if "changed" in said}

@@ -22,7 +22,7 @@ BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
         {"name": "blue", "virtplane.kvm.logical_network": {"name": "blue", "datacenter": "paris", "mode": "isolated"}}]
 TABLES = ("datacenter", "cluster", "host", "storage_domain", "storage_domain_cluster", "storage_domain_host",
           "logical_network", "cluster_network", "host_network", "disk", "vm", "vm_nic", "vm_runtime", "job",
-          "template", "snapshot", "event", "engine_setting")
+          "template", "snapshot", "affinity_group", "event", "engine_setting")
 
 DC = "virtplane.kvm.datacenter"
 CLUSTER = "virtplane.kvm.cluster"
@@ -221,6 +221,14 @@ CASES += [
      "control character"),
     ("snapshot state", SNAPSHOT, {"vm": "web01", "name": "s1", "state": "reverted\n"}, "state", "not one of"),
     ("snapshot timeout", SNAPSHOT, {"vm": "web01", "name": "s1", "timeout": -1}, "timeout", "outside 1-3600"),
+    ("affinity name", "virtplane.kvm.affinity_group", {"name": "g'; DROP TABLE vm;--", "cluster": "prod"}, "name",
+     "valid name"),
+    ("affinity vm", "virtplane.kvm.affinity_group", {"name": "g", "cluster": "prod", "vms": ["a\n"]}, "vms[0]",
+     "valid name"),
+    ("affinity priority", "virtplane.kvm.affinity_group", {"name": "g", "cluster": "prod", "priority": -5},
+     "priority", "outside 1-100"),
+    ("affinity priority huge", "virtplane.kvm.affinity_group", {"name": "g", "cluster": "prod", "priority": 10 ** 20},
+     "priority", "outside 1-100"),
 ]
 # read-only modules: refused the same way, and never as a "refused change"
 INFO_CASES = [
@@ -237,6 +245,7 @@ INFO_CASES = [
     ("vm_info tag", "virtplane.kvm.vm_info", {"tags": ["$(reboot)"]}, "tags[0]", "valid name"),
     ("snapshot_info vm", "virtplane.kvm.snapshot_info", {"vm": ["web01;id"]}, "vm[0]", "valid name"),
     ("snapshot_info name", "virtplane.kvm.snapshot_info", {"name": ["s1\n"]}, "name[0]", "valid name"),
+    ("placement name", "virtplane.kvm.vm_placement_info", {"name": "../web01"}, "name", "valid name"),
 ]
 
 

@@ -117,12 +117,37 @@ def placement_hosts(cur, cluster_id):
         " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
         "   AS committed_vcpus,"
         " (SELECT count(*) FROM vm_runtime r WHERE r.run_host_id = h.id) AS vms,"
+        " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
+        "   WHERE r.run_host_id = h.id AND v.ha_enabled), 0)::bigint AS ha_memory_mib,"
+        " (SELECT count(*) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
+        "   WHERE r.run_host_id = h.id AND v.ha_enabled) AS ha_vms,"
+        " COALESCE((SELECT st.cpu_percent FROM host_statistics st WHERE st.host_id = h.id), 0)::float"
+        "   AS cpu_load_percent,"
+        " ARRAY(SELECT jsonb_array_elements_text(h.cpu_features)) AS cpu_features,"
         " ARRAY(SELECT n.name::text FROM host_network hn JOIN logical_network n ON n.id = hn.network_id"
         "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
         " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
         "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
         " FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE h.cluster_id = %s ORDER BY h.name", (cluster_id,))
     return cur.fetchall()
+
+
+def placement_context(cur, cluster_id):
+    """What the scheduler needs of the cluster besides its hosts: its policy, the HA reservation, where its VMs
+    run ({name: host}) and its affinity groups with their VMs and hosts."""
+    cur.execute("SELECT scheduling_policy, ha_reservation FROM cluster WHERE id = %s", (cluster_id,))
+    cluster = cur.fetchone()
+    cur.execute("SELECT v.name, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
+                " JOIN host h ON h.id = r.run_host_id WHERE v.cluster_id = %s", (cluster_id,))
+    locations = {r["name"]: r["host"] for r in cur.fetchall()}
+    cur.execute("SELECT g.name, g.vm_rule, g.vm_enforcing, g.host_rule, g.host_enforcing, g.priority,"
+                " ARRAY(SELECT v.name::text FROM affinity_group_vm gv JOIN vm v ON v.id = gv.vm_id"
+                "   WHERE gv.group_id = g.id ORDER BY v.name) AS vms,"
+                " ARRAY(SELECT h.name::text FROM affinity_group_host gh JOIN host h ON h.id = gh.host_id"
+                "   WHERE gh.group_id = g.id ORDER BY h.name) AS hosts"
+                " FROM affinity_group g WHERE g.cluster_id = %s ORDER BY g.name", (cluster_id,))
+    return {"policy": cluster["scheduling_policy"], "ha_reservation": cluster["ha_reservation"],
+            "vms": locations, "groups": cur.fetchall()}
 
 
 def largest_host(cur, cluster_id):

@@ -2,22 +2,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where a VM starts: the one placement interface (pure: no DB, no libvirt).
 
-``place(request, hosts)`` takes a snapshot — the VM's needs and the cluster's hosts with their
-capacity, what their running VMs reserve and what they have realized — and returns a ``Decision``:
-the chosen host, or none, with the reason every other host was rejected. This is a first fit over
-the hosts in name order; the scheduler replaces it behind the same call.
+``place(request, hosts, ...)`` takes a snapshot — the VM's needs and the cluster's hosts with their
+capacity, what their running VMs reserve and what they have realized, where the cluster's VMs run, its
+affinity groups and its policy — and returns a ``Decision`` of the scheduler (``_scheduler``): the
+chosen host, or none, with the reason every other host was rejected (computed when asked).
 """
 
 from __future__ import annotations
 
-
-class Decision:
-    def __init__(self, host, rejected):
-        self.host = host          # the chosen host's snapshot entry, or None
-        self.rejected = rejected  # {host name: reason}
-
-    def explain(self):
-        return "; ".join("%s: %s" % (name, self.rejected[name]) for name in sorted(self.rejected))
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._scheduler import Scheduler
 
 
 def _gib(mib):
@@ -52,17 +45,13 @@ def reject_reason(request, host):
     return None
 
 
-def place(request, hosts):
-    """The first host (in name order) that passes every filter.
+def place(request, hosts, policy="none", vms=None, groups=(), ha_reservation=False):
+    """The best host for the VM under the cluster's policy.
 
-    ``request``: memory_mib, vcpus, networks, storage_domains, hosts (pinning, may be empty);
+    ``request``: name, memory_mib, vcpus, networks, storage_domains, hosts (pinning, may be empty), ha;
     ``hosts``: name, status, status_reason, memory_mib, memory_overcommit_percent, committed_memory_mib,
-    cpu_count, cpu_overcommit_ratio, committed_vcpus, networks, storage_domains.
+    cpu_count, cpu_overcommit_ratio, committed_vcpus, vms, networks, storage_domains (and optionally
+    reserved_memory_mib, cpu_load_percent, cpu_features, ha_memory_mib, ha_vms); ``vms``: {VM name: host
+    name} of the cluster's running VMs; ``groups``: its affinity groups.
     """
-    rejected = {}
-    for host in sorted(hosts, key=lambda h: h["name"]):
-        reason = reject_reason(request, host)
-        if reason is None:
-            return Decision(host, rejected)
-        rejected[host["name"]] = reason
-    return Decision(None, rejected)
+    return Scheduler(hosts, policy=policy, vms=vms, groups=groups, ha_reservation=ha_reservation).place(request)

@@ -1223,11 +1223,8 @@ class VmStart(_VmOperation):
     def _place(self, cur, definition, cluster_id, cluster_name):
         """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
         self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-        request = {"memory_mib": definition["memory_mib"], "vcpus": definition["vcpus"],
-                   "networks": sorted({n["network"] for n in definition["nics"]}),
-                   "storage_domains": sorted({d["storage_domain"] for d in definition["disks"]}),
-                   "hosts": definition["hosts"]}
-        decision = _placement.place(request, vm_rows.placement_hosts(cur, cluster_id))
+        context = vm_rows.placement_context(cur, cluster_id)
+        decision = _placement.place(placement_request(definition), vm_rows.placement_hosts(cur, cluster_id), **context)
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
                                 % (definition["name"], cluster_name, decision.explain() or "the cluster has no hosts"))
@@ -1302,6 +1299,41 @@ class VmStart(_VmOperation):
                        vm=row["name"], job_id=plan.job["id"])
         fresh = dict(vm_rows.find(cur, row["name"]), now=_now(cur))
         return Outcome(True, {}, {}, view(fresh), plan.actions)
+
+
+def placement_request(definition):
+    """What the scheduler is asked for the VM of this definition."""
+    return {"name": definition["name"], "memory_mib": definition["memory_mib"], "vcpus": definition["vcpus"],
+            "networks": sorted({n["network"] for n in definition["nics"]}),
+            "storage_domains": sorted({d["storage_domain"] for d in definition["disks"]}),
+            "hosts": definition["hosts"], "ha": bool((definition.get("ha") or {}).get("enabled"))}
+
+
+def placement_info(engine, name):
+    """A dry run of the VM's placement: where it would start now and why not on each other host. A VM that runs
+    is placed as if anew (what it holds on its host is not counted)."""
+    validate_name("name", name)
+    with engine.transaction() as cur:
+        row = vm_rows.find(cur, name)
+        if row is None:
+            raise NotFoundError("VM", name, "tell where it would run")
+        hosts = [dict(h) for h in vm_rows.placement_hosts(cur, row["cluster_id"])]
+        context = vm_rows.placement_context(cur, row["cluster_id"])
+    if row["status"] in ON_HOST and row["run_host_id"]:
+        for host in hosts:
+            if host["id"] == row["run_host_id"]:
+                host["committed_memory_mib"] -= row["reserved_memory_mib"]
+                host["committed_vcpus"] -= row["reserved_vcpus"]
+                host["vms"] -= 1
+        context["vms"].pop(name, None)
+    request = placement_request(dict(current_definition(row), name=name))
+    scheduler = _placement.Scheduler(hosts, **context)
+    decision = scheduler.place(request)
+    chosen = decision.host["name"] if decision.host else None
+    return {"vm": name, "cluster": row["cluster"], "policy": context["policy"], "host": chosen,
+            "runs_on": row["host"] if row["status"] in ON_HOST else None,
+            "hosts": [{"name": host, "verdict": "chosen" if host == chosen else "fits" if why is None else "rejected",
+                       "reason": why, "score": score} for host, why, score in scheduler.assess(request)]}
 
 
 def _recover(engine, job, record, look=None):
