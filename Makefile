@@ -77,6 +77,7 @@ bench: deps
 	$(BIN)/python bench/apply.py --json
 	for hosts in 100 1000 10000; do $(BIN)/python bench/scheduler.py --hosts $$hosts --json || exit 1; done
 	$(BIN)/python bench/scheduler.py --hosts 100000 --reference 10 --json
+	$(BIN)/python bench/scheduler.py --engine --hosts 1000 --placements 2000 --workers 8 --json
 
 clean:
 	rm -rf build

@@ -15,6 +15,14 @@ cluster's lock). Prints one JSON object:
 - ``violations``: hard constraints broken by the placements (capacity, hard affinity, pinning): must be 0;
 - ``max_score_gap_pct``: the worst distance of a chosen host's score from the exhaustive best, and
   ``mismatches``: placements where the reference found a host and the scheduler did not, or the other way.
+
+    .venv/bin/python bench/scheduler.py --engine --json [--hosts 1000] [--placements 2000] [--workers 8]
+
+Placements through the engine instead: a PostgreSQL server of the bench's own, ``hosts`` hosts registered on
+``test:///default``, ``placements`` VMs defined, then started by ``workers`` processes at once, each start
+the engine's whole path (the cluster's snapshot read from PostgreSQL under its lock, the decision, the
+reservation committed, the domain made on the test driver, confirmed Up). Prints ``engine_placements_per_s``
+and ``overcommitted_hosts`` (hosts whose reservations exceed their capacity: must be 0).
 """
 
 import argparse
@@ -111,6 +119,85 @@ def violations(scheduler, placed):
     return broken
 
 
+def _starter(engine_options, names, barrier, queue):
+    from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+
+    engine = _db.connect(engine_options)
+    started = refused = 0
+    try:
+        barrier.wait(60)
+        for name in names:
+            try:
+                _vm.ensure(engine, _vm.VmSpec(name=name, state="running", wait_timeout=300))
+                started += 1
+            except VirtplaneError:
+                refused += 1
+    finally:
+        engine.close()
+        queue.put((started, refused))
+
+
+def engine_bench(hosts, placements, workers):
+    import multiprocessing
+
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _provision
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster, _datacenter, _host, _vm
+    from tests.support.postgres import PostgresServer, remove_leftovers
+
+    remove_leftovers()
+    server = PostgresServer().start()
+    try:
+        _provision.ensure_database(server.superuser_login(), "bench_scheduler", "virtplane", "bench-sched-password",
+                                   settings={"allow_test_driver": True})
+        options = {"host": server.socket_dir, "port": server.port, "database": "bench_scheduler",
+                   "user": "virtplane", "password": "bench-sched-password"}
+        engine = _db.connect(options)
+        try:
+            setup = time.perf_counter()
+            _datacenter.ensure(engine, _datacenter.DatacenterSpec(name="bench"))
+            _cluster.ensure(engine, _cluster.ClusterSpec(name="bench", datacenter="bench"))
+            for i in range(hosts):
+                _host.ensure(engine, _host.HostSpec(name="hv%05d" % i, cluster="bench", libvirt_uri="test:///default"))
+            names = ["vm%05d" % v for v in range(placements)]
+            _vm.ensure_many(engine, [_vm.VmSpec(name=n, cluster="bench", memory="256MiB", vcpus=1,
+                                                boot={"kernel": "/var/lib/virtplane/images/vmlinuz"})
+                                     for n in names])
+            setup_s = time.perf_counter() - setup
+        finally:
+            engine.close()
+        context = multiprocessing.get_context("fork")
+        barrier, queue = context.Barrier(workers + 1), context.Queue()
+        shares = [names[w::workers] for w in range(workers)]
+        procs = [context.Process(target=_starter, args=(options, share, barrier, queue)) for share in shares]
+        for proc in procs:
+            proc.start()
+        barrier.wait(60)
+        start = time.perf_counter()
+        counts = [queue.get(timeout=3600) for _proc in procs]
+        elapsed = time.perf_counter() - start
+        for proc in procs:
+            proc.join(30)
+        engine = _db.connect(options)
+        try:
+            with engine.transaction() as cur:
+                cur.execute("SELECT count(*) AS n FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE"
+                            " (SELECT COALESCE(sum(r.reserved_memory_mib), 0) FROM vm_runtime r"
+                            "  WHERE r.run_host_id = h.id) > h.memory_mib * c.memory_overcommit_percent / 100.0"
+                            " OR (SELECT COALESCE(sum(r.reserved_vcpus), 0) FROM vm_runtime r"
+                            "  WHERE r.run_host_id = h.id) > h.cpu_count * c.cpu_overcommit_ratio")
+                overcommitted = cur.fetchone()["n"]
+        finally:
+            engine.close()
+        started = sum(c[0] for c in counts)
+        return {"hosts": hosts, "placements": placements, "workers": workers, "setup_s": round(setup_s, 1),
+                "started": started, "refused": sum(c[1] for c in counts), "elapsed_s": round(elapsed, 2),
+                "engine_placements_per_s": round(started / elapsed, 1), "overcommitted_hosts": overcommitted}
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10000)
@@ -119,7 +206,13 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--policy", default="evenly_distributed")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--engine", action="store_true", help="placements through the engine (see above)")
+    parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
+    if args.engine:
+        result = engine_bench(args.hosts if args.hosts != 10000 else 1000, args.placements, args.workers)
+        print(json.dumps(result, sort_keys=True) if args.json else json.dumps(result, indent=2, sort_keys=True))
+        return
     rnd = random.Random(args.seed)
     hosts, locations, groups = cluster(args.hosts, rnd)
     wanted = requests(args.placements, hosts, rnd)
