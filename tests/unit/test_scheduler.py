@@ -132,3 +132,25 @@ def test_the_index_chooses_what_the_exhaustive_reference_chooses(seed, policy):
     for entry in scheduler.hosts:
         assert entry.limit_mib is None or entry.committed_mib <= entry.limit_mib
         assert entry.committed_vcpus <= entry.cpu_limit
+
+
+def test_the_ha_reservation_ignores_hosts_of_unknown_memory_and_counts_no_negative_room():
+    # a host that never reported its memory, and one overcommitted since the cluster's ratio was lowered
+    hosts = [host("unknown", memory_mib=None), host("over", committed_memory_mib=20480),
+             host("hv1", committed_memory_mib=8192, ha_memory_mib=4096, ha_vms=1), host("hv2")]
+    scheduler = Scheduler(hosts, policy="evenly_distributed", ha_reservation=True)
+    decision = scheduler.place(vm(memory_mib=1024))
+    assert decision.host["name"] in ("hv1", "hv2", "unknown")
+    assert "HA reservation" not in decision.explain()
+    assert scheduler.reason(vm(memory_mib=1024), "hv2") is None
+
+
+def test_hard_host_rules_contradict_only_when_no_host_is_left():
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services._affinity import contradiction
+
+    def group(name, rule, hosts):
+        return {"name": name, "vms": ["a"], "vm_rule": "none", "vm_enforcing": False, "host_rule": rule,
+                "host_enforcing": True, "hosts": hosts}
+    assert contradiction(group("on", "positive", ["h1", "h2"]), [group("off", "negative", ["h1"])]) is None
+    assert contradiction(group("on", "positive", ["h1"]), [group("off", "negative", ["h1", "h2"])]) == (
+        "VM a must run on hosts h1 (group on) and must not run on any of them (group off), both hard")

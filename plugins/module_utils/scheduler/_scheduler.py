@@ -14,7 +14,8 @@ domains active on the host; the CPU features it needs; memory within the cluster
 the host's own reserve; vCPUs within the host's threads and the CPU overcommit ratio; hard VM-to-VM
 affinity (with the VMs of a positive group, away from those of a negative one) and hard VM-to-host
 affinity; the HA reservation (with the cluster's ``ha_reservation``, room is kept so that the HA VMs
-of any one host that fails can restart on the others, counted in memory).
+of any one host that fails can restart on the others: counted in memory, as the sum of what the other
+hosts have free, so packing, vCPUs and networks are not modelled).
 
 Weights (higher is better), mixed by the policy (``WEIGHTS``): free memory, CPU load, VM count,
 power saving (fill busy hosts, keep empty ones empty), HA spreading (fewer HA VMs on a host, for HA
@@ -132,7 +133,8 @@ class Scheduler:
             group["hosts"].append(host)
         for host in self.hosts:
             self._push(host)
-        self.total_free = sum(h.free_mib() for h in self.hosts if h.up and h.limit_mib is not None)
+        # free memory as a host can give it: an overcommitted host gives none (never less)
+        self.total_free = sum(max(0.0, h.free_mib()) for h in self.hosts if h.up and h.limit_mib is not None)
         self._ha_heap = []
         for host in self.hosts:
             self._push_ha(host)
@@ -164,7 +166,7 @@ class Scheduler:
             heapq.heappush(heap, (-self.score(host, ha), host.name, host.version, host))
 
     def _push_ha(self, host):
-        if self.ha_reservation and host.up:
+        if self.ha_reservation and host.up and host.limit_mib is not None:
             heapq.heappush(self._ha_heap, (-(host.ha_mib + host.free_mib()), host.name, host.version, host))
 
     # -- filters ----------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class Scheduler:
         memory = request["memory_mib"]
         total = self.total_free - memory
         ha_here = host.ha_mib + (memory if request.get("ha") else 0)
-        if ha_here > total - (host.free_mib() - memory):
+        if ha_here and ha_here > total - max(0.0, host.free_mib() - memory):
             return "HA reservation: its HA VMs (%s GiB) could not restart on the other hosts" % _gib(ha_here)
         for key, name, _version, other in self._ha_top(2):
             if other is host:
@@ -392,7 +394,7 @@ class Scheduler:
             host.ha_mib += request["memory_mib"]
             host.ha_vms += 1
         if host.up and host.limit_mib is not None:
-            self.total_free += host.free_mib() - before
+            self.total_free += max(0.0, host.free_mib()) - max(0.0, before)
         host.version += 1
         self._push(host)
         self._push_ha(host)

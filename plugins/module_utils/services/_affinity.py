@@ -60,7 +60,7 @@ def view(row):
     return {"id": plain(row["id"]), "name": row["name"], "cluster": row["cluster"],
             "vm_rule": row["vm_rule"] or "none", "vm_enforcing": row["vm_enforcing"],
             "host_rule": row["host_rule"] or "none", "host_enforcing": row["host_enforcing"],
-            "priority": row["priority"], "vms": list(row["vms"]), "hosts": list(row["hosts"])}
+            "priority": row["priority"], "vms": sorted(row["vms"]), "hosts": sorted(row["hosts"])}
 
 
 def _members(cur, cluster, table, names, field):
@@ -88,12 +88,11 @@ def contradiction(group, others):
                        else (other["name"], ", ".join(shared), group["name"])))
         if group["host_enforcing"] and other["host_enforcing"] and shared and \
                 {group["host_rule"], other["host_rule"]} == {"positive", "negative"}:
-            hosts = sorted(set(group["hosts"]) & set(other["hosts"]))
-            positive = group if group["host_rule"] == "positive" else other
-            if hosts or set(positive["hosts"]) <= set(other["hosts"] if positive is group else group["hosts"]):
-                return ("VM %s must run on hosts %s (group %s) and must not (group %s), both hard"
-                        % (shared[0], ", ".join(hosts or positive["hosts"]), positive["name"],
-                           (other if positive is group else group)["name"]))
+            positive, negative = (group, other) if group["host_rule"] == "positive" else (other, group)
+            if set(positive["hosts"]) <= set(negative["hosts"]):  # no host left that both allow
+                return ("VM %s must run on hosts %s (group %s) and must not run on any of them (group %s), both "
+                        "hard" % (shared[0], ", ".join(sorted(positive["hosts"])), positive["name"],
+                                  negative["name"]))
     return None
 
 

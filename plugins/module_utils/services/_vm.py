@@ -1325,6 +1325,9 @@ def placement_info(engine, name):
                 host["committed_memory_mib"] -= row["reserved_memory_mib"]
                 host["committed_vcpus"] -= row["reserved_vcpus"]
                 host["vms"] -= 1
+                if row["ha_enabled"]:
+                    host["ha_memory_mib"] -= row["reserved_memory_mib"]
+                    host["ha_vms"] -= 1
         context["vms"].pop(name, None)
     request = placement_request(dict(current_definition(row), name=name))
     scheduler = _placement.Scheduler(hosts, **context)
