@@ -154,3 +154,15 @@ def test_hard_host_rules_contradict_only_when_no_host_is_left():
     assert contradiction(group("on", "positive", ["h1", "h2"]), [group("off", "negative", ["h1"])]) is None
     assert contradiction(group("on", "positive", ["h1"]), [group("off", "negative", ["h1", "h2"])]) == (
         "VM a must run on hosts h1 (group on) and must not run on any of them (group off), both hard")
+
+
+def test_growth_of_a_running_vm_is_checked_against_its_host_with_the_ha_reservation():
+    from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._placement import growth_reason
+
+    hosts = [host("hv1", committed_memory_mib=10240, ha_memory_mib=10240, ha_vms=2),
+             host("hv2", committed_memory_mib=12288)]
+    assert growth_reason("hv2", {"memory_mib": 2048, "vcpus": 0}, hosts) is None
+    assert growth_reason("hv2", {"memory_mib": 8192, "vcpus": 0}, hosts) == (
+        "memory 12 of 16 GiB committed, 8 GiB more does not fit")
+    assert growth_reason("hv2", {"memory_mib": 2048, "vcpus": 0}, hosts, ha_reservation=True).startswith(
+        "HA reservation: the HA VMs of host hv1")

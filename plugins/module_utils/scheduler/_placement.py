@@ -13,36 +13,11 @@ from __future__ import annotations
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._scheduler import Scheduler
 
 
-def _gib(mib):
-    return ("%.1f" % (mib / 1024.0)).rstrip("0").rstrip(".")
-
-
-def reject_reason(request, host):
-    """Why ``host`` cannot take the VM, or None when it can."""
-    if request.get("hosts") and host["name"] not in request["hosts"]:
-        return "the VM is pinned to %s" % ", ".join(sorted(request["hosts"]))
-    if host["status"] != "Up":
-        return "host is %s%s" % (host["status"], " (%s)" % host["status_reason"] if host.get("status_reason") else "")
-    missing = sorted(set(request.get("networks", ())) - set(host.get("networks") or ()))
-    if missing:
-        return "logical network %s not realized" % ", ".join(missing)
-    missing = sorted(set(request.get("storage_domains", ())) - set(host.get("storage_domains") or ()))
-    if missing:
-        return "storage domain %s not active" % ", ".join(missing)
-    if host.get("memory_mib"):
-        limit = host["memory_mib"] * host.get("memory_overcommit_percent", 100) / 100.0
-        committed = host.get("committed_memory_mib", 0)
-        if committed + request["memory_mib"] > limit:
-            return "memory %s of %s GiB committed, %s GiB more does not fit" % (
-                _gib(committed), _gib(limit), _gib(request["memory_mib"]))
-    if host.get("cpu_count"):
-        if request["vcpus"] > host["cpu_count"]:
-            return "%d vCPUs are more than its %d CPUs" % (request["vcpus"], host["cpu_count"])
-        limit = host["cpu_count"] * float(host.get("cpu_overcommit_ratio", 1))
-        committed = host.get("committed_vcpus", 0)
-        if committed + request["vcpus"] > limit:
-            return "%d of %g vCPUs committed, %d more do not fit" % (committed, limit, request["vcpus"])
-    return None
+def growth_reason(host_name, growth, hosts, policy="none", vms=None, groups=(), ha_reservation=False):
+    """Why the host ``host_name`` cannot take ``growth`` (memory_mib, vcpus, ha) of a VM it runs — every filter
+    that capacity answers, the HA reservation included — or None."""
+    scheduler = Scheduler(hosts, policy=policy, vms=vms, groups=groups, ha_reservation=ha_reservation)
+    return scheduler.reason(dict(growth, name=None), host_name)
 
 
 def place(request, hosts, policy="none", vms=None, groups=(), ha_reservation=False):

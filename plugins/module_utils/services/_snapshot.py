@@ -409,9 +409,11 @@ class SnapshotRevert(_SnapshotOperation):
         if not grow["memory_mib"] and not grow["vcpus"]:
             return
         self.engine.lock(cur, LOCK_CLUSTER, row["cluster"])
-        entry = next((h for h in vm_rows.placement_hosts(cur, row["cluster_id"]) if h["id"] == row["run_host_id"]),
-                     None)
-        reason = _placement.reject_reason(grow, entry) if entry else "the host is gone"
+        hosts = vm_rows.placement_hosts(cur, row["cluster_id"])
+        entry = next((h for h in hosts if h["id"] == row["run_host_id"]), None)
+        reason = _placement.growth_reason(entry["name"], dict(grow, ha=row["ha_enabled"]), hosts,
+                                          **vm_rows.placement_context(cur, row["cluster_id"])) if entry else \
+            "the host is gone"
         if reason:
             self._refuse(row, "the VM had %d MiB and %d vCPUs then, more than it holds on host %s now, which cannot "
                          "take it (%s)" % (config.get("memory_mib"), config.get("vcpus"), row["host"], reason))

@@ -959,9 +959,11 @@ class VmDefine(_VmOperation):
         if not grow_memory and not grow_vcpus:
             return
         self.engine.lock(cur, LOCK_CLUSTER, cluster["name"])
-        host = next((h for h in vm_rows.placement_hosts(cur, cluster["id"]) if h["id"] == row["run_host_id"]), None)
-        reason = _placement.reject_reason({"memory_mib": grow_memory, "vcpus": grow_vcpus}, host) if host else \
-            "the host is gone"
+        hosts = vm_rows.placement_hosts(cur, cluster["id"])
+        host = next((h for h in hosts if h["id"] == row["run_host_id"]), None)
+        growth = {"memory_mib": grow_memory, "vcpus": grow_vcpus, "ha": row["ha_enabled"]}
+        reason = _placement.growth_reason(host["name"], growth, hosts, **vm_rows.placement_context(
+            cur, cluster["id"])) if host else "the host is gone"
         if reason is not None:
             plan.live = [step for step in plan.live if step[1] not in ("memory_mib", "vcpus")]
             plan.actions = [a for a in plan.actions if not a.startswith(("set memory", "set vCPUs"))]
