@@ -17,12 +17,20 @@ cluster's lock). Prints one JSON object:
   ``mismatches``: placements where the reference found a host and the scheduler did not, or the other way.
 
     .venv/bin/python bench/scheduler.py --engine --json [--hosts 1000] [--placements 2000] [--workers 8]
+                                        [--starts 400]
 
 Placements through the engine instead: a PostgreSQL server of the bench's own, ``hosts`` hosts registered on
-``test:///default``, ``placements`` VMs defined, then started by ``workers`` processes at once, each start
-the engine's whole path (the cluster's snapshot read from PostgreSQL under its lock, the decision, the
-reservation committed, the domain made on the test driver, confirmed Up). Prints ``engine_placements_per_s``
-and ``overcommitted_hosts`` (hosts whose reservations exceed their capacity: must be 0).
+``test:///default`` (each keeps its 256 MiB), then ``workers`` processes at once, each with its own engine
+connection:
+
+- ``engine_placements_per_s``: ``placements`` VMs placed as the start path places them — one transaction
+  each: the VM's row locked, the data center's and the cluster's locks, the cluster's snapshot (kept by the
+  connection and read again where it changed, ``services._placing``), the decision, the reservation
+  written, committed — the start path's reserve step without its job row and the domain;
+- ``engine_starts_per_s``: ``starts`` more VMs started through ``vm`` ``state: running`` (the whole path:
+  the definition checked, the placement reserved with its job, the domain made on the test driver,
+  confirmed Up), so the gap between the two is seen;
+- ``overcommitted_hosts``: hosts whose reservations exceed what they give VMs, afterwards: must be 0.
 """
 
 import argparse
@@ -119,29 +127,56 @@ def violations(scheduler, placed):
     return broken
 
 
-def _starter(engine_options, names, barrier, queue):
+def _worker(engine_options, names, mode, barrier, queue):
     from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
 
     engine = _db.connect(engine_options)
-    started = refused = 0
+    done = refused = 0
     try:
-        barrier.wait(60)
+        barrier.wait(120)
         for name in names:
             try:
-                _vm.ensure(engine, _vm.VmSpec(name=name, state="running", wait_timeout=300))
-                started += 1
+                if mode == "start":
+                    _vm.ensure(engine, _vm.VmSpec(name=name, state="running", wait_timeout=300))
+                else:
+                    with engine.transaction() as cur:
+                        row = vm_rows.find(cur, name, lock=True)
+                        engine.lock(cur, _db.LOCK_DATACENTER, row["datacenter"])
+                        definition = _vm.current_definition(row)
+                        start = _vm.VmStart(engine, False, _vm.VmSpec(name=name, state="running"))
+                        host = start._place(cur, dict(definition, name=name), row["cluster_id"], row["cluster"])
+                        _vm.reserve_on(cur, row, host, definition)
+                done += 1
             except VirtplaneError:
                 refused += 1
     finally:
         engine.close()
-        queue.put((started, refused))
+        queue.put((done, refused))
 
 
-def engine_bench(hosts, placements, workers):
+def _at_once(options, names, mode, workers):
+    """``names`` shared among ``workers`` processes started together: (done, refused, seconds)."""
     import multiprocessing
 
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(workers + 1), context.Queue()
+    procs = [context.Process(target=_worker, args=(options, names[w::workers], mode, barrier, queue))
+             for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    barrier.wait(120)
+    start = time.perf_counter()
+    counts = [queue.get(timeout=3600) for _proc in procs]
+    elapsed = time.perf_counter() - start
+    for proc in procs:
+        proc.join(30)
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), elapsed
+
+
+def engine_bench(hosts, placements, workers, starts):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _provision
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster, _datacenter, _host, _vm
     from tests.support.postgres import PostgresServer, remove_leftovers
@@ -160,40 +195,36 @@ def engine_bench(hosts, placements, workers):
             _cluster.ensure(engine, _cluster.ClusterSpec(name="bench", datacenter="bench"))
             for i in range(hosts):
                 _host.ensure(engine, _host.HostSpec(name="hv%05d" % i, cluster="bench", libvirt_uri="test:///default"))
-            names = ["vm%05d" % v for v in range(placements)]
+            names = ["vm%05d" % v for v in range(placements + starts)]
             _vm.ensure_many(engine, [_vm.VmSpec(name=n, cluster="bench", memory="256MiB", vcpus=1,
                                                 boot={"kernel": "/var/lib/virtplane/images/vmlinuz"})
                                      for n in names])
             setup_s = time.perf_counter() - setup
         finally:
             engine.close()
-        context = multiprocessing.get_context("fork")
-        barrier, queue = context.Barrier(workers + 1), context.Queue()
-        shares = [names[w::workers] for w in range(workers)]
-        procs = [context.Process(target=_starter, args=(options, share, barrier, queue)) for share in shares]
-        for proc in procs:
-            proc.start()
-        barrier.wait(60)
-        start = time.perf_counter()
-        counts = [queue.get(timeout=3600) for _proc in procs]
-        elapsed = time.perf_counter() - start
-        for proc in procs:
-            proc.join(30)
+        placed, refused, placing_s = _at_once(options, names[:placements], "place", workers)
+        started, start_refused, starting_s = _at_once(options, names[placements:], "start", workers) \
+            if starts else (0, 0, 1.0)
         engine = _db.connect(options)
         try:
             with engine.transaction() as cur:
                 cur.execute("SELECT count(*) AS n FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE"
                             " (SELECT COALESCE(sum(r.reserved_memory_mib), 0) FROM vm_runtime r"
-                            "  WHERE r.run_host_id = h.id) > h.memory_mib * c.memory_overcommit_percent / 100.0"
+                            "  WHERE r.run_host_id = h.id) > (h.memory_mib - h.reserved_memory_mib)"
+                            "  * c.memory_overcommit_percent / 100.0"
                             " OR (SELECT COALESCE(sum(r.reserved_vcpus), 0) FROM vm_runtime r"
                             "  WHERE r.run_host_id = h.id) > h.cpu_count * c.cpu_overcommit_ratio")
                 overcommitted = cur.fetchone()["n"]
+                cur.execute("SELECT count(DISTINCT run_host_id) AS n FROM vm_runtime WHERE run_host_id IS NOT NULL")
+                used = cur.fetchone()["n"]
         finally:
             engine.close()
-        started = sum(c[0] for c in counts)
         return {"hosts": hosts, "placements": placements, "workers": workers, "setup_s": round(setup_s, 1),
-                "started": started, "refused": sum(c[1] for c in counts), "elapsed_s": round(elapsed, 2),
-                "engine_placements_per_s": round(started / elapsed, 1), "overcommitted_hosts": overcommitted}
+                "placed": placed, "refused": refused, "placing_s": round(placing_s, 2),
+                "engine_placements_per_s": round(placed / placing_s, 1),
+                "starts": starts, "started": started, "start_refused": start_refused,
+                "engine_starts_per_s": round(started / starting_s, 1) if starts else None,
+                "hosts_used": used, "overcommitted_hosts": overcommitted}
     finally:
         server.stop()
 
@@ -208,9 +239,10 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--engine", action="store_true", help="placements through the engine (see above)")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--starts", type=int, default=400, help="with --engine: full starts measured after")
     args = parser.parse_args()
     if args.engine:
-        result = engine_bench(args.hosts if args.hosts != 10000 else 1000, args.placements, args.workers)
+        result = engine_bench(args.hosts if args.hosts != 10000 else 1000, args.placements, args.workers, args.starts)
         print(json.dumps(result, sort_keys=True) if args.json else json.dumps(result, indent=2, sort_keys=True))
         return
     rnd = random.Random(args.seed)

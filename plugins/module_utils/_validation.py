@@ -143,6 +143,30 @@ def parse_size(field, value):
     return size
 
 
+def parse_mib(field, value, zero=False):
+    """Whole MiB from a memory amount ('256MiB', '2GiB', '1.5G', bytes as a number), up to 1 PiB;
+    ``zero``: 0 is taken too."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValidationError(field, "%s is not an amount of memory" % shown(value))
+    match = None if isinstance(value, int) else _SIZE.fullmatch(value)
+    if isinstance(value, str) and not match:
+        raise ValidationError(field, "%s is not an amount of memory: use a number with a unit such as 256MiB or 2GiB"
+                              % shown(value))
+    number, unit = (fractions.Fraction(value), "") if isinstance(value, int) else \
+        (fractions.Fraction(match.group(1)), match.group(2))
+    if unit.lower() not in SIZE_UNITS:
+        raise ValidationError(field, "%s has an unknown unit %s (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+                              % (shown(value), shown(unit)))
+    exact = number * SIZE_UNITS[unit.lower()]
+    if exact < 0 or (exact == 0 and not zero):
+        raise ValidationError(field, "%s is not a usable amount: it must be more than 0" % shown(value))
+    if exact > SIZE_MAX:
+        raise ValidationError(field, "%s is more than 1 PiB" % shown(value))
+    if exact % (1024 ** 2):
+        raise ValidationError(field, "%s is not a whole number of MiB" % shown(value))
+    return int(exact) // 1024 ** 2
+
+
 # whitespace, control characters and shell/XML metacharacters
 _UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'<>&`;|$\\*?(){}\[\]!#~]")
 

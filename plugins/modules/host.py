@@ -76,6 +76,33 @@ options:
       - A host without one is V(NonOperational) while its cluster requires a bridge-mode network.
       - Changing it while VMs run on the host is refused, since their networks would move under them.
     type: str
+  reserved_memory:
+    description:
+      - Memory the host keeps for itself (its system, libvirt, QEMU's own overhead), never given to VMs,
+        as V(256MiB) or V(1GiB); the scheduler's memory filter counts the host's memory less this
+        (oVirt's reserved host memory). V(0) reserves none.
+      - When unset, the host keeps what it has (V(256MiB) for a new host).
+      - Refused when it leaves the host no memory for VMs.
+    type: str
+  reserved_cpus:
+    description:
+      - CPU threads the host keeps for itself. vCPUs are counted against the host's CPUs less these,
+        times the cluster's O(virtplane.kvm.cluster#module:cpu_overcommit_ratio).
+      - When unset, the host keeps what it has (V(0) for a new host). Refused when it leaves no CPU.
+    type: int
+  schedulable_memory:
+    description:
+      - At most this much of the memory libvirt reports is scheduled (before O(reserved_memory) is taken
+        off), for a host that shares its machine with others, as the lab's hosts do, or that keeps memory
+        for something else. V(0) schedules all of it.
+      - When unset, the host keeps what it has (V(0) for a new host).
+      - Lowering it below what running VMs hold stops nothing: no VM starts there until they fit again.
+    type: str
+  schedulable_cpus:
+    description:
+      - At most this many of the CPU threads libvirt reports are scheduled (before O(reserved_cpus) are
+        taken off). V(0) schedules all of them. When unset, the host keeps what it has (V(0) for a new host).
+    type: int
   state:
     description:
       - V(present) registers or updates the host, refreshes its status and capabilities and realizes what
@@ -137,6 +164,11 @@ host:
     cpu_count: 8
     cpu_mhz: 2400
     memory_mib: 31992
+    reserved_memory_mib: 256
+    reserved_cpus: 0
+    schedulable_memory_mib: 0
+    schedulable_cpus: 0
+    capacity: {memory_mib: 31736, cpus: 8}
     numa_cells: [{id: 0, memory_mib: 31992, cpus: 8}]
     hardware_uuid: 4c4c4544-0042-3510-8052-b3c04f4e3232
     hostname: hv1.example.com
@@ -161,6 +193,10 @@ def main():
         address=dict(type="str"),
         domain_type=dict(type="str", choices=list(_choices.HOST_DOMAIN_TYPES)),
         network_nic=dict(type="str"),
+        reserved_memory=dict(type="str"),
+        reserved_cpus=dict(type="int"),
+        schedulable_memory=dict(type="str"),
+        schedulable_cpus=dict(type="int"),
         state=dict(type="str", choices=list(_choices.HOST_STATES), default="present"),
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,

@@ -62,6 +62,11 @@ hosts:
       cpu_model: Skylake-Client-IBRS
       cpu_count: 8
       memory_mib: 31992
+      reserved_memory_mib: 256
+      reserved_cpus: 0
+      schedulable_memory_mib: 0
+      schedulable_cpus: 0
+      capacity: {memory_mib: 31736, cpus: 8}
       numa_cells: [{id: 0, memory_mib: 31992, cpus: 8}]
 """
 

@@ -88,3 +88,46 @@ def test_groups_are_checked_kept_and_followed_by_placement(engine_options, sql, 
     assert sorted(h["verdict"] for h in free["hosts"]) == ["chosen", "fits", "fits"]
     assert all(h["score"] is not None for h in free["hosts"])
     assert run["remove"]["changed"] and sql("SELECT * FROM affinity_group") == []
+
+
+def test_the_balancer_proposes_what_each_policy_would_move_with_its_reasons(engine_options, sql, tmp_path):
+    setup = BASE + _hosts(tmp_path) + [
+        vm("db1", host=["hv0"], state="running"), vm("db2", host=["hv0"], state="running"),
+        vm("web1", host=["hv1"], state="running")]
+    run = run_play(setup, engine=engine_options)
+    assert run.rc == 0, run.output[-3000:]
+    # their pinning undone (in the engine's rows: the vm module of another process would find the test driver's
+    # domains gone), and a hard group made after both started: they share hv0, which the group forbids
+    sql("UPDATE vm SET spec = spec - 'hosts' WHERE name IN ('db1', 'db2', 'web1') RETURNING name")
+    run = run_play([group("apart", vm_rule="negative", vm_enforcing=True, vms=["db1", "db2"])], engine=engine_options)
+    assert run.rc == 0 and run["apart"]["changed"], run.output[-3000:]
+    sql("INSERT INTO host_statistics (host_id, cpu_percent) SELECT id, CASE name WHEN 'hv1' THEN 92 ELSE 30 END"
+        " FROM host RETURNING host_id")
+    info = {"virtplane.kvm.cluster_balance_info": {"cluster": "prod"}}
+    run = run_play([
+        dict(name="now", **info),
+        dict(name="vms", **{"virtplane.kvm.cluster_balance_info": {
+            "cluster": "prod", "policy": "vm_evenly_distributed",
+            "policy_params": {"high_vm_count": 1, "migration_threshold": 1}}}),
+        dict(name="bad params", ignore_errors=True, **{"virtplane.kvm.cluster_balance_info": {
+            "cluster": "prod", "policy": "power_saving",
+            "policy_params": {"low_utilization": 90, "high_utilization": 50}}}),
+        dict(name="unknown", ignore_errors=True, **{"virtplane.kvm.cluster_balance_info": {"cluster": "nowhere"}}),
+    ], engine=engine_options, check=True)
+    balance = run["now"]["balance"]
+    assert (balance["policy"], balance["params"]) == ("evenly_distributed", {"high_utilization": 80,
+                                                                             "duration_minutes": 2})
+    assert balance["migrations"] == [
+        {"vm": "db1", "from": "hv0", "to": "hv2",
+         "reason": "its host hv0 no longer suits it: affinity group db: the VM must not run with db2"},
+        {"vm": "web1", "from": "hv1", "to": "hv0", "reason": "CPU load 92% of host hv1 is above high_utilization 80%"}]
+    assert balance["problems"] == []
+    # another policy, asked without changing the cluster
+    assert [m["vm"] for m in run["vms"]["balance"]["migrations"]] == ["db1"]
+    assert run["bad params"]["msg"] == ("Invalid value for 'policy_params': low_utilization (90) must be below "
+                                        "high_utilization (50)")
+    assert run["unknown"]["msg"] == "Cannot balance cluster 'nowhere': cluster 'nowhere' does not exist"
+    # nothing moved
+    assert sql("SELECT v.name, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
+               " JOIN host h ON h.id = r.run_host_id ORDER BY v.name") == [
+        {"name": "db1", "host": "hv0"}, {"name": "db2", "host": "hv0"}, {"name": "web1", "host": "hv1"}]

@@ -50,6 +50,60 @@ def test_register_check_real_idempotent(engine_options, sql):
     assert row["last_seen_at"] is not None
 
 
+def test_capacity_keeps_the_hosts_reserve_and_its_share_of_a_shared_machine(engine_options, sql):
+    """The test driver's machine: 16 CPUs and 3 GiB. What VMs get is capped and less the host's reserve."""
+    uri = "test:///default"
+    run = run_play(BASE + [
+        dict(name="default", **host(cluster="prod", libvirt_uri=uri)),
+        dict(name="check", check_mode=True, **host(schedulable_memory="2GiB", reserved_memory="512MiB",
+                                                   schedulable_cpus=8, reserved_cpus=2)),
+        dict(name="share", **host(schedulable_memory="2GiB", reserved_memory="512MiB", schedulable_cpus=8,
+                                  reserved_cpus=2)),
+        dict(name="again", **host(schedulable_memory="2GiB", reserved_memory="512MiB", schedulable_cpus=8,
+                                  reserved_cpus=2)),
+        dict(name="no memory left", ignore_errors=True, **host(reserved_memory="2GiB")),
+        dict(name="no cpu left", ignore_errors=True, check_mode=True, **host(reserved_cpus=8)),
+        dict(name="info", **{"virtplane.kvm.host_info": {"name": ["hv1"]}}),
+    ], engine=engine_options, diff=True)
+    assert run.rc == 0, run.output
+    # a new host keeps 256 MiB for itself and schedules all it has
+    assert run["default"]["host"]["capacity"] == {"memory_mib": 3072 - 256, "cpus": 16}
+    assert run["check"]["changed"] and run["check"]["actions"] == ["update"]
+    assert run["check"]["diff"]["before"] == {"reserved_memory_mib": 256, "reserved_cpus": 0,
+                                              "schedulable_memory_mib": 0, "schedulable_cpus": 0}
+    assert run["check"]["diff"]["after"] == {"reserved_memory_mib": 512, "reserved_cpus": 2,
+                                             "schedulable_memory_mib": 2048, "schedulable_cpus": 8}
+    assert run["share"]["changed"] and run["share"]["host"]["capacity"] == {"memory_mib": 1536, "cpus": 6}
+    assert not run["again"]["changed"]
+    assert run["no memory left"]["msg"] == ("Invalid value for 'reserved_memory': 2048 MiB reserved of the 2048 MiB "
+                                            "host hv1 schedules leaves no memory for VMs")
+    assert run["no cpu left"]["msg"] == ("Invalid value for 'reserved_cpus': 8 CPUs reserved of the 8 host hv1 "
+                                         "schedules leave no CPU for VMs")
+    assert run["info"]["hosts"][0]["capacity"] == {"memory_mib": 1536, "cpus": 6}
+    assert sql("SELECT reserved_memory_mib, reserved_cpus, schedulable_memory_mib, schedulable_cpus FROM host") == [
+        {"reserved_memory_mib": 512, "reserved_cpus": 2, "schedulable_memory_mib": 2048, "schedulable_cpus": 8}]
+    # the VM module and the scheduler count the same capacity
+    run = run_play([
+        {"name": "too big", "ignore_errors": True, "virtplane.kvm.vm": {
+            "name": "big", "cluster": "prod", "memory": "2GiB", "boot": {"kernel": "/boot/vmlinuz"}}},
+        {"name": "fits", "virtplane.kvm.vm": {"name": "a", "cluster": "prod", "memory": "1GiB", "vcpus": 4,
+                                              "boot": {"kernel": "/boot/vmlinuz"}, "state": "running"}},
+        {"name": "full", "ignore_errors": True, "virtplane.kvm.vm": {
+            "name": "b", "cluster": "prod", "memory": "1GiB", "boot": {"kernel": "/boot/vmlinuz"},
+            "state": "running"}},
+        # all of the machine again: the same VM fits
+        dict(name="whole", **host(schedulable_memory="0", reserved_memory="0")),
+        {"name": "fits now", "virtplane.kvm.vm": {"name": "b", "state": "running"}},
+    ], engine=engine_options)
+    assert run["too big"]["msg"] == ("Invalid value for 'memory': 2 GiB is more than any host of cluster prod has "
+                                     "for VMs (the largest has 1536 MiB)")
+    assert run["fits"]["vm"]["host"] == "hv1"
+    assert run["full"]["msg"] == ("Cannot start VM 'b': no host of cluster prod can run it: hv1: memory 1 of 1.5 GiB "
+                                  "committed, 1 GiB more does not fit")
+    assert run["whole"]["host"]["capacity"] == {"memory_mib": 3072, "cpus": 6}
+    assert run["fits now"]["vm"]["status"] == "Up"
+
+
 def test_unreachable_host_becomes_nonresponsive_and_comes_back(engine_options, sql, node_file, tmp_path):
     uri = "test://%s" % node_file
     run = run_play(BASE + [dict(name="register", **host(cluster="prod", libvirt_uri=uri))], engine=engine_options)

@@ -73,7 +73,7 @@ def inventory(tmp_path_factory):
                     "hosts": {name: {"ansible_host": address} for name, address in HOSTS.items()},
                     "vars": {"hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
                              "hypervisor_cluster": "lab", "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace",
-                             "hypervisor_probe_image_dir": IMAGE}}},
+                             "hypervisor_probe_image_dir": IMAGE, "hypervisor_machine_shared_by": 2}}},
             "vars": {"ansible_user": "root", "ansible_ssh_private_key_file": KEY,
                      "ansible_ssh_common_args": " ".join(SSH_OPTIONS[:6]),
                      "ansible_python_interpreter": "/usr/bin/python3"}}}}}
@@ -421,6 +421,12 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
     for host in hosts["hosts"]:
         assert host["domain_type"] in ("kvm", "qemu") and host["hypervisor_type"] == "QEMU"
         assert host["cpu_count"] >= 1 and host["memory_mib"] > 0 and host["numa_cells"]
+    # both run on this one machine: each schedules its share, less its own reserve, never the whole machine
+    machine_mib = hosts["hosts"][0]["memory_mib"]  # what libvirt reports on each: the machine as its hosts see it
+    for host in hosts["hosts"]:
+        assert host["memory_mib"] == machine_mib and host["schedulable_memory_mib"] == machine_mib // 2, host
+        assert host["capacity"] == {"memory_mib": machine_mib // 2 - 256, "cpus": max(1, os.cpu_count() // 2)}, host
+    assert sum(h["capacity"]["memory_mib"] for h in hosts["hosts"]) < machine_mib
     for address in HOSTS.values():
         # usable by QEMU's group (the host's own /dev/kvm): else libvirt re-probes QEMU at every guest start
         kvm = ssh(address, "test ! -e /dev/kvm || stat -c '%G %a' /dev/kvm").stdout.strip()

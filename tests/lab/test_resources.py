@@ -52,7 +52,7 @@ def inventory(tmp_path_factory):
                  "ansible_python_interpreter": "/usr/bin/python3", "hypervisor_libvirt_transport": "tcp",
                  "hypervisor_allow_plain_tcp": True, "hypervisor_cluster": "lab", "hypervisor_domain_type": "qemu",
                  "hypervisor_lockspace_dir": STATE_DIR + "/shared/lockspace", "hypervisor_probe_image_dir": IMAGE,
-                 "hypervisor_network_nic": "eth1"}
+                 "hypervisor_network_nic": "eth1", "hypervisor_machine_shared_by": 3}
     data = {"all": {"children": {
         "lab_machine": {"hosts": {"localhost": local}},
         "engine": {"hosts": {"localhost": local}},
@@ -707,6 +707,62 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
     finally:
         engine_tasks(dc, [{"name": "cleanup", "ignore_errors": True, "virtplane.kvm.vm": {"vms": [
             {"name": n, "state": "absent", "force": True} for n in ("snap", "rawvm")]}}])
+
+
+def test_a_cluster_filled_to_its_capacity_refuses_the_next_vm_with_each_hosts_reason(dc, sql_lab):
+    """Three lab hosts on this one machine: each schedules a third of it, less its own reserve. A VM that takes
+    what is left on each host fills the cluster; the next one is refused, host by host, and starts once one
+    of them is gone."""
+    run = engine_tasks(dc, [{"name": "info", "virtplane.kvm.host_info": {"cluster": "lab"}}])
+    hosts = {h["name"]: h for h in run["info"]["hosts"]}
+    assert sorted(hosts) == ["hv1", "hv2"]
+    machine_mib = hosts["hv1"]["memory_mib"]  # what libvirt reports on each: the machine (as its hosts see it)
+    for host in hosts.values():
+        assert host["memory_mib"] == machine_mib and host["cpu_count"] == os.cpu_count(), host
+        assert host["capacity"] == {"memory_mib": machine_mib // 3 - 256, "cpus": max(1, os.cpu_count() // 3)}, host
+    assert sum(h["capacity"]["memory_mib"] for h in hosts.values()) < machine_mib
+
+    def filler(host):
+        committed = sql_lab("SELECT COALESCE(sum(r.reserved_memory_mib), 0) AS mib FROM vm_runtime r"
+                            " JOIN host h ON h.id = r.run_host_id WHERE h.name = %s", host)[0]["mib"]
+        return {"name": "fill-" + host, "cluster": "lab", "vcpus": 1, "host": [host],
+                "memory": "%dMiB" % (hosts[host]["capacity"]["memory_mib"] - committed),
+                "boot": {"kernel": IMAGE + "/vmlinuz", "initrd": IMAGE + "/initrd.img",
+                         "cmdline": "console=ttyS0 panic=-1"}, "state": "running"}
+
+    fillers = [filler(h) for h in sorted(hosts)]
+    one_more = {"name": "one-more", "cluster": "lab", "memory": "128MiB", "vcpus": 1,
+                "boot": {"kernel": IMAGE + "/vmlinuz", "initrd": IMAGE + "/initrd.img", "cmdline": "console=ttyS0"},
+                "state": "running"}
+    try:
+        run = engine_tasks(dc, [
+            {"name": "fill", "virtplane.kvm.vm": {"vms": fillers}},
+            {"name": "define", "virtplane.kvm.vm": dict(one_more, state="stopped")},
+            {"name": "dry run", "virtplane.kvm.vm_placement_info": {"name": "one-more"}},
+            {"name": "one more", "ignore_errors": True, "virtplane.kvm.vm": one_more}])
+        assert run["fill"]["changed"], run.output[-3000:]
+        assert {v["name"]: (v["status"], v["host"]) for v in run["fill"]["vms"]} == {
+            "fill-hv1": ("Up", "hv1"), "fill-hv2": ("Up", "hv2")}
+        assert set(domains_on("hv1")) >= {"fill-hv1"} and set(domains_on("hv2")) >= {"fill-hv2"}
+        full = "memory %s of %s GiB committed, 0.1 GiB more does not fit"
+        gib = ("%.1f" % (hosts["hv1"]["capacity"]["memory_mib"] / 1024)).rstrip("0").rstrip(".")
+        message = run["one more"]["msg"]
+        assert message == ("Cannot start VM 'one-more': no host of cluster lab can run it: hv1: %s; hv2: %s"
+                           % (full % (gib, gib), full % (gib, gib))), message
+        assert [(h["name"], h["verdict"], h["reason"]) for h in run["dry run"]["placement"]["hosts"]] == [
+            ("hv1", "rejected", full % (gib, gib)), ("hv2", "rejected", full % (gib, gib))]
+        assert sql_lab("SELECT r.status FROM vm v JOIN vm_runtime r ON r.vm_id = v.id WHERE v.name = 'one-more'") \
+            == [{"status": "Down"}]
+
+        run = engine_tasks(dc, [{"name": "gone", "virtplane.kvm.vm": {"name": "fill-hv2", "state": "absent",
+                                                                      "force": True}},
+                                {"name": "one more", "virtplane.kvm.vm": one_more}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["one more"]["vm"]["host"] == "hv2"
+    finally:
+        cleanup = engine_tasks(dc, [{"name": "cleanup", "virtplane.kvm.vm": {"vms": [
+            {"name": n, "state": "absent", "force": True} for n in ("fill-hv1", "fill-hv2", "one-more")]}}])
+        assert cleanup.rc == 0, cleanup.output[-3000:]
 
 
 def test_a_vlan_network_the_kernel_cannot_carry_makes_hosts_nonoperational_until_removed(dc, sql_lab):

@@ -32,8 +32,16 @@ def vm(name="new", **values):
     ({"committed_memory_mib": 15360}, {"memory_mib": 2048}, "memory 15 of 16 GiB committed, 2 GiB more does not fit"),
     ({"reserved_memory_mib": 8192, "committed_memory_mib": 7168}, {"memory_mib": 2048},
      "memory 7 of 8 GiB committed, 2 GiB more does not fit"),
-    ({}, {"vcpus": 16}, "16 vCPUs are more than its 8 CPUs"),
+    ({}, {"vcpus": 16}, "16 vCPUs are more than the 8 CPUs it schedules"),
     ({"committed_vcpus": 8}, {}, "8 of 8 vCPUs committed, 1 more do not fit"),
+    # a host that shares its machine: capped below what libvirt reports, then its own reserve taken off
+    ({"schedulable_memory_mib": 4096, "reserved_memory_mib": 1024, "committed_memory_mib": 2048},
+     {"memory_mib": 2048}, "memory 2 of 3 GiB committed, 2 GiB more does not fit"),
+    ({"schedulable_cpus": 2, "reserved_cpus": 1}, {"vcpus": 2}, "2 vCPUs are more than the 1 CPUs it schedules"),
+    ({"schedulable_cpus": 4, "committed_vcpus": 4}, {}, "4 of 4 vCPUs committed, 1 more do not fit"),
+    ({"reserved_cpus": 8}, {}, "1 vCPUs are more than the 0 CPUs it schedules"),
+    ({"schedulable_memory_mib": 32768}, {"memory_mib": 20480},
+     "memory 0 of 16 GiB committed, 20 GiB more does not fit"),
     ({}, {"hosts": ["hv9"]}, "the VM is pinned to hv9"),
 ])
 def test_each_filter_says_why_a_host_is_rejected(values, request_values, reason):

@@ -261,6 +261,8 @@ class Engine:
         self.settings = dict(SETTING_DEFAULTS, **(settings or {}))
         # the hypervisor connections of this run (services set it up on first use; closed with the engine)
         self.hypervisors = None
+        # the clusters' placement snapshots this connection keeps (services._placing), by cluster id
+        self.placement_snapshots = {}
 
     @property
     def allow_test_driver(self):
@@ -286,9 +288,14 @@ class Engine:
     @contextlib.contextmanager
     def transaction(self):
         """One transaction; everything inside commits together or not at all."""
-        with self.conn.transaction():
-            with self.conn.cursor() as cur:
-                yield cur
+        try:
+            with self.conn.transaction():
+                with self.conn.cursor() as cur:
+                    yield cur
+        except BaseException:
+            # what a kept placement snapshot read in it may have seen of its own writes is gone with them
+            self.placement_snapshots.clear()
+            raise
 
     @staticmethod
     def lock(cur, namespace, object_id):

@@ -480,6 +480,108 @@ ALTER TABLE snapshot ADD COLUMN host_name text;
 ALTER TABLE snapshot ADD COLUMN job_id uuid REFERENCES job (id) ON DELETE SET NULL;
 """
 
+_HOST_CAPACITY = """
+-- what the scheduler may give a host's VMs: the memory and CPUs the host keeps for itself (oVirt's
+-- reserved host memory), and an administrator's cap below what libvirt reports (hosts that share one
+-- machine, as the lab's do); a cap of 0 schedules all that is reported
+ALTER TABLE host ADD COLUMN reserved_memory_mib bigint NOT NULL DEFAULT 256 CHECK (reserved_memory_mib >= 0);
+ALTER TABLE host ADD COLUMN reserved_cpus integer NOT NULL DEFAULT 0 CHECK (reserved_cpus >= 0);
+ALTER TABLE host ADD COLUMN schedulable_memory_mib bigint NOT NULL DEFAULT 0 CHECK (schedulable_memory_mib >= 0);
+ALTER TABLE host ADD COLUMN schedulable_cpus integer NOT NULL DEFAULT 0 CHECK (schedulable_cpus >= 0);
+"""
+
+_PLACEMENT_CHANGES = """
+-- what changed for the scheduler, so that an engine that keeps a cluster's placement snapshot reads
+-- again only the hosts that changed since: one row per change (NULL cluster: whichever it is in; NULL
+-- host: every host), stamped with its transaction's id; a reader asks for the rows its last snapshot
+-- did not see (pg_visible_in_snapshot), which never misses a transaction that commits late
+CREATE TABLE placement_change (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    cluster_id  uuid,
+    host_id     uuid,
+    xid         xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX placement_change_xid_idx ON placement_change (xid);
+CREATE INDEX placement_change_created_idx ON placement_change (created_at);
+
+CREATE FUNCTION placement_touch_host(changed uuid) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO placement_change (cluster_id, host_id)
+    SELECT (SELECT h.cluster_id FROM host h WHERE h.id = changed), changed WHERE changed IS NOT NULL
+$$;
+
+CREATE FUNCTION placement_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'host' THEN
+        IF TG_OP <> 'INSERT' THEN
+            INSERT INTO placement_change (cluster_id, host_id) VALUES (OLD.cluster_id, OLD.id);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO placement_change (cluster_id, host_id) VALUES (NEW.cluster_id, NEW.id);
+        END IF;
+    ELSIF TG_TABLE_NAME = 'vm_runtime' THEN
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM placement_touch_host(OLD.run_host_id);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM placement_touch_host(NEW.run_host_id);
+        END IF;
+    ELSIF TG_TABLE_NAME = 'vm' THEN
+        PERFORM placement_touch_host((SELECT run_host_id FROM vm_runtime WHERE vm_id = NEW.id));
+    ELSIF TG_TABLE_NAME IN ('host_network', 'storage_domain_host', 'host_statistics') THEN
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM placement_touch_host(OLD.host_id);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM placement_touch_host(NEW.host_id);
+        END IF;
+    ELSIF TG_TABLE_NAME = 'cluster' THEN
+        INSERT INTO placement_change (cluster_id, host_id) VALUES (NEW.id, NULL);
+    ELSIF TG_TABLE_NAME = 'affinity_group' THEN
+        IF TG_OP <> 'INSERT' THEN
+            INSERT INTO placement_change (cluster_id, host_id) VALUES (OLD.cluster_id, NULL);
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO placement_change (cluster_id, host_id) VALUES (NEW.cluster_id, NULL);
+        END IF;
+    ELSE  -- a group's members, storage domains, logical networks: every host of every cluster, rarely
+        INSERT INTO placement_change (cluster_id, host_id) VALUES (NULL, NULL);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER placement_host AFTER INSERT OR DELETE OR UPDATE ON host
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_vm_runtime AFTER INSERT OR DELETE ON vm_runtime
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_vm_runtime_update AFTER UPDATE OF run_host_id, reserved_vcpus, reserved_memory_mib
+    ON vm_runtime FOR EACH ROW WHEN (OLD.run_host_id IS DISTINCT FROM NEW.run_host_id
+        OR OLD.reserved_vcpus <> NEW.reserved_vcpus OR OLD.reserved_memory_mib <> NEW.reserved_memory_mib)
+    EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_vm AFTER UPDATE OF name, cluster_id, ha_enabled ON vm
+    FOR EACH ROW WHEN (OLD.name <> NEW.name OR OLD.cluster_id <> NEW.cluster_id OR OLD.ha_enabled <> NEW.ha_enabled)
+    EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_host_network AFTER INSERT OR DELETE OR UPDATE ON host_network
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_storage_domain_host AFTER INSERT OR DELETE OR UPDATE ON storage_domain_host
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_host_statistics AFTER INSERT OR DELETE OR UPDATE OF cpu_percent ON host_statistics
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_cluster AFTER UPDATE ON cluster
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_affinity_group AFTER INSERT OR DELETE OR UPDATE ON affinity_group
+    FOR EACH ROW EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_affinity_group_vm AFTER INSERT OR DELETE OR UPDATE ON affinity_group_vm
+    FOR EACH STATEMENT EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_affinity_group_host AFTER INSERT OR DELETE OR UPDATE ON affinity_group_host
+    FOR EACH STATEMENT EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_storage_domain AFTER UPDATE OF name, state ON storage_domain
+    FOR EACH STATEMENT EXECUTE FUNCTION placement_changed();
+CREATE TRIGGER placement_logical_network AFTER UPDATE OF name ON logical_network
+    FOR EACH STATEMENT EXECUTE FUNCTION placement_changed();
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -494,6 +596,8 @@ MIGRATIONS = (
     Migration(9, "the order of a VM's NICs", _VM_NIC_ORDER),
     Migration(10, "template disks", _TEMPLATE_DISKS),
     Migration(11, "snapshots as taken: kind, the VM then, libvirt's description, job", _SNAPSHOTS),
+    Migration(12, "host capacity: reserved memory and CPUs, schedulable caps", _HOST_CAPACITY),
+    Migration(13, "placement changes, for snapshots read again only where they changed", _PLACEMENT_CHANGES),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

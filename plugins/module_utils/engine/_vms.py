@@ -107,11 +107,13 @@ def macs_in_range(cur, start, end):
     return {r["mac"] for r in cur.fetchall()}
 
 
-def placement_hosts(cur, cluster_id):
-    """The cluster's hosts with what placement weighs: capacity, what running VMs reserve, what is realized."""
+def placement_hosts(cur, cluster_id, host_ids=None):
+    """The cluster's hosts (of ``host_ids``, when given) with what placement weighs: capacity, what running VMs
+    reserve, what is realized."""
     cur.execute(
         "SELECT h.id, h.name, h.status, h.status_reason, h.libvirt_uri, h.address, h.domain_type, h.memory_mib,"
-        " h.cpu_count, c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
+        " h.cpu_count, h.reserved_memory_mib, h.reserved_cpus, h.schedulable_memory_mib, h.schedulable_cpus,"
+        " c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
         " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::bigint"
         "   AS committed_memory_mib,"
         " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
@@ -128,8 +130,38 @@ def placement_hosts(cur, cluster_id):
         "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
         " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
         "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
-        " FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE h.cluster_id = %s ORDER BY h.name", (cluster_id,))
+        " FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE h.cluster_id = %s"
+        " AND (%s::uuid[] IS NULL OR h.id = ANY(%s::uuid[])) ORDER BY h.name", (cluster_id, host_ids, host_ids))
     return cur.fetchall()
+
+
+def placement_locations(cur, cluster_id, host_ids=None):
+    """{VM name: host name} of the cluster's VMs that hold a host (of ``host_ids``, when given)."""
+    cur.execute("SELECT v.name, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
+                " JOIN host h ON h.id = r.run_host_id WHERE v.cluster_id = %s"
+                " AND (%s::uuid[] IS NULL OR h.id = ANY(%s::uuid[]))", (cluster_id, host_ids, host_ids))
+    return {r["name"]: r["host"] for r in cur.fetchall()}
+
+
+def placement_changes(cur, cluster_id, snapshot=None, own=None):
+    """What changed for the cluster's placement since ``snapshot`` (a pg_snapshot's text, and ``own``: the id of
+    the transaction that took it, whose own changes it saw as made): {snapshot, own: the current ones,
+    everything: whether the whole cluster must be read again, hosts: ids of the hosts to read again}."""
+    cur.execute(
+        "SELECT pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS own,"
+        " COALESCE(bool_or(c.host_id IS NULL), false) AS everything,"
+        " COALESCE(array_agg(DISTINCT c.host_id) FILTER (WHERE c.host_id IS NOT NULL), '{}') AS hosts"
+        " FROM (SELECT 1) one LEFT JOIN placement_change c ON %(snap)s::pg_snapshot IS NOT NULL"
+        "  AND (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
+        "  AND c.xid >= pg_snapshot_xmin(%(snap)s::pg_snapshot)"
+        "  AND (NOT pg_visible_in_snapshot(c.xid, %(snap)s::pg_snapshot) OR c.xid = %(own)s::xid8)",
+        {"snap": snapshot, "cluster": cluster_id, "own": own})
+    return cur.fetchone()
+
+
+def prune_placement_changes(cur, keep_seconds):
+    cur.execute("DELETE FROM placement_change WHERE created_at < clock_timestamp() - %s * interval '1 second'",
+                (keep_seconds,))
 
 
 def placement_context(cur, cluster_id):
@@ -137,9 +169,7 @@ def placement_context(cur, cluster_id):
     run ({name: host}) and its affinity groups with their VMs and hosts."""
     cur.execute("SELECT scheduling_policy, ha_reservation FROM cluster WHERE id = %s", (cluster_id,))
     cluster = cur.fetchone()
-    cur.execute("SELECT v.name, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
-                " JOIN host h ON h.id = r.run_host_id WHERE v.cluster_id = %s", (cluster_id,))
-    locations = {r["name"]: r["host"] for r in cur.fetchall()}
+    locations = placement_locations(cur, cluster_id)
     cur.execute("SELECT g.name, g.vm_rule, g.vm_enforcing, g.host_rule, g.host_enforcing, g.priority,"
                 " ARRAY(SELECT v.name::text FROM affinity_group_vm gv JOIN vm v ON v.id = gv.vm_id"
                 "   WHERE gv.group_id = g.id ORDER BY v.name) AS vms,"
@@ -151,11 +181,15 @@ def placement_context(cur, cluster_id):
 
 
 def largest_host(cur, cluster_id):
-    """(memory MiB, CPU threads) of the cluster's largest host, or None without a host that reported them."""
-    cur.execute("SELECT max(memory_mib) AS memory_mib, max(cpu_count) AS cpu_count FROM host WHERE cluster_id = %s",
-                (cluster_id,))
+    """(memory MiB, CPUs) the cluster's largest host gives VMs — what it reported, at most its cap, less its
+    reserve (as ``scheduler.capacity`` counts them) — or None without a host that reported them."""
+    cur.execute("SELECT max(GREATEST(0, LEAST(memory_mib, NULLIF(schedulable_memory_mib, 0)) - reserved_memory_mib))"
+                "   AS memory_mib,"
+                " COALESCE(max(GREATEST(0, LEAST(cpu_count, NULLIF(schedulable_cpus, 0)) - reserved_cpus)), 0)"
+                "   AS cpu_count"
+                " FROM host WHERE cluster_id = %s AND memory_mib IS NOT NULL", (cluster_id,))
     row = cur.fetchone()
-    return row if row and row["memory_mib"] else None
+    return row if row and row["memory_mib"] is not None else None
 
 
 def disk_owner(cur, disk_id):

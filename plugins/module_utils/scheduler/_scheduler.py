@@ -33,6 +33,7 @@ reference, filters and weighs every host one at a time, as oVirt does).
 from __future__ import annotations
 
 import heapq
+import itertools
 
 # policy -> weight factors: free memory, CPU load, VM count, power saving, HA spreading
 WEIGHTS = {
@@ -81,12 +82,11 @@ class _Host:
         self.networks = frozenset(entry.get("networks") or ())
         self.domains = frozenset(entry.get("storage_domains") or ())
         self.features = frozenset(entry.get("cpu_features") or ())
-        memory = entry.get("memory_mib") or 0
-        usable = max(0, memory - (entry.get("reserved_memory_mib") or 0))
-        self.limit_mib = usable * (entry.get("memory_overcommit_percent") or 100) / 100.0 if memory else None
+        memory, cpus = capacity(entry)
+        self.limit_mib = None if memory is None else memory * (entry.get("memory_overcommit_percent") or 100) / 100.0
         self.committed_mib = entry.get("committed_memory_mib") or 0
-        self.cpus = entry.get("cpu_count") or 0
-        self.cpu_limit = self.cpus * float(entry.get("cpu_overcommit_ratio") or 1) if self.cpus else None
+        self.cpus = cpus
+        self.cpu_limit = None if cpus is None else cpus * float(entry.get("cpu_overcommit_ratio") or 1)
         self.committed_vcpus = entry.get("committed_vcpus") or 0
         self.vms = entry.get("vms") or 0
         self.load = float(entry.get("cpu_load_percent") or 0)
@@ -97,6 +97,23 @@ class _Host:
 
     def free_mib(self):
         return float("inf") if self.limit_mib is None else self.limit_mib - self.committed_mib
+
+
+def capacity(entry):
+    """(memory MiB, CPUs) the scheduler may give the host's VMs, overcommit aside: what libvirt reports, at
+    most the administrator's cap (``schedulable_memory_mib``, ``schedulable_cpus``; 0 or absent: no cap),
+    less what the host keeps for itself (``reserved_memory_mib``, ``reserved_cpus``). None: not reported."""
+    out = []
+    for reported, cap, reserved in (("memory_mib", "schedulable_memory_mib", "reserved_memory_mib"),
+                                    ("cpu_count", "schedulable_cpus", "reserved_cpus")):
+        value = entry.get(reported)
+        if not value:
+            out.append(None)
+            continue
+        if entry.get(cap):
+            value = min(value, entry[cap])
+        out.append(max(0, value - (entry.get(reserved) or 0)))
+    return tuple(out)
 
 
 def _bucket(free):
@@ -116,6 +133,7 @@ class Scheduler:
         self.policy = policy
         self.hosts = [_Host(h) for h in hosts]
         self.by_name = {h.name: h for h in self.hosts}
+        self._slot = {h.name: i for i, h in enumerate(self.hosts)}  # where each is in ``hosts``
         self.locations = dict(vms or {})  # VM name -> host name, of the cluster's running VMs
         self.groups = [dict(g) for g in groups]
         self._of_vm = {}  # VM name -> its groups
@@ -124,13 +142,11 @@ class Scheduler:
                 self._of_vm.setdefault(vm, []).append(group)
         self.ha_reservation = ha_reservation
         self._counter = 0
+        self._versions = itertools.count(1)  # versions of hosts' states: unique, so heap entries never tie
         self._groups = {}  # static signature -> {"hosts": [...], "buckets": {(bucket, ha): heap}}
         self._eligible = {}  # request's static needs -> [group signature]
         for host in self.hosts:
-            key = (host.up, host.networks, host.domains, host.features)
-            group = self._groups.setdefault(key, {"key": key, "hosts": [], "buckets": {}})
-            host.group = group
-            group["hosts"].append(host)
+            self._join_group(host)
         for host in self.hosts:
             self._push(host)
         # free memory as a host can give it: an overcommitted host gives none (never less)
@@ -138,6 +154,53 @@ class Scheduler:
         self._ha_heap = []
         for host in self.hosts:
             self._push_ha(host)
+
+    def _join_group(self, host):
+        key = (host.up, host.networks, host.domains, host.features)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = {"key": key, "hosts": [], "buckets": {}}
+            self._eligible = {}  # a new group may suit requests that were answered without it
+        host.group = group
+        group["hosts"].append(host)
+
+    def _given(self, host):
+        """What the host adds to ``total_free``."""
+        return max(0.0, host.free_mib()) if host.up and host.limit_mib is not None else 0.0
+
+    def refresh(self, entries=(), removed=(), locations=None, moved=()):
+        """The snapshot brought up to date with what changed since it was taken: ``entries`` replace the hosts
+        of their names (or join), ``removed`` hosts go; the VMs that ran on the ``moved`` hosts are forgotten
+        and ``locations`` ({VM: host}) recorded."""
+        replaced = False
+        for name in list(removed) + [e["name"] for e in entries]:
+            old = self.by_name.pop(name, None)
+            if old is None:
+                continue
+            self.total_free -= self._given(old)
+            old.version = next(self._versions)  # its index entries are stale from now on
+            old.group["hosts"].remove(old)
+            replaced = True
+        if replaced or entries:
+            fresh = {e["name"]: _Host(e) for e in entries}
+            for host in fresh.values():
+                host.version = next(self._versions)  # never one an older entry of the name has (they would tie)
+            if removed or any(name not in self._slot for name in fresh):
+                self.hosts = [h for h in self.hosts if h.name in self.by_name] + list(fresh.values())
+                self._slot = {h.name: i for i, h in enumerate(self.hosts)}
+            else:  # the same hosts, in their places
+                for name, host in fresh.items():
+                    self.hosts[self._slot[name]] = host
+            for host in fresh.values():
+                self.by_name[host.name] = host
+                self._join_group(host)
+                self._push(host)
+                self.total_free += self._given(host)
+                self._push_ha(host)
+        gone = set(moved) | set(removed)
+        if gone:
+            self.locations = {vm: host for vm, host in self.locations.items() if host not in gone}
+        self.locations.update(locations or {})
 
     # -- scores ---------------------------------------------------------------------------------
 
@@ -233,7 +296,7 @@ class Scheduler:
                 _gib(host.committed_mib), _gib(host.limit_mib), _gib(memory))
         if host.cpu_limit is not None:
             if vcpus > host.cpus:
-                return "%d vCPUs are more than its %d CPUs" % (vcpus, host.cpus)
+                return "%d vCPUs are more than the %d CPUs it schedules" % (vcpus, host.cpus)
             if host.committed_vcpus + vcpus > host.cpu_limit:
                 return "%d of %g vCPUs committed, %d more do not fit" % (host.committed_vcpus, host.cpu_limit, vcpus)
         return self._ha_reason(request, host)
@@ -313,6 +376,8 @@ class Scheduler:
         """The best host that passes every filter: a Decision (its ``rejected`` is computed when asked)."""
         affinity = self._affinity(request)
         must, _musts, avoid, bonus = affinity
+        for name in request.get("exclude") or ():  # hosts the caller rules out (the one a VM leaves)
+            avoid.setdefault(name, "ruled out")
         ha = bool(request.get("ha"))
         pinned = request.get("hosts")
         explicit = None
@@ -395,11 +460,28 @@ class Scheduler:
             host.ha_vms += 1
         if host.up and host.limit_mib is not None:
             self.total_free += max(0.0, host.free_mib()) - max(0.0, before)
-        host.version += 1
+        host.version = next(self._versions)
         self._push(host)
         self._push_ha(host)
         if vm_name or request.get("name"):
             self.locations[vm_name or request["name"]] = host_name
+
+    def release(self, request, host_name, vm_name=None):
+        """The opposite of ``commit``: the VM no longer holds the host (as when it leaves it)."""
+        host = self.by_name[host_name]
+        before = host.free_mib()
+        host.committed_mib -= request["memory_mib"]
+        host.committed_vcpus -= request["vcpus"]
+        host.vms -= 1
+        if request.get("ha"):
+            host.ha_mib -= request["memory_mib"]
+            host.ha_vms -= 1
+        if host.up and host.limit_mib is not None:
+            self.total_free += max(0.0, host.free_mib()) - max(0.0, before)
+        host.version = next(self._versions)
+        self._push(host)
+        self._push_ha(host)
+        self.locations.pop(vm_name or request.get("name"), None)
 
     def assess(self, request):
         """Every host with why it cannot take the VM (None when it can) and its score there: [(name, reason,

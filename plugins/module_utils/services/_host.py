@@ -22,6 +22,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     IPROUTE_WORDS,
+    parse_mib,
     shown,
     validate_host_name,
     validate_name,
@@ -32,6 +33,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs, _rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._scheduler import capacity
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _realize
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import (
     Outcome,
@@ -48,8 +50,14 @@ FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt
 # hot-added or onlined over time): refreshed on every check, never reported as a change.
 MONITORED = ("cpu_mhz", "memory_mib", "numa_cells")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
-VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic", "status",
-           "status_reason") + FACTS
+# What the scheduler may give the host's VMs (``scheduler.capacity``): settings, 0 caps nothing.
+CAPACITY = ("reserved_memory_mib", "reserved_cpus", "schedulable_memory_mib", "schedulable_cpus")
+VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic") + CAPACITY + \
+    ("status", "status_reason") + FACTS
+# the settings a spec may change, with the columns they set
+SETTINGS = ("cluster", "libvirt_uri", "address", "domain_type", "network_nic", "reserved_memory", "reserved_cpus",
+            "schedulable_memory", "schedulable_cpus")
+CPUS_MAX = 65536
 _NIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _STATUS_FIELDS = ("status", "status_reason")
 
@@ -60,8 +68,7 @@ def validate_address(field, value):
 
 
 class HostSpec(Spec):
-    FIELDS = ("name", "cluster", "libvirt_uri", "address", "domain_type", "network_nic", "timeout", "state",
-              "wait_timeout")
+    FIELDS = SETTINGS + ("name", "timeout", "state", "wait_timeout")
 
     def validate(self):
         validate_name("name", self.name)
@@ -75,13 +82,18 @@ class HostSpec(Spec):
                 raise ValidationError("network_nic", "%s is a word of iproute2, not an interface name"
                                       % shown(self.network_nic))
         self.address = validate_address("address", self.address)
+        self.reserved_memory_mib = None if self.reserved_memory is None else \
+            parse_mib("reserved_memory", self.reserved_memory, zero=True)
+        self.schedulable_memory_mib = None if self.schedulable_memory is None else \
+            parse_mib("schedulable_memory", self.schedulable_memory, zero=True)
+        validate_range("reserved_cpus", self.reserved_cpus, 0, CPUS_MAX, "CPUs")
+        validate_range("schedulable_cpus", self.schedulable_cpus, 0, CPUS_MAX, "CPUs")
         self.timeout = 15 if self.timeout is None else self.timeout
         validate_timeout("timeout", self.timeout)
         self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
         validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
         self.state = self.state or "present"
-        if self.state == "refreshed" and any(getattr(self, f) is not None for f in
-                                             ("cluster", "libvirt_uri", "address", "domain_type", "network_nic")):
+        if self.state == "refreshed" and any(getattr(self, f) is not None for f in SETTINGS):
             raise ValidationError("state", "refreshed checks a host as it is; change its settings with state present")
 
 
@@ -92,6 +104,8 @@ def find(cur, name, lock=False):
 def view(row):
     result = {k: plain(row.get(k)) for k in VISIBLE}
     result["libvirt_uri"] = _client.redact_uri(result["libvirt_uri"])
+    memory, cpus = capacity(row)
+    result["capacity"] = {"memory_mib": memory, "cpus": cpus}
     result.update(id=plain(row.get("id")), name=row["name"], datacenter=row.get("datacenter"),
                   last_seen_at=plain(row.get("last_seen_at")),
                   status_changed_at=plain(row.get("status_changed_at")))
@@ -196,6 +210,8 @@ class HostCheck(_operation.Operation):
         # what the engine will hold, as far as it is known before the steps run (check mode shows this)
         config = {"cluster_id": cluster["id"], "libvirt_uri": plan.uri, "address": spec.address, "domain_type_setting":
                   plan.setting, "network_nic": spec.network_nic}
+        config.update({k: getattr(spec, k) for k in CAPACITY})
+        _refuse_empty_capacity(spec, row, config, facts)
         if row is None and config["address"] is None:
             config["address"] = validate_address("libvirt_uri", urlsplit(plan.uri).hostname)
         observed = {k: v for k, v in (facts or {}).items() if k not in MONITORED or row is None}
@@ -321,6 +337,23 @@ def _diff(row, desired, cluster):
         if "libvirt_uri" in side:
             side["libvirt_uri"] = _client.redact_uri(side["libvirt_uri"])
     return before, after
+
+
+def _refuse_empty_capacity(spec, row, config, facts):
+    """Settings that would leave the host no memory or no CPU for VMs are a mistake: refused, naming them."""
+    host = dict(row or {}, **{k: v for k, v in config.items() if v is not None})
+    host.update((k, v) for k, v in (facts or {}).items() if k in ("memory_mib", "cpu_count"))
+    memory, cpus = capacity(host)
+    if memory == 0 and (spec.reserved_memory is not None or spec.schedulable_memory is not None):
+        field = "reserved_memory" if spec.reserved_memory is not None else "schedulable_memory"
+        raise ValidationError(field, "%d MiB reserved of the %d MiB host %s schedules leaves no memory for VMs"
+                              % (host["reserved_memory_mib"], min(host["memory_mib"], host.get("schedulable_memory_mib")
+                                                                  or host["memory_mib"]), spec.name))
+    if cpus == 0 and (spec.reserved_cpus is not None or spec.schedulable_cpus is not None):
+        field = "reserved_cpus" if spec.reserved_cpus is not None else "schedulable_cpus"
+        raise ValidationError(field, "%d CPUs reserved of the %d host %s schedules leave no CPU for VMs"
+                              % (host["reserved_cpus"], min(host["cpu_count"], host.get("schedulable_cpus")
+                                                            or host["cpu_count"]), spec.name))
 
 
 def _refuse_moves_under_vms(cur, row, cluster, network_nic):

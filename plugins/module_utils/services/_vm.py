@@ -50,8 +50,9 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _snaps
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _templates as template_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
-from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _placement
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk, _hosts, _operation
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _balancer, _placement
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._policies import normalize_parameters
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _disk, _hosts, _operation, _placing
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec, plain
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _domain, _network, _seed
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _snapshot as virt_snapshot
@@ -859,17 +860,18 @@ class VmDefine(_VmOperation):
         self._record(cur, plan, row, cluster, desired, changes, networks, password)
 
     def _check_against_engine(self, cur, cluster, desired, row):
-        largest = vm_rows.largest_host(cur, cluster["id"])
+        largest = vm_rows.largest_host(cur, cluster["id"])  # what it gives VMs: its cap, less its reserve
         if largest is None:
             return
         if desired["max_memory_mib"] > largest["memory_mib"]:
             field = "memory" if desired["max_memory_mib"] == desired["memory_mib"] else "memory_max"
-            raise ValidationError(field, "%s is more than any host of cluster %s has (the largest has %s)"
+            raise ValidationError(field, "%s is more than any host of cluster %s has for VMs (the largest has %s)"
                                   % (_human_mib(desired["max_memory_mib"]), cluster["name"],
                                      _human_mib(largest["memory_mib"])))
         if largest["cpu_count"] and desired["max_vcpus"] > largest["cpu_count"]:
             raise ValidationError("vcpus" if desired["max_vcpus"] == desired["vcpus"] else "cpu.max_vcpus",
-                                  "%d vCPUs are more than any host of cluster %s has (the largest has %d CPUs)"
+                                  "%d vCPUs are more than any host of cluster %s has for VMs (the largest has %d "
+                                  "CPUs)"
                                   % (desired["max_vcpus"], cluster["name"], largest["cpu_count"]))
         for host in desired["hosts"]:
             if not vm_rows.host_in_cluster(cur, host, cluster["id"]):
@@ -1219,14 +1221,12 @@ class VmStart(_VmOperation):
             return
         self._job(cur, plan, row, "start VM %s on host %s" % (row["name"], host["name"]))
         _jobs.note(cur, plan.job["id"], {"host_id": str(host["id"]), "host": host["name"]})
-        vm_rows.set_runtime(cur, row["id"], status="WaitForLaunch", status_reason="", run_host_id=host["id"],
-                            reserved_vcpus=definition["vcpus"], reserved_memory_mib=definition["memory_mib"])
+        reserve_on(cur, row, host, definition)
 
     def _place(self, cur, definition, cluster_id, cluster_name):
         """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
         self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-        context = vm_rows.placement_context(cur, cluster_id)
-        decision = _placement.place(placement_request(definition), vm_rows.placement_hosts(cur, cluster_id), **context)
+        decision = _placing.scheduler_for(self.engine, cur, cluster_id).place(placement_request(definition))
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
                                 % (definition["name"], cluster_name, decision.explain() or "the cluster has no hosts"))
@@ -1303,6 +1303,12 @@ class VmStart(_VmOperation):
         return Outcome(True, {}, {}, view(fresh), plan.actions)
 
 
+def reserve_on(cur, row, host, definition):
+    """The VM's reservation on the host placement chose, written under the cluster's lock: WaitForLaunch."""
+    vm_rows.set_runtime(cur, row["id"], status="WaitForLaunch", status_reason="", run_host_id=host["id"],
+                        reserved_vcpus=definition["vcpus"], reserved_memory_mib=definition["memory_mib"])
+
+
 def placement_request(definition):
     """What the scheduler is asked for the VM of this definition."""
     return {"name": definition["name"], "memory_mib": definition["memory_mib"], "vcpus": definition["vcpus"],
@@ -1339,6 +1345,38 @@ def placement_info(engine, name):
             "runs_on": row["host"] if row["status"] in ON_HOST else None,
             "hosts": [{"name": host, "verdict": "chosen" if host == chosen else "fits" if why is None else "rejected",
                        "reason": why, "score": score} for host, why, score in scheduler.assess(request)]}
+
+
+def balance_info(engine, cluster, policy=None, params=None):
+    """The migrations the cluster's policy (or ``policy``, with ``params``) proposes for its current state, with
+    their reasons, and what it would change but cannot (read only: nothing moves)."""
+    validate_name("cluster", cluster)
+    if policy is not None and policy not in _choices.SCHEDULING_POLICIES:
+        raise ValidationError("policy", "%s is not a scheduling policy (one of %s)"
+                              % (shown(policy), ", ".join(_choices.SCHEDULING_POLICIES)))
+    with engine.transaction() as cur:
+        row = _clusters.find(cur, cluster)
+        if row is None:
+            raise NotFoundError("cluster", cluster, "balance cluster '%s'" % cluster)
+        hosts = vm_rows.placement_hosts(cur, row["id"])
+        context = vm_rows.placement_context(cur, row["id"])
+        vms = vm_rows.listed(cur, cluster=cluster, statuses=sorted(ON_HOST))
+    if policy is not None and policy != context["policy"]:
+        context["policy"] = policy
+    elif params is None:
+        params = row["scheduling_params"]
+    params = normalize_parameters(context["policy"], params, field="policy_params")
+    running = []
+    for vm in vms:
+        if not vm["host"]:
+            continue
+        request = placement_request(dict(current_definition(vm), name=vm["name"]))
+        # what it holds where it runs, which a move takes along
+        request.update(memory_mib=vm["reserved_memory_mib"], vcpus=vm["reserved_vcpus"], host=vm["host"])
+        running.append(request)
+    migrations, problems = _balancer.balance(_placement.Scheduler(hosts, **context), running, params)
+    return {"cluster": cluster, "policy": context["policy"], "params": params, "migrations": migrations,
+            "problems": problems}
 
 
 def _recover(engine, job, record, look=None):

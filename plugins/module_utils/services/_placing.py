@@ -1,0 +1,69 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cluster's scheduler as the engine keeps it: read whole once, then only where it changed.
+
+``scheduler_for(engine, cur, cluster_id)`` is called under the cluster's lock, in the transaction
+that writes the reservation. The first call of a connection reads the cluster's whole snapshot from
+PostgreSQL (hosts, where the VMs run, affinity groups, policy) and builds its ``Scheduler``; later
+calls ask the ``placement_change`` log (kept by triggers) what changed since the snapshot was read —
+by transactions it did not see, its own included — and read again only those hosts. A change of the
+cluster itself or of its affinity groups reads it all again, as does a snapshot older than
+``KEEP_SECONDS``. A placement that is not committed leaves nothing behind: the scheduler learns of
+reservations only from the database.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._scheduler import Scheduler
+
+# a kept snapshot is read whole again after this long; the log keeps changes far longer
+KEEP_SECONDS = 60
+LOG_SECONDS = 3600
+
+
+class _Kept:
+    __slots__ = ("scheduler", "snapshot", "own", "ids", "taken")
+
+
+def scheduler_for(engine, cur, cluster_id):
+    """The cluster's Scheduler, up to date within this transaction (see the module's docstring)."""
+    kept = engine.placement_snapshots.get(cluster_id)
+    if kept is not None and time.monotonic() - kept.taken < KEEP_SECONDS:
+        changes = vm_rows.placement_changes(cur, cluster_id, kept.snapshot, kept.own)
+        if not changes["everything"]:
+            _apply(cur, kept, cluster_id, [str(h) for h in changes["hosts"]])
+            kept.snapshot, kept.own = changes["snapshot"], changes["own"]
+            return kept.scheduler
+    changes = vm_rows.placement_changes(cur, cluster_id)  # the mark the next call asks from
+    vm_rows.prune_placement_changes(cur, LOG_SECONDS)
+    hosts = vm_rows.placement_hosts(cur, cluster_id)
+    kept = _Kept()
+    kept.scheduler = Scheduler(hosts, **vm_rows.placement_context(cur, cluster_id))
+    kept.ids = {str(h["id"]): h["name"] for h in hosts}
+    kept.snapshot, kept.own, kept.taken = changes["snapshot"], changes["own"], time.monotonic()
+    engine.placement_snapshots[cluster_id] = kept
+    return kept.scheduler
+
+
+def _apply(cur, kept, cluster_id, host_ids):
+    if not host_ids:
+        return
+    entries = vm_rows.placement_hosts(cur, cluster_id, host_ids)
+    found = {str(h["id"]) for h in entries}
+    removed = [kept.ids.pop(i) for i in host_ids if i not in found and i in kept.ids]
+    removed += [kept.ids[str(h["id"])] for h in entries if kept.ids.get(str(h["id"]), h["name"]) != h["name"]]
+    moved = [kept.ids[i] for i in host_ids if i in kept.ids] + removed
+    kept.ids.update((str(h["id"]), h["name"]) for h in entries)
+    kept.scheduler.refresh(entries, removed=removed, locations=vm_rows.placement_locations(cur, cluster_id, host_ids),
+                           moved=moved + [h["name"] for h in entries])
+
+
+def forget(engine, cluster_id=None):
+    """Drop kept snapshots (all of them without ``cluster_id``)."""
+    if cluster_id is None:
+        engine.placement_snapshots.clear()
+    else:
+        engine.placement_snapshots.pop(cluster_id, None)
