@@ -22,7 +22,7 @@ description:
     V(none) proposes nothing more.
   - Each destination is chosen by the scheduler's filters and weights, with the proposals before it already
     made, so that two proposals never fill one host twice. What the policy would change but cannot is listed
-    in RV(balance.problems).
+    in RV(balance) under C(problems).
   - The CPU load is the host's last sample; a host gives one VM per call, and the next call sees the load that
     follows.
 extends_documentation_fragment:

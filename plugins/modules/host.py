@@ -96,7 +96,7 @@ options:
         off), for a host that shares its machine with others, as the lab's hosts do, or that keeps memory
         for something else. V(0) schedules all of it.
       - When unset, the host keeps what it has (V(0) for a new host).
-      - Lowering it below what running VMs hold stops nothing: no VM starts there until they fit again.
+      - Lowering it below what running VMs hold stops none of them; no VM starts there until they fit again.
     type: str
   schedulable_cpus:
     description:
