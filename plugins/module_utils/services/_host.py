@@ -52,6 +52,8 @@ MONITORED = ("cpu_mhz", "memory_mib", "numa_cells")
 # Shown in results and diffs: the configuration by name, the status, and what libvirt reported.
 # What the scheduler may give the host's VMs (``scheduler.capacity``): settings, 0 caps nothing.
 CAPACITY = ("reserved_memory_mib", "reserved_cpus", "schedulable_memory_mib", "schedulable_cpus")
+# what a new host gets for the capacity settings it leaves unset (the schema's defaults, shown by check mode)
+NEW_HOST_CAPACITY = {"reserved_memory_mib": 256, "reserved_cpus": 0, "schedulable_memory_mib": 0, "schedulable_cpus": 0}
 VISIBLE = ("cluster", "address", "libvirt_uri", "domain_type_setting", "network_nic") + CAPACITY + \
     ("status", "status_reason") + FACTS
 # the settings a spec may change, with the columns they set
@@ -211,6 +213,8 @@ class HostCheck(_operation.Operation):
         config = {"cluster_id": cluster["id"], "libvirt_uri": plan.uri, "address": spec.address, "domain_type_setting":
                   plan.setting, "network_nic": spec.network_nic}
         config.update({k: getattr(spec, k) for k in CAPACITY})
+        if row is None:
+            config.update({k: v for k, v in NEW_HOST_CAPACITY.items() if config[k] is None})
         _refuse_empty_capacity(spec, row, config, facts)
         if row is None and config["address"] is None:
             config["address"] = validate_address("libvirt_uri", urlsplit(plan.uri).hostname)
