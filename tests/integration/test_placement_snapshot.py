@@ -126,3 +126,25 @@ def test_its_own_reservation_is_seen_and_a_rolled_back_one_forgotten(cluster):
     assert kept.placement_snapshots == {}
     assert _kept_matches_fresh(kept, cluster_id).by_name["hv0"].up
     assert scheduler is not None
+
+
+def test_a_kept_snapshot_is_read_whole_again_when_old_and_the_change_log_is_pruned(cluster, monkeypatch):
+    """The kept snapshot lasts ``KEEP_SECONDS``; a whole read removes changes older than ``LOG_SECONDS`` and
+    keeps the recent ones (another connection's kept snapshot may still ask for them)."""
+    kept, other, cluster_id = cluster
+    first = _kept_matches_fresh(kept, cluster_id)
+    assert _kept_matches_fresh(kept, cluster_id) is first
+    with other.transaction() as cur:
+        # another cluster's (this one's kept snapshot does not read it again for that)
+        cur.execute("INSERT INTO placement_change (cluster_id, host_id, created_at)"
+                    " VALUES (gen_random_uuid(), NULL, clock_timestamp() - interval '2 hours') RETURNING id")
+        stale = cur.fetchone()["id"]
+        cur.execute("UPDATE host SET reserved_memory_mib = 512 WHERE name = 'hv0' RETURNING id")
+        cur.execute("SELECT max(id) AS id FROM placement_change")
+        recent = cur.fetchone()["id"]
+    monkeypatch.setattr(_placing, "KEEP_SECONDS", 0)
+    rebuilt = _kept_matches_fresh(kept, cluster_id)
+    assert rebuilt is not first
+    with other.transaction() as cur:
+        cur.execute("SELECT id FROM placement_change WHERE id = ANY(%s)", ([stale, recent],))
+        assert [r["id"] for r in cur.fetchall()] == [recent]

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _rows
 
 # one row per VM with everything a re-apply compares: its NICs and disks folded in, its runtime beside it
@@ -107,31 +109,35 @@ def macs_in_range(cur, start, end):
     return {r["mac"] for r in cur.fetchall()}
 
 
+# a host as placement weighs it: capacity, what running VMs reserve, what is realized (``h``: host, ``c``: cluster)
+_PLACEMENT_HOST = (
+    "SELECT h.id, h.name, h.status, h.status_reason, h.libvirt_uri, h.address, h.domain_type, h.memory_mib,"
+    " h.cpu_count, h.reserved_memory_mib, h.reserved_cpus, h.schedulable_memory_mib, h.schedulable_cpus,"
+    " c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
+    " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::bigint"
+    "   AS committed_memory_mib,"
+    " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
+    "   AS committed_vcpus,"
+    " (SELECT count(*) FROM vm_runtime r WHERE r.run_host_id = h.id) AS vms,"
+    " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
+    "   WHERE r.run_host_id = h.id AND v.ha_enabled), 0)::bigint AS ha_memory_mib,"
+    " (SELECT count(*) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
+    "   WHERE r.run_host_id = h.id AND v.ha_enabled) AS ha_vms,"
+    " COALESCE((SELECT st.cpu_percent FROM host_statistics st WHERE st.host_id = h.id), 0)::float"
+    "   AS cpu_load_percent,"
+    " ARRAY(SELECT jsonb_array_elements_text(h.cpu_features)) AS cpu_features,"
+    " ARRAY(SELECT n.name::text FROM host_network hn JOIN logical_network n ON n.id = hn.network_id"
+    "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
+    " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
+    "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
+    " FROM host h JOIN cluster c ON c.id = h.cluster_id")
+
+
 def placement_hosts(cur, cluster_id, host_ids=None):
     """The cluster's hosts (of ``host_ids``, when given) with what placement weighs: capacity, what running VMs
     reserve, what is realized."""
-    cur.execute(
-        "SELECT h.id, h.name, h.status, h.status_reason, h.libvirt_uri, h.address, h.domain_type, h.memory_mib,"
-        " h.cpu_count, h.reserved_memory_mib, h.reserved_cpus, h.schedulable_memory_mib, h.schedulable_cpus,"
-        " c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
-        " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::bigint"
-        "   AS committed_memory_mib,"
-        " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
-        "   AS committed_vcpus,"
-        " (SELECT count(*) FROM vm_runtime r WHERE r.run_host_id = h.id) AS vms,"
-        " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
-        "   WHERE r.run_host_id = h.id AND v.ha_enabled), 0)::bigint AS ha_memory_mib,"
-        " (SELECT count(*) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
-        "   WHERE r.run_host_id = h.id AND v.ha_enabled) AS ha_vms,"
-        " COALESCE((SELECT st.cpu_percent FROM host_statistics st WHERE st.host_id = h.id), 0)::float"
-        "   AS cpu_load_percent,"
-        " ARRAY(SELECT jsonb_array_elements_text(h.cpu_features)) AS cpu_features,"
-        " ARRAY(SELECT n.name::text FROM host_network hn JOIN logical_network n ON n.id = hn.network_id"
-        "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
-        " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
-        "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
-        " FROM host h JOIN cluster c ON c.id = h.cluster_id WHERE h.cluster_id = %s"
-        " AND (%s::uuid[] IS NULL OR h.id = ANY(%s::uuid[])) ORDER BY h.name", (cluster_id, host_ids, host_ids))
+    cur.execute(_PLACEMENT_HOST + " WHERE h.cluster_id = %s AND (%s::uuid[] IS NULL OR h.id = ANY(%s::uuid[]))"
+                " ORDER BY h.name", (cluster_id, host_ids, host_ids))
     return cur.fetchall()
 
 
@@ -157,6 +163,33 @@ def placement_changes(cur, cluster_id, snapshot=None, own=None):
         "  AND (NOT pg_visible_in_snapshot(c.xid, %(snap)s::pg_snapshot) OR c.xid = %(own)s::xid8)",
         {"snap": snapshot, "cluster": cluster_id, "own": own})
     return cur.fetchone()
+
+
+def placement_update(cur, cluster_id, snapshot, own):
+    """``placement_changes`` and what changed, read in one statement (one snapshot): {snapshot, own, everything,
+    hosts: ids of the hosts to read again, entries: those of them still in the cluster (as ``placement_hosts``
+    returns them), locations: {VM name: host name} of the VMs on them}; entries and locations are None when
+    everything must be read again."""
+    cur.execute(
+        "WITH changed AS (SELECT c.host_id FROM placement_change c"
+        "  WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
+        "  AND c.xid >= pg_snapshot_xmin(%(snap)s::pg_snapshot)"
+        "  AND (NOT pg_visible_in_snapshot(c.xid, %(snap)s::pg_snapshot) OR c.xid = %(own)s::xid8)),"
+        " ids AS (SELECT DISTINCT host_id FROM changed WHERE host_id IS NOT NULL),"
+        " whole AS (SELECT EXISTS (SELECT 1 FROM changed WHERE host_id IS NULL) AS everything)"
+        " SELECT pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS own,"
+        " whole.everything, ARRAY(SELECT host_id FROM ids) AS hosts,"
+        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_agg(to_jsonb(e)) FROM (" + _PLACEMENT_HOST +
+        "   WHERE h.cluster_id = %(cluster)s AND h.id IN (SELECT host_id FROM ids)) e), '[]') END AS entries,"
+        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_object_agg(v.name, h.name) FROM vm_runtime r"
+        "   JOIN host h ON h.id = r.run_host_id JOIN vm v ON v.id = r.vm_id"
+        "   WHERE r.run_host_id IN (SELECT host_id FROM ids) AND v.cluster_id = %(cluster)s), '{}') END AS locations"
+        " FROM whole", {"snap": snapshot, "cluster": cluster_id, "own": own})
+    row = cur.fetchone()
+    if row["entries"] is not None:
+        for entry in row["entries"]:
+            entry["id"] = uuid.UUID(entry["id"])
+    return row
 
 
 def prune_placement_changes(cur, keep_seconds):

@@ -134,7 +134,10 @@ class Scheduler:
         self.hosts = [_Host(h) for h in hosts]
         self.by_name = {h.name: h for h in self.hosts}
         self._slot = {h.name: i for i, h in enumerate(self.hosts)}  # where each is in ``hosts``
-        self.locations = dict(vms or {})  # VM name -> host name, of the cluster's running VMs
+        self.locations = {}  # VM name -> host name, of the cluster's running VMs
+        self._on_host = {}  # host name -> the names of the VMs ``locations`` puts there
+        for vm, host in (vms or {}).items():
+            self._locate(vm, host)
         self.groups = [dict(g) for g in groups]
         self._of_vm = {}  # VM name -> its groups
         for group in self.groups:
@@ -197,10 +200,20 @@ class Scheduler:
                 self._push(host)
                 self.total_free += self._given(host)
                 self._push_ha(host)
-        gone = set(moved) | set(removed)
-        if gone:
-            self.locations = {vm: host for vm, host in self.locations.items() if host not in gone}
-        self.locations.update(locations or {})
+        for host in set(moved) | set(removed):
+            for vm in self._on_host.pop(host, ()):
+                del self.locations[vm]
+        for vm, host in (locations or {}).items():
+            self._locate(vm, host)
+
+    def _locate(self, vm, host):
+        """``vm`` runs on ``host`` (None: nowhere)."""
+        old = self.locations.pop(vm, None)
+        if old is not None:
+            self._on_host[old].discard(vm)
+        if host is not None:
+            self.locations[vm] = host
+            self._on_host.setdefault(host, set()).add(vm)
 
     # -- scores ---------------------------------------------------------------------------------
 
@@ -464,7 +477,7 @@ class Scheduler:
         self._push(host)
         self._push_ha(host)
         if vm_name or request.get("name"):
-            self.locations[vm_name or request["name"]] = host_name
+            self._locate(vm_name or request["name"], host_name)
 
     def release(self, request, host_name, vm_name=None):
         """The opposite of ``commit``: the VM no longer holds the host (as when it leaves it)."""
@@ -481,7 +494,8 @@ class Scheduler:
         host.version = next(self._versions)
         self._push(host)
         self._push_ha(host)
-        self.locations.pop(vm_name or request.get("name"), None)
+        if vm_name or request.get("name"):
+            self._locate(vm_name or request["name"], None)
 
     def assess(self, request):
         """Every host with why it cannot take the VM (None when it can) and its score there: [(name, reason,

@@ -32,10 +32,10 @@ def scheduler_for(engine, cur, cluster_id):
     """The cluster's Scheduler, up to date within this transaction (see the module's docstring)."""
     kept = engine.placement_snapshots.get(cluster_id)
     if kept is not None and time.monotonic() - kept.taken < KEEP_SECONDS:
-        changes = vm_rows.placement_changes(cur, cluster_id, kept.snapshot, kept.own)
-        if not changes["everything"]:
-            _apply(cur, kept, cluster_id, [str(h) for h in changes["hosts"]])
-            kept.snapshot, kept.own = changes["snapshot"], changes["own"]
+        update = vm_rows.placement_update(cur, cluster_id, kept.snapshot, kept.own)
+        if not update["everything"]:
+            _apply(kept, update)
+            kept.snapshot, kept.own = update["snapshot"], update["own"]
             return kept.scheduler
     changes = vm_rows.placement_changes(cur, cluster_id)  # the mark the next call asks from
     vm_rows.prune_placement_changes(cur, LOG_SECONDS)
@@ -48,16 +48,17 @@ def scheduler_for(engine, cur, cluster_id):
     return kept.scheduler
 
 
-def _apply(cur, kept, cluster_id, host_ids):
+def _apply(kept, update):
+    host_ids = [str(h) for h in update["hosts"]]
     if not host_ids:
         return
-    entries = vm_rows.placement_hosts(cur, cluster_id, host_ids)
+    entries = update["entries"]
     found = {str(h["id"]) for h in entries}
     removed = [kept.ids.pop(i) for i in host_ids if i not in found and i in kept.ids]
     removed += [kept.ids[str(h["id"])] for h in entries if kept.ids.get(str(h["id"]), h["name"]) != h["name"]]
     moved = [kept.ids[i] for i in host_ids if i in kept.ids] + removed
     kept.ids.update((str(h["id"]), h["name"]) for h in entries)
-    kept.scheduler.refresh(entries, removed=removed, locations=vm_rows.placement_locations(cur, cluster_id, host_ids),
+    kept.scheduler.refresh(entries, removed=removed, locations=update["locations"],
                            moved=moved + [h["name"] for h in entries])
 
 

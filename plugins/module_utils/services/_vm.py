@@ -1191,6 +1191,7 @@ class VmStart(_VmOperation):
     """Place, reserve under the cluster's lock, create the transient domain with no lock, confirm Up."""
 
     action = "vm.start"
+    pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
     def reserve(self, cur, plan):
         row = self._row(cur, lock=True)
@@ -1225,8 +1226,10 @@ class VmStart(_VmOperation):
 
     def _place(self, cur, definition, cluster_id, cluster_name):
         """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
-        self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-        decision = _placing.scheduler_for(self.engine, cur, cluster_id).place(placement_request(definition))
+        with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
+            self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
+            scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
+        decision = scheduler.place(placement_request(definition))
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
                                 % (definition["name"], cluster_name, decision.explain() or "the cluster has no hosts"))
