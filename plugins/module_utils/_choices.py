@@ -12,6 +12,9 @@ PRESENT_ABSENT = ("present", "absent")
 
 DATACENTER_STORAGE_TYPES = ("shared", "local")
 
+# CPU modes a cluster may name instead of a CPU model: the guest gets (a model of) its host's CPU
+CPU_MODES = ("host-model", "host-passthrough")
+
 SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
 MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
 

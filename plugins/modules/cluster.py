@@ -32,7 +32,13 @@ options:
     type: str
   cpu_model:
     description:
-      - CPU model every host of the cluster must offer (libvirt name, for example V(Skylake-Client)).
+      - CPU model the cluster's VMs are started with, by libvirt's name (for example V(Skylake-Client-IBRS),
+        V(EPYC-Rome), V(qemu64)); the guest gets exactly that model or does not start, so that it can later move
+        to any host of the cluster.
+      - The scheduler places VMs only on hosts whose libvirt lists the model as usable for their domain type
+        (C(virsh domcapabilities)); every other host is rejected with that reason.
+      - V(host-model) or V(host-passthrough) instead give each guest (a model of) its host's own CPU.
+      - Unset, VMs get the hypervisor's default CPU and no host is filtered out for it.
     type: str
   scheduling_policy:
     description:

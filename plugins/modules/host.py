@@ -157,6 +157,7 @@ host:
     libvirt_version: 9.0.0
     cpu_arch: x86_64
     cpu_model: Skylake-Client-IBRS
+    cpu_models: [qemu64, Skylake-Client, Skylake-Client-IBRS]
     cpu_vendor: Intel
     cpu_sockets: 1
     cpu_cores: 4

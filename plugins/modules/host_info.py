@@ -60,6 +60,7 @@ hosts:
       libvirt_uri: qemu+tls://hv1/system
       domain_type: kvm
       cpu_model: Skylake-Client-IBRS
+      cpu_models: [qemu64, Skylake-Client, Skylake-Client-IBRS]
       cpu_count: 8
       memory_mib: 31992
       reserved_memory_mib: 256

@@ -148,3 +148,41 @@ def test_a_kept_snapshot_is_read_whole_again_when_old_and_the_change_log_is_prun
     with other.transaction() as cur:
         cur.execute("SELECT id FROM placement_change WHERE id = ANY(%s)", ([stale, recent],))
         assert [r["id"] for r in cur.fetchall()] == [recent]
+
+
+def test_a_kept_snapshot_follows_random_changes_applied_as_differences(cluster):
+    """Reservations that come, go, move between hosts and grow, mixed in one transaction with changes that read
+    a host again (its status, a VM's HA flag): after every transaction the kept snapshot equals a fresh read."""
+    import random
+
+    kept, other, cluster_id = cluster
+    first = _kept_matches_fresh(kept, cluster_id)
+    rnd = random.Random(7)
+    vms = ["vm%d" % v for v in range(6)]
+    hosts = ["hv0", "hv1", "hv2"]
+    place = ("UPDATE vm_runtime r SET run_host_id = h.id, reserved_memory_mib = %s, reserved_vcpus = %s,"
+             " status = 'Up' FROM vm v, host h WHERE v.id = r.vm_id AND v.name = %s AND h.name = %s")
+    for _round in range(25):
+        with other.transaction() as cur:
+            for _change in range(rnd.randint(1, 4)):
+                kind = rnd.choice(("place", "place", "stop", "grow", "ha", "status"))
+                vm, host = rnd.choice(vms), rnd.choice(hosts)
+                if kind == "place":  # a start, or a move from wherever it runs
+                    cur.execute(place, (rnd.choice((256, 512)), rnd.randint(1, 2), vm, host))
+                elif kind == "stop":
+                    cur.execute("UPDATE vm_runtime r SET run_host_id = NULL, reserved_memory_mib = 0,"
+                                " reserved_vcpus = 0, status = 'Down' FROM vm v WHERE v.id = r.vm_id"
+                                " AND v.name = %s", (vm,))
+                elif kind == "grow":  # live growth of what a running VM holds
+                    cur.execute("UPDATE vm_runtime r SET reserved_memory_mib = reserved_memory_mib + 128"
+                                " FROM vm v WHERE v.id = r.vm_id AND v.name = %s AND r.run_host_id IS NOT NULL",
+                                (vm,))
+                elif kind == "ha":
+                    cur.execute("UPDATE vm SET ha_enabled = NOT ha_enabled WHERE name = %s", (vm,))
+                else:
+                    cur.execute("UPDATE host SET status = CASE WHEN status = 'Up' THEN 'Maintenance' ELSE 'Up'"
+                                " END WHERE name = %s", (host,))
+        assert _kept_matches_fresh(kept, cluster_id) is first
+    with kept.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM placement_change WHERE sign IS NOT NULL")
+        assert cur.fetchone()["n"] > 0  # the differences were there to apply

@@ -97,6 +97,27 @@ def test_a_vm_that_fits_no_host_says_why_and_reserves_nothing(engine_options, sq
         {"status": "Down", "run_host_id": None, "reserved_memory_mib": 0}]
 
 
+def test_the_clusters_cpu_model_decides_which_hosts_can_start_its_vms(engine_options, sql):
+    """A named model needs a host whose libvirt lists it; the test driver lists none, so it is refused with that
+    reason, and nothing is reserved. A CPU mode (host-model) suits every host, and the domain gets it."""
+    model = {"name": "model", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris",
+                                                        "cpu_model": "Skylake-Client-IBRS"}}
+    run = run_play(BASE + [model, dict(name="start", ignore_errors=True, **web(state="running"))],
+                   engine=engine_options)
+    assert ("no host of cluster prod can run it: hv1: cannot tell whether it runs the cluster's CPU model "
+            "Skylake-Client-IBRS: its libvirt lists no CPU models") in run["start"]["msg"]
+    assert sql("SELECT status, run_host_id FROM vm_runtime") == [{"status": "Down", "run_host_id": None}]
+    assert sql("SELECT cpu_models FROM host") == [{"cpu_models": None}]
+    # the dry run says the same, host by host
+    run = run_play([{"name": "where", "virtplane.kvm.vm_placement_info": {"name": "web01"}}], engine=engine_options)
+    assert "cannot tell whether it runs" in str(run["where"]), run.output
+    mode = {"name": "mode", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris",
+                                                      "cpu_model": "host-model"}}
+    run = run_play([mode, dict(name="start", **web(state="running"))], engine=engine_options)
+    assert run.rc == 0, run.output
+    assert run["start"]["vm"]["status"] == "Up" and run["start"]["vm"]["host"] == "hv1"
+
+
 BAD_INPUT = [
     (dict(name="web<01>"), "'name'", "not a valid name"),
     (dict(name="web;reboot"), "'name'", "not a valid name"),

@@ -3,7 +3,11 @@
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
-from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import choose_domain_type, parse_capabilities
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import (
+    choose_domain_type,
+    parse_capabilities,
+    parse_cpu_models,
+)
 
 KVM_HOST = """
 <capabilities>
@@ -65,3 +69,31 @@ def test_domain_type(hypervisor, offered, requested, expected):
 def test_forcing_kvm_where_it_is_not_offered_is_refused():
     with pytest.raises(ValidationError, match="Invalid value for 'domain_type': 'kvm' is not offered by this host"):
         choose_domain_type("QEMU", ["qemu"], "kvm")
+
+
+DOMAIN_CAPABILITIES = """
+<domainCapabilities>
+  <path>/usr/bin/qemu-system-x86_64</path>
+  <domain>qemu</domain>
+  <arch>x86_64</arch>
+  <cpu>
+    <mode name='host-passthrough' supported='no'/>
+    <mode name='host-model' supported='yes'><model fallback='forbid'>EPYC</model></mode>
+    <mode name='custom' supported='yes'>
+      <model usable='yes' vendor='unknown'>qemu64</model>
+      <model usable='yes' vendor='AMD'>Opteron_G1</model>
+      <model usable='no' vendor='Intel'>Skylake-Client</model>
+      <model usable='unknown' vendor='Intel'>Cascadelake-Server</model>
+    </mode>
+  </cpu>
+</domainCapabilities>
+"""
+
+
+def test_the_cpu_models_a_host_can_give_are_the_usable_custom_ones():
+    assert parse_cpu_models(DOMAIN_CAPABILITIES) == ["Opteron_G1", "qemu64"]
+
+
+def test_no_custom_mode_means_no_model():
+    assert parse_cpu_models("<domainCapabilities><cpu><mode name='custom' supported='no'/></cpu>"
+                            "</domainCapabilities>") == []

@@ -39,6 +39,31 @@ def test_libvirt_takes_it():
         conn.close()
 
 
+@pytest.mark.parametrize("cpu_model, topology, expected", [
+    # a named model: exactly it, or the guest does not start (no silent fallback to another model)
+    ("Skylake-Client", None, {"mode": "custom", "match": "exact", "check": "partial", "model": "Skylake-Client",
+                              "fallback": "forbid"}),
+    ("host-model", (1, 2, 1), {"mode": "host-model", "model": None, "sockets": "1", "cores": "2"}),
+    ("host-passthrough", None, {"mode": "host-passthrough", "model": None}),
+    (None, (2, 1, 1), {"mode": None, "model": None, "sockets": "2", "cores": "1"}),
+])
+def test_the_cluster_cpu_model_and_the_topology_share_one_cpu_element(cpu_model, topology, expected):
+    spec = _domain.GuestSpec("cpu01", vcpus=2, cpu_model=cpu_model, topology=topology)
+    cpus = ET.fromstring(_domain.guest_xml(spec)).findall("cpu")
+    assert len(cpus) == 1
+    cpu = cpus[0]
+    found = {"mode": cpu.get("mode"), "model": cpu.findtext("model")}
+    if cpu_model not in (None, "host-model", "host-passthrough"):
+        found.update(match=cpu.get("match"), check=cpu.get("check"), fallback=cpu.find("model").get("fallback"))
+    if topology:
+        found.update(sockets=cpu.find("topology").get("sockets"), cores=cpu.find("topology").get("cores"))
+    assert found == expected
+
+
+def test_no_cpu_element_without_a_model_or_topology():
+    assert ET.fromstring(_domain.guest_xml(_domain.GuestSpec("cpu02"))).find("cpu") is None
+
+
 @pytest.mark.parametrize(("machine", "bus", "target"),
                          [("pc", "ide", "hdc"), ("pc-q35-7.2", "sata", "sdc"), (None, "ide", "hdc")])
 def test_a_cdrom_on_the_machine_s_own_controller(machine, bus, target):

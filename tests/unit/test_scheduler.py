@@ -52,6 +52,24 @@ def test_each_filter_says_why_a_host_is_rejected(values, request_values, reason)
     assert scheduler.exhaustive(vm(**request_values)).rejected == {"hv1": reason}
 
 
+@pytest.mark.parametrize("cpu_model, models, reason", [
+    ("Skylake-Client", ["qemu64", "Skylake-Client"], None),
+    ("Skylake-Client", ["qemu64"], "its CPU cannot give guests the cluster's CPU model Skylake-Client"),
+    ("Skylake-Client", None, "cannot tell whether it runs the cluster's CPU model Skylake-Client: its libvirt lists "
+     "no CPU models"),
+    # CPU modes and no model at all: every host runs them
+    ("host-model", None, None),
+    ("host-passthrough", ["qemu64"], None),
+    (None, None, None),
+])
+def test_the_clusters_cpu_model_is_one_the_host_can_give(cpu_model, models, reason):
+    scheduler = Scheduler([host("hv1", cpu_models=models)], cpu_model=cpu_model)
+    decision = scheduler.place(vm())
+    assert (decision.host is None) == (reason is not None)
+    assert scheduler.exhaustive(vm()).rejected == ({"hv1": reason} if reason else {})
+    assert scheduler.reason(vm(), "hv1") == reason
+
+
 def test_a_chosen_host_leaves_the_others_with_their_reason():
     decision = Scheduler([host("hv1", status="Maintenance"), host("hv2"), host("hv3")]).place(vm())
     assert decision.host["name"] == "hv2"
@@ -121,13 +139,15 @@ def test_the_index_chooses_what_the_exhaustive_reference_chooses(seed, policy):
                   cpu_overcommit_ratio=2, committed_memory_mib=rnd.choice([0, 2048, 6144]), vms=rnd.randint(0, 5),
                   cpu_load_percent=rnd.randint(0, 100), status="Up" if rnd.random() > 0.1 else "Maintenance",
                   networks=["app", "db"] if rnd.random() > 0.2 else ["app"],
-                  cpu_features=["avx2"] if rnd.random() > 0.2 else [])
+                  cpu_features=["avx2"] if rnd.random() > 0.2 else [],
+                  cpu_models=rnd.choice([None, ["qemu64"], ["qemu64", "EPYC"]]))
              for i in range(60)]
     where = {"old%d" % i: "hv%03d" % rnd.randrange(60) for i in range(20)}
     groups = [{"name": "g%d" % g, "vms": rnd.sample(sorted(where), 2) + ["vm%d" % v for v in range(g, 200, 9)],
                "vm_rule": rnd.choice(["positive", "negative"]), "vm_enforcing": rnd.random() > 0.5}
               for g in range(6)]
-    scheduler = Scheduler(hosts, policy=policy, vms=where, groups=groups, ha_reservation=seed % 2 == 0)
+    scheduler = Scheduler(hosts, policy=policy, vms=where, groups=groups, ha_reservation=seed % 2 == 0,
+                          cpu_model=(None, "qemu64", "EPYC")[seed % 3])
     for v in range(200):
         request = vm("vm%d" % v, memory_mib=rnd.choice([512, 1024, 2048, 4096]), vcpus=rnd.choice([1, 2, 4]),
                      networks=["app", "db"] if v % 3 else ["app"], cpu_features=["avx2"] if v % 2 else [],

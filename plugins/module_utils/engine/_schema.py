@@ -582,6 +582,52 @@ CREATE TRIGGER placement_logical_network AFTER UPDATE OF name ON logical_network
     FOR EACH STATEMENT EXECUTE FUNCTION placement_changed();
 """
 
+# A VM's reservation arriving on a host (sign 1) or leaving it (sign -1) is logged with what it holds, so
+# that a kept snapshot applies the difference instead of reading the host again (most changes of a busy
+# cluster are these). A row without a sign still means: read the host again.
+_PLACEMENT_DELTAS = """
+ALTER TABLE placement_change ADD COLUMN vm_name text, ADD COLUMN memory_mib bigint, ADD COLUMN vcpus integer,
+    ADD COLUMN ha boolean, ADD COLUMN sign smallint;
+
+CREATE FUNCTION placement_hold(changed uuid, held_by uuid, memory bigint, cpus integer, direction smallint)
+RETURNS void LANGUAGE sql AS $$
+    -- a VM already gone (its runtime removed with it) leaves a plain change: the host is read again
+    INSERT INTO placement_change (cluster_id, host_id, vm_name, memory_mib, vcpus, ha, sign)
+    SELECT h.cluster_id, h.id, v.name, COALESCE(memory, 0), COALESCE(cpus, 0), v.ha_enabled,
+           CASE WHEN v.id IS NULL THEN NULL ELSE direction END
+    FROM host h LEFT JOIN vm v ON v.id = held_by WHERE h.id = changed
+$$;
+
+-- the VM runtime's triggers log differences from now on (placement_changed keeps the rest)
+CREATE FUNCTION placement_runtime_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' AND OLD.run_host_id IS NOT NULL THEN
+        PERFORM placement_hold(OLD.run_host_id, OLD.vm_id, OLD.reserved_memory_mib, OLD.reserved_vcpus, -1::smallint);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.run_host_id IS NOT NULL THEN
+        PERFORM placement_hold(NEW.run_host_id, NEW.vm_id, NEW.reserved_memory_mib, NEW.reserved_vcpus, 1::smallint);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER placement_vm_runtime ON vm_runtime;
+CREATE TRIGGER placement_vm_runtime AFTER INSERT OR DELETE ON vm_runtime
+    FOR EACH ROW EXECUTE FUNCTION placement_runtime_changed();
+
+-- a difference is a difference when one side is NULL too
+DROP TRIGGER placement_vm_runtime_update ON vm_runtime;
+CREATE TRIGGER placement_vm_runtime_update AFTER UPDATE OF run_host_id, reserved_vcpus, reserved_memory_mib
+    ON vm_runtime FOR EACH ROW WHEN (OLD.run_host_id IS DISTINCT FROM NEW.run_host_id
+        OR OLD.reserved_vcpus IS DISTINCT FROM NEW.reserved_vcpus
+        OR OLD.reserved_memory_mib IS DISTINCT FROM NEW.reserved_memory_mib)
+    EXECUTE FUNCTION placement_runtime_changed();
+"""
+
+# the named CPU models a guest can be given on the host (libvirt's domain capabilities); NULL: unknown
+_HOST_CPU_MODELS = """
+ALTER TABLE host ADD COLUMN cpu_models jsonb;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -598,6 +644,8 @@ MIGRATIONS = (
     Migration(11, "snapshots as taken: kind, the VM then, libvirt's description, job", _SNAPSHOTS),
     Migration(12, "host capacity: reserved memory and CPUs, schedulable caps", _HOST_CAPACITY),
     Migration(13, "placement changes, for snapshots read again only where they changed", _PLACEMENT_CHANGES),
+    Migration(14, "placement changes carry what a VM's reservation adds to or takes from its host", _PLACEMENT_DELTAS),
+    Migration(15, "the CPU models a host can give its guests", _HOST_CPU_MODELS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -10,7 +10,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _rows
 
 # one row per VM with everything a re-apply compares: its NICs and disks folded in, its runtime beside it
 SELECT = (
-    "SELECT v.*, c.name AS cluster, c.datacenter_id, d.name AS datacenter,"
+    "SELECT v.*, c.name AS cluster, c.datacenter_id, d.name AS datacenter, c.cpu_model AS cluster_cpu_model,"
     " r.status, r.status_reason, r.status_changed_at, r.run_host_id, r.reserved_vcpus, r.reserved_memory_mib,"
     " r.job_id, r.console, r.guest_addresses, r.running_config, r.saved_state, h.name AS host,"
     " h.libvirt_uri AS host_uri, h.address AS host_address,"
@@ -26,9 +26,18 @@ SELECT = (
     " JOIN vm_runtime r ON r.vm_id = v.id LEFT JOIN host h ON h.id = r.run_host_id")
 
 
-def find(cur, name, lock=False):
-    cur.execute(SELECT + " WHERE v.name = %s" + (" FOR UPDATE OF v, r" if lock else ""), (name,))
+def find(cur, name, lock=False, now=False):
+    """The VM's row (None: no such VM); ``lock``: locked until the transaction ends; ``now``: with the transaction's
+    time (``now``) read in the same statement."""
+    send_find(cur, name, lock, now)
     return cur.fetchone()
+
+
+def send_find(cur, name, lock=False, now=False):
+    """``find``'s statement, sent: ``cur.fetchone()`` reads the answer (in pipeline mode, after what is sent
+    with it)."""
+    select = "SELECT now() AS now, " + SELECT[len("SELECT "):] if now else SELECT
+    cur.execute(select + " WHERE v.name = %s" + (" FOR UPDATE OF v, r" if lock else ""), (name,))
 
 
 def by_names(cur, names):
@@ -114,23 +123,21 @@ _PLACEMENT_HOST = (
     "SELECT h.id, h.name, h.status, h.status_reason, h.libvirt_uri, h.address, h.domain_type, h.memory_mib,"
     " h.cpu_count, h.reserved_memory_mib, h.reserved_cpus, h.schedulable_memory_mib, h.schedulable_cpus,"
     " c.memory_overcommit_percent, c.cpu_overcommit_ratio,"
-    " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::bigint"
-    "   AS committed_memory_mib,"
-    " COALESCE((SELECT sum(r.reserved_vcpus) FROM vm_runtime r WHERE r.run_host_id = h.id), 0)::integer"
-    "   AS committed_vcpus,"
-    " (SELECT count(*) FROM vm_runtime r WHERE r.run_host_id = h.id) AS vms,"
-    " COALESCE((SELECT sum(r.reserved_memory_mib) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
-    "   WHERE r.run_host_id = h.id AND v.ha_enabled), 0)::bigint AS ha_memory_mib,"
-    " (SELECT count(*) FROM vm_runtime r JOIN vm v ON v.id = r.vm_id"
-    "   WHERE r.run_host_id = h.id AND v.ha_enabled) AS ha_vms,"
+    " held.committed_memory_mib, held.committed_vcpus, held.vms, held.ha_memory_mib, held.ha_vms,"
     " COALESCE((SELECT st.cpu_percent FROM host_statistics st WHERE st.host_id = h.id), 0)::float"
     "   AS cpu_load_percent,"
-    " ARRAY(SELECT jsonb_array_elements_text(h.cpu_features)) AS cpu_features,"
+    " ARRAY(SELECT jsonb_array_elements_text(h.cpu_features)) AS cpu_features, h.cpu_models,"
     " ARRAY(SELECT n.name::text FROM host_network hn JOIN logical_network n ON n.id = hn.network_id"
     "   WHERE hn.host_id = h.id AND hn.realized) AS networks,"
     " ARRAY(SELECT s.name::text FROM storage_domain_host sh JOIN storage_domain s ON s.id = sh.storage_domain_id"
     "   WHERE sh.host_id = h.id AND sh.active AND s.state = 'active') AS storage_domains"
-    " FROM host h JOIN cluster c ON c.id = h.cluster_id")
+    " FROM host h JOIN cluster c ON c.id = h.cluster_id"
+    # what the host's VMs hold, in one pass over them
+    " CROSS JOIN LATERAL (SELECT COALESCE(sum(r.reserved_memory_mib), 0)::bigint AS committed_memory_mib,"
+    "   COALESCE(sum(r.reserved_vcpus), 0)::integer AS committed_vcpus, count(*) AS vms,"
+    "   COALESCE(sum(r.reserved_memory_mib) FILTER (WHERE v.ha_enabled), 0)::bigint AS ha_memory_mib,"
+    "   count(*) FILTER (WHERE v.ha_enabled) AS ha_vms"
+    "   FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE r.run_host_id = h.id) held")
 
 
 def placement_hosts(cur, cluster_id, host_ids=None):
@@ -168,23 +175,40 @@ def placement_changes(cur, cluster_id, snapshot=None, own=None):
 def placement_update(cur, cluster_id, snapshot, own):
     """``placement_changes`` and what changed, read in one statement (one snapshot): {snapshot, own, everything,
     hosts: ids of the hosts to read again, entries: those of them still in the cluster (as ``placement_hosts``
-    returns them), locations: {VM name: host name} of the VMs on them}; entries and locations are None when
-    everything must be read again."""
+    returns them), locations: {VM name: host name} of the VMs on them, deltas: [host id, VM name, memory MiB,
+    vCPUs, HA, sign] of the reservations that came (sign 1) or went (-1) on the other hosts, in order}; entries,
+    locations and deltas are None when everything must be read again."""
+    ask_placement_update(cur, cluster_id, snapshot, own)
+    return placement_update_answer(cur)
+
+
+def ask_placement_update(cur, cluster_id, snapshot, own):
+    """The statement of ``placement_update``, sent: in pipeline mode it goes with the statements before it, and
+    ``placement_update_answer`` reads its answer."""
     cur.execute(
-        "WITH changed AS (SELECT c.host_id FROM placement_change c"
-        "  WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
+        "WITH changed AS (SELECT c.id, c.host_id, c.vm_name, c.memory_mib, c.vcpus, c.ha, c.sign"
+        "  FROM placement_change c WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
         "  AND c.xid >= pg_snapshot_xmin(%(snap)s::pg_snapshot)"
         "  AND (NOT pg_visible_in_snapshot(c.xid, %(snap)s::pg_snapshot) OR c.xid = %(own)s::xid8)),"
-        " ids AS (SELECT DISTINCT host_id FROM changed WHERE host_id IS NOT NULL),"
+        " ids AS (SELECT DISTINCT host_id FROM changed WHERE host_id IS NOT NULL AND sign IS NULL),"
         " whole AS (SELECT EXISTS (SELECT 1 FROM changed WHERE host_id IS NULL) AS everything)"
         " SELECT pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS own,"
         " whole.everything, ARRAY(SELECT host_id FROM ids) AS hosts,"
+        # reservations that came or went on the hosts not read again, in the order they were made
+        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_agg(jsonb_build_array(d.host_id, d.vm_name,"
+        "   d.memory_mib, d.vcpus, d.ha, d.sign) ORDER BY d.id) FROM changed d WHERE d.sign IS NOT NULL"
+        "   AND d.host_id <> ALL(ARRAY(SELECT host_id FROM ids))), '[]') END AS deltas,"
+        # the changed hosts by their keys (ANY of an array: an index scan whatever the statistics say)
         " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_agg(to_jsonb(e)) FROM (" + _PLACEMENT_HOST +
-        "   WHERE h.cluster_id = %(cluster)s AND h.id IN (SELECT host_id FROM ids)) e), '[]') END AS entries,"
+        "   WHERE h.id = ANY(ARRAY(SELECT host_id FROM ids)) AND h.cluster_id = %(cluster)s) e), '[]') END AS entries,"
         " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_object_agg(v.name, h.name) FROM vm_runtime r"
         "   JOIN host h ON h.id = r.run_host_id JOIN vm v ON v.id = r.vm_id"
-        "   WHERE r.run_host_id IN (SELECT host_id FROM ids) AND v.cluster_id = %(cluster)s), '{}') END AS locations"
+        "   WHERE r.run_host_id = ANY(ARRAY(SELECT host_id FROM ids)) AND v.cluster_id = %(cluster)s), '{}') END"
+        " AS locations"
         " FROM whole", {"snap": snapshot, "cluster": cluster_id, "own": own})
+
+
+def placement_update_answer(cur):
     row = cur.fetchone()
     if row["entries"] is not None:
         for entry in row["entries"]:
@@ -198,9 +222,9 @@ def prune_placement_changes(cur, keep_seconds):
 
 
 def placement_context(cur, cluster_id):
-    """What the scheduler needs of the cluster besides its hosts: its policy, the HA reservation, where its VMs
-    run ({name: host}) and its affinity groups with their VMs and hosts."""
-    cur.execute("SELECT scheduling_policy, ha_reservation FROM cluster WHERE id = %s", (cluster_id,))
+    """What the scheduler needs of the cluster besides its hosts: its policy, the HA reservation, its CPU model,
+    where its VMs run ({name: host}) and its affinity groups with their VMs and hosts."""
+    cur.execute("SELECT scheduling_policy, ha_reservation, cpu_model FROM cluster WHERE id = %s", (cluster_id,))
     cluster = cur.fetchone()
     locations = placement_locations(cur, cluster_id)
     cur.execute("SELECT g.name, g.vm_rule, g.vm_enforcing, g.host_rule, g.host_enforcing, g.priority,"
@@ -210,7 +234,7 @@ def placement_context(cur, cluster_id):
                 "   WHERE gh.group_id = g.id ORDER BY h.name) AS hosts"
                 " FROM affinity_group g WHERE g.cluster_id = %s ORDER BY g.name", (cluster_id,))
     return {"policy": cluster["scheduling_policy"], "ha_reservation": cluster["ha_reservation"],
-            "vms": locations, "groups": cur.fetchall()}
+            "cpu_model": cluster["cpu_model"], "vms": locations, "groups": cur.fetchall()}
 
 
 def largest_host(cur, cluster_id):

@@ -13,14 +13,16 @@ from __future__ import annotations
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._scheduler import Scheduler
 
 
-def growth_reason(host_name, growth, hosts, policy="none", vms=None, groups=(), ha_reservation=False):
+def growth_reason(host_name, growth, hosts, policy="none", vms=None, groups=(), ha_reservation=False, cpu_model=None):
     """Why the host ``host_name`` cannot take ``growth`` (memory_mib, vcpus, ha) of a VM it runs — every filter
-    that capacity answers, the HA reservation included — or None."""
+    that capacity answers, the HA reservation included — or None. (The VM runs there: the cluster's CPU model,
+    which the host was checked for when the VM started, is not asked again.)"""
+    del cpu_model
     scheduler = Scheduler(hosts, policy=policy, vms=vms, groups=groups, ha_reservation=ha_reservation)
     return scheduler.reason(dict(growth, name=None), host_name)
 
 
-def place(request, hosts, policy="none", vms=None, groups=(), ha_reservation=False):
+def place(request, hosts, policy="none", vms=None, groups=(), ha_reservation=False, cpu_model=None):
     """The best host for the VM under the cluster's policy.
 
     ``request``: name, memory_mib, vcpus, networks, storage_domains, hosts (pinning, may be empty), ha;
@@ -29,4 +31,5 @@ def place(request, hosts, policy="none", vms=None, groups=(), ha_reservation=Fal
     reserved_memory_mib, cpu_load_percent, cpu_features, ha_memory_mib, ha_vms); ``vms``: {VM name: host
     name} of the cluster's running VMs; ``groups``: its affinity groups.
     """
-    return Scheduler(hosts, policy=policy, vms=vms, groups=groups, ha_reservation=ha_reservation).place(request)
+    return Scheduler(hosts, policy=policy, vms=vms, groups=groups, ha_reservation=ha_reservation,
+                     cpu_model=cpu_model).place(request)

@@ -9,13 +9,14 @@ every filter, and, when asked, the reason each other host was rejected. ``commit
 records a placement in the snapshot, so that many VMs are placed one after the other as the engine
 would under the cluster's lock.
 
-Filters (hard): the host is Up; the VM's pinning; the VM's logical networks realized and its storage
-domains active on the host; the CPU features it needs; memory within the cluster's overcommit after
-the host's own reserve; vCPUs within the host's threads and the CPU overcommit ratio; hard VM-to-VM
-affinity (with the VMs of a positive group, away from those of a negative one) and hard VM-to-host
-affinity; the HA reservation (with the cluster's ``ha_reservation``, room is kept so that the HA VMs
-of any one host that fails can restart on the others: counted in memory, as the sum of what the other
-hosts have free, so packing, vCPUs and networks are not modelled).
+Filters (hard): the host is Up; it can give guests the cluster's CPU model; the VM's pinning; the
+VM's logical networks realized and its storage domains active on the host; the CPU features it needs;
+memory within the cluster's overcommit after the host's own reserve; vCPUs within the host's threads
+and the CPU overcommit ratio; hard VM-to-VM affinity (with the VMs of a positive group, away from
+those of a negative one) and hard VM-to-host affinity; the HA reservation (with the cluster's
+``ha_reservation``, room is kept so that the HA VMs of any one host that fails can restart on the
+others: counted in memory, as the sum of what the other hosts have free, so packing, vCPUs and
+networks are not modelled).
 
 Weights (higher is better), mixed by the policy (``WEIGHTS``): free memory, CPU load, VM count,
 power saving (fill busy hosts, keep empty ones empty), HA spreading (fewer HA VMs on a host, for HA
@@ -34,6 +35,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._choices import CPU_MODES
 
 # policy -> weight factors: free memory, CPU load, VM count, power saving, HA spreading
 WEIGHTS = {
@@ -68,7 +71,7 @@ class Decision:
 
 
 class _Host:
-    __slots__ = ("entry", "name", "up", "status_text", "networks", "domains", "features", "limit_mib",
+    __slots__ = ("entry", "name", "up", "status_text", "networks", "domains", "features", "models", "limit_mib",
                  "committed_mib", "cpus", "cpu_limit", "committed_vcpus", "vms", "load", "ha_mib", "ha_vms",
                  "version", "group")
 
@@ -82,6 +85,8 @@ class _Host:
         self.networks = frozenset(entry.get("networks") or ())
         self.domains = frozenset(entry.get("storage_domains") or ())
         self.features = frozenset(entry.get("cpu_features") or ())
+        models = entry.get("cpu_models")
+        self.models = None if models is None else frozenset(models)  # None: libvirt could not tell
         memory, cpus = capacity(entry)
         self.limit_mib = None if memory is None else memory * (entry.get("memory_overcommit_percent") or 100) / 100.0
         self.committed_mib = entry.get("committed_memory_mib") or 0
@@ -126,9 +131,11 @@ def _bucket(free):
 class Scheduler:
     """Placement over one cluster's snapshot (see the module's docstring)."""
 
-    def __init__(self, hosts, policy="none", vms=None, groups=(), ha_reservation=False):
+    def __init__(self, hosts, policy="none", vms=None, groups=(), ha_reservation=False, cpu_model=None):
         if policy not in WEIGHTS:
             raise ValueError("unknown scheduling policy %r" % (policy,))
+        # the cluster's named CPU model, which every VM is started with (a CPU mode such as host-model fits any)
+        self.cpu_model = cpu_model if cpu_model and cpu_model not in CPU_MODES else None
         self.weights = WEIGHTS[policy]
         self.policy = policy
         self.hosts = [_Host(h) for h in hosts]
@@ -159,7 +166,7 @@ class Scheduler:
             self._push_ha(host)
 
     def _join_group(self, host):
-        key = (host.up, host.networks, host.domains, host.features)
+        key = (host.up, host.networks, host.domains, host.features, self._runs_model(host))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = {"key": key, "hosts": [], "buckets": {}}
@@ -288,9 +295,17 @@ class Scheduler:
                                                           else -SOFT_AFFINITY)
         return must, musts, avoid, bonus
 
+    def _runs_model(self, host):
+        return self.cpu_model is None or (host.models is not None and self.cpu_model in host.models)
+
     def _static_reason(self, request, host):
         if not host.up:
             return host.status_text
+        if not self._runs_model(host):
+            if host.models is None:
+                return "cannot tell whether it runs the cluster's CPU model %s: its libvirt lists no CPU models" \
+                    % self.cpu_model
+            return "its CPU cannot give guests the cluster's CPU model %s" % self.cpu_model
         missing = sorted(set(request.get("networks") or ()) - host.networks)
         if missing:
             return "logical network %s not realized" % ", ".join(missing)
@@ -381,7 +396,8 @@ class Scheduler:
         groups = self._eligible.get(key)
         if groups is None:
             groups = [g for g in self._groups.values()
-                      if g["key"][0] and key[0] <= g["key"][1] and key[1] <= g["key"][2] and key[2] <= g["key"][3]]
+                      if g["key"][0] and g["key"][4] and key[0] <= g["key"][1] and key[1] <= g["key"][2]
+                      and key[2] <= g["key"][3]]
             self._eligible[key] = groups
         return groups
 
@@ -496,6 +512,16 @@ class Scheduler:
         self._push_ha(host)
         if vm_name or request.get("name"):
             self._locate(vm_name or request["name"], None)
+
+    def adjust(self, host_name, vm_name, held, sign):
+        """What the database recorded: the VM's reservation ``held`` (memory_mib, vcpus, ha) came to the host
+        (``sign`` 1) or left it (-1). Leaving does not move the VM's location away from another host."""
+        if sign > 0:
+            self.commit(held, host_name, vm_name)
+            return
+        self.release(held, host_name)
+        if self.locations.get(vm_name) == host_name:
+            self._locate(vm_name, None)
 
     def assess(self, request):
         """Every host with why it cannot take the VM (None when it can) and its score there: [(name, reason,

@@ -45,7 +45,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 
 FACTS = ("hardware_uuid", "hostname", "hypervisor_type", "domain_type", "libvirt_version", "cpu_arch",
          "cpu_model", "cpu_vendor", "cpu_sockets", "cpu_cores", "cpu_threads", "cpu_count", "cpu_mhz",
-         "memory_mib", "numa_cells", "cpu_features")
+         "memory_mib", "numa_cells", "cpu_features", "cpu_models")
 # What moves with the machine rather than with its configuration (the current clock, memory that is
 # hot-added or onlined over time): refreshed on every check, never reported as a change.
 MONITORED = ("cpu_mhz", "memory_mib", "numa_cells")
@@ -155,12 +155,13 @@ class HostCheck(_operation.Operation):
         return _operation.Plan(current=current, action_text=action, uri=uri, setting=setting, host=host,
                                cluster=cluster)
 
-    # 2. the host's libvirt, read only and before any lock: a dead host must not stall other writers
+    # 2. the host's libvirt, read before any lock: a dead host must not stall other writers. The connection may
+    # write (libvirt tells the CPU models a guest can have only to such a one); the run's changes reuse it.
     def observe(self, plan):
         hypervisors = _hosts.hypervisors(self.engine)
         plan.facts, plan.reason, plan.observed, plan.observe_error = None, None, None, None
         try:
-            conn = hypervisors.connect(plan.host, self.spec.timeout, readonly=True)
+            conn = hypervisors.connect(plan.host, self.spec.timeout)
             plan.facts = _client.read_host_facts(conn, plan.setting)
         except HypervisorError as exc:
             plan.reason = str(exc)

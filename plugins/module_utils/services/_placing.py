@@ -6,7 +6,8 @@
 that writes the reservation. The first call of a connection reads the cluster's whole snapshot from
 PostgreSQL (hosts, where the VMs run, affinity groups, policy) and builds its ``Scheduler``; later
 calls ask the ``placement_change`` log (kept by triggers) what changed since the snapshot was read —
-by transactions it did not see, its own included — and read again only those hosts. A change of the
+by transactions it did not see, its own included: a reservation that came to or left a host is applied as
+the difference it makes, any other change of a host reads that host again. A change of the
 cluster itself or of its affinity groups reads it all again, as does a snapshot older than
 ``KEEP_SECONDS``. A placement that is not committed leaves nothing behind: the scheduler learns of
 reservations only from the database.
@@ -30,13 +31,45 @@ class _Kept:
 
 def scheduler_for(engine, cur, cluster_id):
     """The cluster's Scheduler, up to date within this transaction (see the module's docstring)."""
-    kept = engine.placement_snapshots.get(cluster_id)
-    if kept is not None and time.monotonic() - kept.taken < KEEP_SECONDS:
-        update = vm_rows.placement_update(cur, cluster_id, kept.snapshot, kept.own)
-        if not update["everything"]:
-            _apply(kept, update)
-            kept.snapshot, kept.own = update["snapshot"], update["own"]
-            return kept.scheduler
+    return ask(engine, cur, cluster_id).answer()
+
+
+def ask(engine, cur, cluster_id):
+    """``scheduler_for`` in two steps: the question (what changed since the kept snapshot) is sent now, on a
+    cursor of its own, and the Question's ``answer()`` reads it and gives the Scheduler. In pipeline mode the
+    question goes in one round trip with the statements sent before it (the locks), and is answered after them."""
+    return _Question(engine, cur, cluster_id)
+
+
+class _Question:
+    def __init__(self, engine, cur, cluster_id):
+        self.engine, self.cur, self.cluster_id = engine, cur, cluster_id
+        self.kept = engine.placement_snapshots.get(cluster_id)
+        self.asking = None
+        if self.kept is not None and time.monotonic() - self.kept.taken < KEEP_SECONDS:
+            self.asking = engine.conn.cursor()
+            vm_rows.ask_placement_update(self.asking, cluster_id, self.kept.snapshot, self.kept.own)
+
+    def answer(self):
+        if self.asking is not None:
+            with self.asking:
+                update = vm_rows.placement_update_answer(self.asking)
+            self.asking = None
+            if not update["everything"]:
+                _apply(self.kept, update)
+                self.kept.snapshot, self.kept.own = update["snapshot"], update["own"]
+                return self.kept.scheduler
+        return _read_whole(self.engine, self.cur, self.cluster_id)
+
+    def close(self):
+        """Not asked after all: the answer is read and dropped (the kept snapshot stays as it was)."""
+        if self.asking is not None:
+            with self.asking:
+                self.asking.fetchall()
+            self.asking = None
+
+
+def _read_whole(engine, cur, cluster_id):
     changes = vm_rows.placement_changes(cur, cluster_id)  # the mark the next call asks from
     vm_rows.prune_placement_changes(cur, LOG_SECONDS)
     hosts = vm_rows.placement_hosts(cur, cluster_id)
@@ -49,6 +82,15 @@ def scheduler_for(engine, cur, cluster_id):
 
 
 def _apply(kept, update):
+    _reread(kept, update)
+    scheduler = kept.scheduler
+    for host_id, vm, memory, vcpus, ha, sign in update["deltas"]:
+        host = kept.ids.get(host_id)
+        if host is not None:  # another cluster's, or a host that is gone (read again: the log says so)
+            scheduler.adjust(host, vm, {"memory_mib": memory, "vcpus": vcpus, "ha": ha}, sign)
+
+
+def _reread(kept, update):
     host_ids = [str(h) for h in update["hosts"]]
     if not host_ids:
         return

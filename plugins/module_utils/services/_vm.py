@@ -761,14 +761,17 @@ class _VmOperation(_operation.Operation):
         self.predicted = predicted
         self.restart = restart
 
-    def _row(self, cur, lock=False, required=True):
-        row = vm_rows.find(cur, self.spec.name, lock)
+    def _row(self, cur, lock=False, required=True, sent=False):
+        """The VM's row with the transaction's time (``sent``: its statement was sent with ``vm_rows.send_find``)."""
+        if not sent:
+            vm_rows.send_find(cur, self.spec.name, lock, now=True)
+        row = cur.fetchone()
         if row is None:
             if self.check_mode and self.predicted is not None:
                 return None
             if required:
                 raise NotFoundError("VM", self.spec.name, self.action.replace("vm.", "") + " it")
-        return dict(row, now=_now(cur)) if row else None
+        return dict(row) if row else None
 
     def prepare(self, cur):
         row = self._row(cur, required=False)
@@ -1170,7 +1173,8 @@ def guest_spec(row, host, seed_path=None):
         boot_devices=[] if boot.get("kernel") or order > 1 else boot.get("devices") or ["hd"],
         interfaces=[_interface(n) for n in row["nics"]], disks=disks,
         serial_path=virt_vm.console_path(row["name"]) if definition["serial_console"] else None,
-        uuid=str(row["id"]), cdroms=[{"path": seed_path}] if seed_path else (), graphics=graphics)
+        uuid=str(row["id"]), cdroms=[{"path": seed_path}] if seed_path else (), graphics=graphics,
+        cpu_model=row.get("cluster_cpu_model"))
 
 
 def _seed_documents(row):
@@ -1194,7 +1198,19 @@ class VmStart(_VmOperation):
     pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
     def reserve(self, cur, plan):
-        row = self._row(cur, lock=True)
+        question = None
+        try:
+            if plan.row is not None:
+                # the VM's row, the lock of the cluster it was in when prepared and what changed there since the
+                # kept snapshot: one round trip, in this order (the cluster lock after the row, as ever)
+                vm_rows.send_find(cur, self.spec.name, lock=True, now=True)
+                question = (plan.row["cluster_id"], _lock_and_ask(self.engine, cur, plan.row))
+            self._reserve(cur, plan, self._row(cur, lock=True, sent=question is not None), question)
+        finally:
+            if question is not None:
+                question[1].close()
+
+    def _reserve(self, cur, plan, row, question):
         if row is None:  # check mode, a VM that is only predicted: placed as it would be
             cluster = _clusters.find(cur, self.predicted["cluster"])
             host = self._place(cur, self.predicted, cluster["id"], cluster["name"])
@@ -1213,7 +1229,7 @@ class VmStart(_VmOperation):
         if bad:
             raise ConflictError("Cannot start VM '%s': disk %s is locked or illegal" % (row["name"], ", ".join(bad)))
         definition = current_definition(row)
-        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"])
+        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"], question)
         plan.row, plan.host = row, host
         plan.seed = _seed_documents(row)
         plan.actions = ["start on %s" % host["name"]] + (["write the cloud-init seed"] if plan.seed else [])
@@ -1224,11 +1240,15 @@ class VmStart(_VmOperation):
         _jobs.note(cur, plan.job["id"], {"host_id": str(host["id"]), "host": host["name"]})
         reserve_on(cur, row, host, definition)
 
-    def _place(self, cur, definition, cluster_id, cluster_name):
-        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
-        with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
-            self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-            scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
+    def _place(self, cur, definition, cluster_id, cluster_name, question=None):
+        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits).
+        ``question``: (cluster id, _placing question) sent under that cluster's lock, when it is the VM's."""
+        if question is not None and question[0] == cluster_id:
+            scheduler = question[1].answer()
+        else:
+            with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
+                self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
+                scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
         decision = scheduler.place(placement_request(definition))
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
@@ -1304,6 +1324,14 @@ class VmStart(_VmOperation):
                        vm=row["name"], job_id=plan.job["id"])
         fresh = dict(vm_rows.find(cur, row["name"]), now=_now(cur))
         return Outcome(True, {}, {}, view(fresh), plan.actions)
+
+
+def _lock_and_ask(engine, cur, row):
+    """The lock of the VM's cluster (as ``row`` names it) taken, and its placement question sent (see _placing.ask),
+    on cursors of their own: in pipeline mode both go with what was sent before."""
+    with engine.conn.cursor() as locking:
+        engine.lock(locking, LOCK_CLUSTER, row["cluster"])
+    return _placing.ask(engine, cur, row["cluster_id"])
 
 
 def reserve_on(cur, row, host, definition):

@@ -360,7 +360,26 @@ def read_host_facts(conn, domain_type="auto"):
     """Capacity, CPU and identity of the host behind ``conn``."""
     facts = _read_facts(conn)
     facts["domain_type"] = choose_domain_type(facts["hypervisor_type"], facts.pop("domain_types"), domain_type)
+    facts["cpu_models"] = _cpu_models(conn, facts["cpu_arch"], facts["domain_type"])
     return facts
+
+
+@translated(missing=("VIR_ERR_NO_SUPPORT", "VIR_ERR_OPERATION_DENIED"))
+def _cpu_models(conn, arch, domain_type):
+    """The named CPU models a guest of ``domain_type`` can be given on this host; None: libvirt cannot tell
+    (a driver without domain capabilities, such as the test driver, or a read-only connection)."""
+    return parse_cpu_models(conn.getDomainCapabilities(None, arch, None, domain_type, 0))
+
+
+def parse_cpu_models(domcaps_xml):
+    """The models of the ``custom`` CPU mode that libvirt marks usable (pure: unit-testable without libvirt).
+    ``usable='unknown'`` counts as not usable: a guest started with such a model may not get it."""
+    root = ET.fromstring(domcaps_xml)
+    models = set()
+    for mode in root.findall("cpu/mode"):
+        if mode.get("name") == "custom" and mode.get("supported") == "yes":
+            models.update(m.text.strip() for m in mode.findall("model") if m.text and m.get("usable") == "yes")
+    return sorted(models)
 
 
 @translated()

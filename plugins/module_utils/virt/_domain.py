@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from ansible_collections.virtplane.kvm.plugins.module_utils._choices import CPU_MODES
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import libvirt, translated
 
 DOMAIN_TYPES = ("kvm", "qemu", "test")
@@ -25,7 +26,7 @@ class GuestSpec:
     def __init__(self, name, domain_type="qemu", memory_mib=128, vcpus=1, machine=None, kernel=None, initrd=None,
                  cmdline=None, interfaces=(), disks=(), serial_path=None, acpi=True, uuid=None, cdroms=(),
                  max_memory_mib=None, max_vcpus=None, topology=None, graphics=None, boot_devices=(),
-                 description=None):
+                 description=None, cpu_model=None):
         if domain_type not in DOMAIN_TYPES:
             raise ValueError("domain type %r is not one of %s" % (domain_type, ", ".join(DOMAIN_TYPES)))
         for interface in interfaces:
@@ -34,6 +35,8 @@ class GuestSpec:
                                  % (interface.get("type"), ", ".join(INTERFACE_TYPES)))
         self.name = name
         self.domain_type = domain_type
+        # a named model (the guest gets exactly it, or does not start), a CPU mode, or None: the hypervisor's default
+        self.cpu_model = cpu_model
         self.memory_mib = int(memory_mib)
         self.vcpus = int(vcpus)
         self.machine = machine
@@ -96,9 +99,15 @@ def guest_xml(spec):
     if spec.acpi:
         # without ACPI, the PCI bus of an i440fx machine takes no hot-plugged disks
         _sub(_sub(domain, "features"), "acpi")
-    if spec.topology:
-        _sub(_sub(domain, "cpu"), "topology", sockets=spec.topology[0], cores=spec.topology[1],
-             threads=spec.topology[2])
+    if spec.topology or spec.cpu_model:
+        cpu = _sub(domain, "cpu")
+        if spec.cpu_model in CPU_MODES:
+            cpu.set("mode", spec.cpu_model)
+        elif spec.cpu_model:
+            cpu.attrib.update(mode="custom", match="exact", check="partial")
+            _sub(cpu, "model", spec.cpu_model, fallback="forbid")
+        if spec.topology:
+            _sub(cpu, "topology", sockets=spec.topology[0], cores=spec.topology[1], threads=spec.topology[2])
     # a guest that powers off or crashes ends its transient domain: the engine records it Down
     _sub(domain, "on_poweroff", "destroy")
     _sub(domain, "on_reboot", "restart")
