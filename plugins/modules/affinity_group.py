@@ -45,7 +45,11 @@ options:
     description: Whether the host rule is hard (a filter) or soft (a preference).
     type: bool
   priority:
-    description: Weight of the group among soft groups, 1 to 100.
+    description:
+      - Weight of a soft group, 1 to 100. A host with a VM of the group gains (positive rule) or loses
+        (negative rule) a score proportional to it, above every load weight, so that of two soft groups that
+        disagree about a host the one of higher priority wins; of equal priorities they cancel out.
+      - Hard groups are filters and take no part in it.
     type: int
   vms:
     description: The VMs of the group (the whole list; VMs not named leave it).

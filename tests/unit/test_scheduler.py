@@ -113,6 +113,23 @@ def test_hard_affinity_keeps_vms_together_or_apart_and_soft_affinity_only_prefer
     assert decision.rejected["hv3"] == "affinity group rack: the VM must not run on hv3"
 
 
+@pytest.mark.parametrize("together, apart, expected", [
+    (1, 5, "hv3"),  # keeping away from db1 matters more: neither hv1 nor hv2
+    (5, 1, "hv1"),  # being with web1 matters more, though db1 runs there too
+    (3, 3, "hv3"),  # equal: on hv1 they cancel out, and the least loaded of the rest wins
+])
+def test_of_two_soft_groups_that_disagree_the_one_of_higher_priority_wins(together, apart, expected):
+    groups = [{"name": "together", "vms": ["new", "web1"], "vm_rule": "positive", "vm_enforcing": False,
+               "priority": together},
+              {"name": "apart", "vms": ["new", "db1", "db2"], "vm_rule": "negative", "vm_enforcing": False,
+               "priority": apart}]
+    hosts = [host("hv1", cpu_load_percent=50), host("hv2", cpu_load_percent=40), host("hv3", cpu_load_percent=45)]
+    scheduler = Scheduler(hosts, policy="evenly_distributed", vms={"web1": "hv1", "db1": "hv1", "db2": "hv2"},
+                          groups=groups)
+    assert scheduler.place(vm()).host["name"] == expected
+    assert scheduler.exhaustive(vm()).host["name"] == expected
+
+
 def test_the_ha_reservation_keeps_room_for_the_ha_vms_of_any_one_host():
     # hv1 runs 10 GiB of HA VMs: the others must keep 10 GiB free between them
     hosts = [host("hv1", committed_memory_mib=10240, ha_memory_mib=10240, ha_vms=2),

@@ -20,7 +20,8 @@ networks are not modelled).
 
 Weights (higher is better), mixed by the policy (``WEIGHTS``): free memory, CPU load, VM count,
 power saving (fill busy hosts, keep empty ones empty), HA spreading (fewer HA VMs on a host, for HA
-VMs); soft affinity adds or takes ``SOFT_AFFINITY`` for each soft group with a VM on the host.
+VMs); soft affinity adds or takes ``SOFT_AFFINITY`` times the group's priority (1-100) for each soft group
+with a VM on the host, so that of two soft groups that disagree the one of higher priority wins.
 
 How it stays fast: a host's score depends on the host alone (soft affinity touches the few hosts that
 run the VM's group members, which are scored one by one). Hosts are grouped by what the static filters
@@ -260,6 +261,7 @@ class Scheduler:
         name = request.get("name")
         must, musts, avoid, bonus = None, [], {}, {}
         for group in self._of_vm.get(name, ()):
+            weight = SOFT_AFFINITY * (group.get("priority") or 1)  # a soft group of higher priority outweighs
             others = [v for v in group["vms"] if v != name and v in self.locations]
             where = {}
             for vm in others:
@@ -277,7 +279,7 @@ class Scheduler:
                                          % (group["name"], ", ".join(sorted(vms))))
             elif rule:
                 for host in where:
-                    bonus[host] = bonus.get(host, 0.0) + (SOFT_AFFINITY if rule == "positive" else -SOFT_AFFINITY)
+                    bonus[host] = bonus.get(host, 0.0) + (weight if rule == "positive" else -weight)
             host_rule = group.get("host_rule")
             hosts = set(group.get("hosts") or ())
             if host_rule and group.get("host_enforcing") and hosts:
@@ -291,8 +293,7 @@ class Scheduler:
                                          % (group["name"], ", ".join(sorted(hosts))))
             elif host_rule and hosts:
                 for host in hosts:
-                    bonus[host] = bonus.get(host, 0.0) + (SOFT_AFFINITY if host_rule == "positive"
-                                                          else -SOFT_AFFINITY)
+                    bonus[host] = bonus.get(host, 0.0) + (weight if host_rule == "positive" else -weight)
         return must, musts, avoid, bonus
 
     def _runs_model(self, host):
