@@ -53,6 +53,8 @@ options:
       - V(evenly_distributed) takes C(high_utilization) (percent, default 80) and C(duration_minutes) (2);
         V(power_saving) adds C(low_utilization) (20); V(vm_evenly_distributed) takes C(high_vm_count) (10)
         and C(migration_threshold) (5).
+      - C(duration_minutes) (1-1440) is how long a host's CPU load must stay above C(high_utilization) (or below
+        C(low_utilization)) before the balancer moves VMs for it (see M(virtplane.kvm.cluster_balance_info)).
       - When the policy changes and this is unset, the new policy's defaults apply.
     type: dict
   memory_overcommit_percent:

@@ -23,8 +23,11 @@ description:
   - Each destination is chosen by the scheduler's filters and weights, with the proposals before it already
     made, so that two proposals never fill one host twice. What the policy would change but cannot is listed
     in RV(balance) under C(problems).
-  - The CPU load is the host's last sample; a host gives one VM per call, and the next call sees the load that
-    follows.
+  - A host counts as above C(high_utilization) (below C(low_utilization)) only when its CPU load stayed there
+    for the policy's C(duration_minutes). The loads are those the engine measured each time the host was
+    read (M(virtplane.kvm.host) with O(virtplane.kvm.host#module:state=present) or V(refreshed)): the busy
+    share of the host's CPU time between two readings, kept for a day. A host whose loads do not reach back
+    that far is left alone. A host gives one VM per call, and the next call sees the load that follows.
 extends_documentation_fragment:
   - virtplane.kvm.engine
   - virtplane.kvm.attributes.info
@@ -75,7 +78,8 @@ balance:
     policy: evenly_distributed
     params: {high_utilization: 80, duration_minutes: 2}
     migrations:
-      - {vm: web1, from: hv1, to: hv3, reason: "CPU load 93% of host hv1 is above high_utilization 80%"}
+      - {vm: web1, from: hv1, to: hv3,
+         reason: "CPU load of host hv1 was above high_utilization 80% for the last 2 minutes (86% to 97%)"}
       - vm: db2
         from: hv2
         to: hv4

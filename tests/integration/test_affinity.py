@@ -102,8 +102,16 @@ def test_the_balancer_proposes_what_each_policy_would_move_with_its_reasons(engi
     run = run_play([group("apart", vm_rule="negative", vm_enforcing=True, vms=["db1", "db2"])], engine=engine_options)
     assert run.rc == 0 and run["apart"]["changed"], run.output[-3000:]
     sql("INSERT INTO host_statistics (host_id, cpu_percent) SELECT id, CASE name WHEN 'hv1' THEN 92 ELSE 30 END"
-        " FROM host RETURNING host_id")
+        " FROM host ON CONFLICT (host_id) DO UPDATE SET cpu_percent = EXCLUDED.cpu_percent RETURNING host_id")
+    # hv1 above high_utilization for a minute only: not for the policy's two, so it keeps its VM
+    load = ("INSERT INTO host_load_sample (host_id, sampled_at, cpu_percent) SELECT id, now() - %s * interval"
+            " '1 second', CASE name WHEN 'hv1' THEN %s ELSE 30 END FROM host RETURNING host_id")
+    sql(load, 60, 92)
     info = {"virtplane.kvm.cluster_balance_info": {"cluster": "prod"}}
+    run = run_play([dict(name="brief", **info)], engine=engine_options)
+    assert [m["vm"] for m in run["brief"]["balance"]["migrations"]] == ["db1"], run.output[-3000:]
+    # and from three minutes ago on: it has been above for the whole duration
+    sql(load, 180, 85)
     run = run_play([
         dict(name="now", **info),
         dict(name="vms", **{"virtplane.kvm.cluster_balance_info": {
@@ -120,7 +128,8 @@ def test_the_balancer_proposes_what_each_policy_would_move_with_its_reasons(engi
     assert balance["migrations"] == [
         {"vm": "db1", "from": "hv0", "to": "hv2",
          "reason": "its host hv0 no longer suits it: affinity group db: the VM must not run with db2"},
-        {"vm": "web1", "from": "hv1", "to": "hv0", "reason": "CPU load 92% of host hv1 is above high_utilization 80%"}]
+        {"vm": "web1", "from": "hv1", "to": "hv0",
+         "reason": "CPU load of host hv1 was above high_utilization 80% for the last 2 minutes (92% to 92%)"}]
     assert balance["problems"] == []
     # another policy, asked without changing the cluster
     assert [m["vm"] for m in run["vms"]["balance"]["migrations"]] == ["db1"]

@@ -68,7 +68,8 @@ def test_a_kept_snapshot_follows_every_change_another_connection_commits(cluster
     with other.transaction() as cur:
         cur.execute("UPDATE host SET status = 'Maintenance' WHERE name = 'hv1'")
         cur.execute("UPDATE host SET reserved_memory_mib = 1024 WHERE name = 'hv2'")
-        cur.execute("INSERT INTO host_statistics (host_id, cpu_percent) SELECT id, 55 FROM host WHERE name = 'hv0'")
+        cur.execute("INSERT INTO host_statistics (host_id, cpu_percent) SELECT id, 55 FROM host WHERE name = 'hv0'"
+                    " ON CONFLICT (host_id) DO UPDATE SET cpu_percent = EXCLUDED.cpu_percent")
         cur.execute("UPDATE vm SET ha_enabled = true WHERE name = 'vm0'")
         # a VM that stopped gives its host back
         cur.execute("UPDATE vm_runtime r SET run_host_id = NULL, reserved_memory_mib = 0, reserved_vcpus = 0,"

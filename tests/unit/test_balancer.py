@@ -43,8 +43,8 @@ def test_a_busy_host_whose_vms_fit_nowhere_below_the_threshold_is_a_problem_not_
                                  {"huge": ("hv1", 15000), "filler": ("hv2", 8000)})
     migrations, problems = balance(scheduler, running, {})
     assert migrations == []
-    assert problems == [{"host": "hv1", "reason": "CPU load 95% is above high_utilization 80%, but none of its VMs "
-                                                  "fits on a host below it"}]
+    assert problems == [{"host": "hv1", "reason": "CPU load 95% of host hv1 is above high_utilization 80%, but none "
+                                                  "of its VMs fits on a host below it"}]
 
 
 def test_power_saving_empties_the_least_loaded_host_onto_hosts_between_the_thresholds_or_not_at_all():
@@ -60,8 +60,8 @@ def test_power_saving_empties_the_least_loaded_host_onto_hosts_between_the_thres
                                  {"a": ("hv1", 8192), "b": ("hv1", 8192), "c": ("hv2", 4096)})
     migrations, problems = balance(scheduler, running, {})
     assert migrations == []
-    assert problems == [{"host": "hv1", "reason": "CPU load 5% is below low_utilization 20%, but its VMs do not "
-                                                  "all fit on the hosts between the thresholds"}]
+    assert problems == [{"host": "hv1", "reason": "CPU load 5% of host hv1 is below low_utilization 20%, but its VMs "
+                                                  "do not all fit on the hosts between the thresholds"}]
     assert scheduler.by_name["hv1"].committed_mib == 16384 and scheduler.by_name["hv2"].committed_mib == 4096
 
 
@@ -97,3 +97,25 @@ def test_a_host_in_maintenance_is_left_and_a_vm_that_can_go_nowhere_is_said():
                            "reason": "its host hv1 no longer suits it: host is Maintenance"}]
     assert problems == [{"host": "hv1", "reason": "VM big should leave it (host is Maintenance), but no other host "
                                                   "can run it"}]
+
+
+def test_only_a_load_that_held_for_duration_minutes_moves_a_vm():
+    """``sustained``: each host's lowest and highest load over the policy's duration, from the engine's history.
+    A host above the threshold now but not all along, or whose history is too short, keeps its VMs."""
+    loads = {"steady": 95, "spike": 95, "new": 95, "cool": 20}
+    placed = {"a": ("steady", 1024), "b": ("spike", 1024), "c": ("new", 1024)}
+    sustained = {"steady": (85.0, 97.0), "spike": (30.0, 95.0), "cool": (10.0, 25.0)}  # "new": no history yet
+    scheduler, running = cluster("evenly_distributed", loads, placed)
+    migrations, problems = balance(scheduler, running, {"high_utilization": 80, "duration_minutes": 5}, sustained)
+    assert migrations == [{"vm": "a", "from": "steady", "to": "cool", "reason": "CPU load of host steady was above "
+                           "high_utilization 80% for the last 5 minutes (85% to 97%)"}]
+    assert problems == []
+    # power saving empties a host only when it stayed below low_utilization
+    scheduler, running = cluster("power_saving", {"calm": 5, "dip": 5, "mid": 50},
+                                 {"x": ("calm", 1024), "y": ("dip", 1024), "z": ("mid", 1024)})
+    sustained = {"calm": (2.0, 8.0), "dip": (5.0, 60.0), "mid": (40.0, 55.0)}
+    migrations, _problems = balance(scheduler, running, {"low_utilization": 20, "high_utilization": 80,
+                                                         "duration_minutes": 3}, sustained)
+    assert [(m["vm"], m["from"], m["to"]) for m in migrations] == [("x", "calm", "mid")]
+    assert migrations[0]["reason"].startswith("CPU load of host calm was below low_utilization 20% for the last 3 "
+                                              "minutes (2% to 8%): it is emptied")

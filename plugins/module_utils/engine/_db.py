@@ -299,8 +299,10 @@ class Engine:
 
     @staticmethod
     def lock(cur, namespace, object_id):
-        """Serialize writers of one object until the transaction ends."""
-        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text))", (namespace, str(object_id)))
+        """Serialize writers of one object until the transaction ends. On a cursor of its own: in pipeline mode,
+        psycopg before 3.2 answers a cursor's fetch with the first of its unread results, which would be this."""
+        with cur.connection.cursor() as own:
+            own.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text))", (namespace, str(object_id)))
 
 
 def connect(options, require_schema=True):

@@ -101,3 +101,45 @@ def problems(cur, host_id):
     found += ["required network %s is not realized: %s" % (r["name"], r["error"] or "not on the host")
               for r in cur.fetchall() if not r["realized"]]
     return found
+
+
+# the longest duration_minutes a policy takes is a day: older loads are of no use
+LOAD_HISTORY_SECONDS = 86400
+
+
+def record_load(cur, host_id, busy_ns, total_ns):
+    """The host's CPU counters as read now; with an earlier reading, the load between the two (percent busy) is
+    the host's current load and joins its history. Returns that load, or None (a first reading, or counters
+    that went back: the machine restarted)."""
+    cur.execute("SELECT cpu_busy_ns, cpu_total_ns FROM host_statistics WHERE host_id = %s FOR UPDATE", (host_id,))
+    before = cur.fetchone()
+    load = None
+    if before and before["cpu_total_ns"] is not None and total_ns > before["cpu_total_ns"] \
+            and busy_ns >= before["cpu_busy_ns"]:
+        load = round(100.0 * (busy_ns - before["cpu_busy_ns"]) / (total_ns - before["cpu_total_ns"]), 2)
+        load = min(100.0, max(0.0, load))
+    # the load is set only when there is one: placement reads a host again when its load is written
+    cur.execute("INSERT INTO host_statistics (host_id, sampled_at, cpu_busy_ns, cpu_total_ns, cpu_percent)"
+                " VALUES (%(host)s, now(), %(busy)s, %(total)s, %(load)s) ON CONFLICT (host_id) DO UPDATE SET"
+                " sampled_at = now(), cpu_busy_ns = %(busy)s, cpu_total_ns = %(total)s"
+                + (", cpu_percent = %(load)s" if load is not None else ""),
+                {"host": host_id, "busy": busy_ns, "total": total_ns, "load": load})
+    if load is not None:
+        cur.execute("INSERT INTO host_load_sample (host_id, sampled_at, cpu_percent) VALUES (%s, now(), %s)"
+                    " ON CONFLICT DO NOTHING", (host_id, load))
+        cur.execute("DELETE FROM host_load_sample WHERE host_id = %s AND sampled_at < now() - %s * interval '1 second'",
+                    (host_id, LOAD_HISTORY_SECONDS))
+    return load
+
+
+def sustained_loads(cur, cluster_id, minutes):
+    """{host name: (lowest, highest) load} of the cluster's hosts whose history covers the last ``minutes``: a load
+    stamped when it was measured covers the time since the reading before, so a host qualifies when it has a
+    load from before the window began and every one since is counted."""
+    cur.execute("SELECT h.name, min(s.cpu_percent)::float AS low, max(s.cpu_percent)::float AS high"
+                " FROM host h JOIN host_load_sample s ON s.host_id = h.id"
+                " WHERE h.cluster_id = %(cluster)s AND s.sampled_at > now() - %(minutes)s * interval '1 minute'"
+                " AND EXISTS (SELECT 1 FROM host_load_sample o WHERE o.host_id = h.id"
+                "   AND o.sampled_at <= now() - %(minutes)s * interval '1 minute')"
+                " GROUP BY h.name", {"cluster": cluster_id, "minutes": minutes})
+    return {r["name"]: (r["low"], r["high"]) for r in cur.fetchall()}

@@ -628,6 +628,18 @@ _HOST_CPU_MODELS = """
 ALTER TABLE host ADD COLUMN cpu_models jsonb;
 """
 
+# the host's CPU counters as last read (a load is the busy share of the time between two readings), and the
+# loads of the last day, so that the balancer acts on a load that held for the policy's duration_minutes
+_HOST_LOAD_HISTORY = """
+ALTER TABLE host_statistics ADD COLUMN cpu_busy_ns bigint, ADD COLUMN cpu_total_ns bigint;
+CREATE TABLE host_load_sample (
+    host_id     uuid NOT NULL REFERENCES host (id) ON DELETE CASCADE,
+    sampled_at  timestamptz NOT NULL,
+    cpu_percent numeric(6, 2) NOT NULL,
+    PRIMARY KEY (host_id, sampled_at)
+);
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -646,6 +658,7 @@ MIGRATIONS = (
     Migration(13, "placement changes, for snapshots read again only where they changed", _PLACEMENT_CHANGES),
     Migration(14, "placement changes carry what a VM's reservation adds to or takes from its host", _PLACEMENT_DELTAS),
     Migration(15, "the CPU models a host can give its guests", _HOST_CPU_MODELS),
+    Migration(16, "host CPU counters and a day of host loads", _HOST_LOAD_HISTORY),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -21,8 +21,11 @@ In this order, as oVirt's balancing does, one step per host and round:
 4. ``vm_evenly_distributed``: the host with the most VMs, above ``high_vm_count`` and ``migration_threshold``
    or more above the host with the fewest, gives one VM to it.
 
-CPU load is the host's last sample: the balancer has no VM's own CPU share, so a host gives one VM per
-round and the next round sees the load that follows.
+A host counts as above (below) a threshold when its load stayed there for the policy's ``duration_minutes``:
+``sustained`` gives each host's lowest and highest load over that time, from the engine's history; a host
+whose history does not cover it is left alone. (Without ``sustained``, each host's last load is taken as
+held.) Destinations are chosen by the last load. The balancer has no VM's own CPU share, so a host gives
+one VM per round and the next round sees the load that follows.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler._policies 
 _PLACEMENT_REASONS = ("affinity group", "the VM is pinned", "host is ")
 
 
-def balance(scheduler, running, params=None):
+def balance(scheduler, running, params=None, sustained=None):
     policy = scheduler.policy
     params = normalize_parameters(policy, params or {})
     vms = sorted((dict(v) for v in running if v.get("host") in scheduler.by_name), key=lambda v: v["name"])
-    state = _State(scheduler, vms)
+    state = _State(scheduler, vms, sustained, params.get("duration_minutes"))
     _enforce(state)
     if policy in ("evenly_distributed", "power_saving"):
         _over(state, params["high_utilization"])
@@ -49,11 +52,33 @@ def balance(scheduler, running, params=None):
 
 
 class _State:
-    def __init__(self, scheduler, vms):
+    def __init__(self, scheduler, vms, sustained, minutes):
         self.scheduler = scheduler
         self.vms = vms
         self.migrations, self.problems = [], []
         self.moved = set()
+        self.sustained, self.minutes = sustained, minutes
+
+    def held(self, host):
+        """(lowest, highest) load of the host over the policy's duration, or None when its history is too short."""
+        if self.sustained is None:
+            return (host.load, host.load)
+        return self.sustained.get(host.name)
+
+    def over(self, host, high):
+        held = self.held(host)
+        return held is not None and held[0] > high
+
+    def under(self, host, low):
+        held = self.held(host)
+        return held is not None and held[1] < low
+
+    def why(self, host, side, limit):
+        if self.sustained is None:
+            return "CPU load %s of host %s is %s %s %d%%" % (_load(host), host.name, side, _LIMITS[side], limit)
+        low, high = self.held(host)
+        return "CPU load of host %s was %s %s %d%% for the last %d minutes (%s to %s)" % (
+            host.name, side, _LIMITS[side], limit, self.minutes, _percent(low), _percent(high))
 
     def on(self, host):
         return [v for v in self.vms if v["host"] == host and v["name"] not in self.moved]
@@ -89,29 +114,36 @@ def _enforce(state):
             state.problems.append({"host": source, "reason": reason})
 
 
+_LIMITS = {"above": "high_utilization", "below": "low_utilization"}
+
+
 def _load(host):
-    return "%g%%" % round(host.load, 1)
+    return _percent(host.load)
+
+
+def _percent(value):
+    return "%g%%" % round(value, 1)
 
 
 def _over(state, high):
     scheduler = state.scheduler
-    hot = sorted((h for h in scheduler.hosts if h.up and h.load > high), key=lambda h: (-h.load, h.name))
+    hot = sorted((h for h in scheduler.hosts if h.up and state.over(h, high)), key=lambda h: (-h.load, h.name))
     busy = [h.name for h in scheduler.hosts if h.load >= high]
     for host in hot:
         vms = sorted(state.on(host.name), key=lambda v: (v["memory_mib"], v["name"]))
+        why = state.why(host, "above", high)
         for vm in vms:
-            why = "CPU load %s of host %s is above high_utilization %d%%" % (_load(host), host.name, high)
             if state.move(vm, exclude=busy, reason=why):
                 break
         else:
             if vms:
-                state.problems.append({"host": host.name, "reason": "CPU load %s is above high_utilization %d%%, "
-                                       "but none of its VMs fits on a host below it" % (_load(host), high)})
+                state.problems.append({"host": host.name, "reason": "%s, but none of its VMs fits on a host below it"
+                                       % why})
 
 
 def _under(state, low, high):
     scheduler = state.scheduler
-    idle = sorted((h for h in scheduler.hosts if h.up and h.load < low and state.on(h.name)),
+    idle = sorted((h for h in scheduler.hosts if h.up and state.under(h, low) and state.on(h.name)),
                   key=lambda h: (h.load, len(state.on(h.name)), h.name))
     if not idle:
         return
@@ -120,8 +152,7 @@ def _under(state, low, high):
     exclude = [h.name for h in scheduler.hosts if h.load < low or h.load >= high]
     vms = sorted(state.on(host.name), key=lambda v: (-v["memory_mib"], v["name"]))
     done = []
-    why = "CPU load %s of host %s is below low_utilization %d%%: it is emptied so that it can be switched off" % (
-        _load(host), host.name, low)
+    why = "%s: it is emptied so that it can be switched off" % state.why(host, "below", low)
     for vm in vms:
         if not state.move(vm, exclude=exclude, reason=why):
             break
@@ -133,8 +164,8 @@ def _under(state, low, high):
             scheduler.release(vm, vm["host"])
             scheduler.commit(vm, host.name)
             vm["host"] = host.name
-        state.problems.append({"host": host.name, "reason": "CPU load %s is below low_utilization %d%%, but its "
-                               "VMs do not all fit on the hosts between the thresholds" % (_load(host), low)})
+        state.problems.append({"host": host.name, "reason": "%s, but its VMs do not all fit on the hosts between "
+                               "the thresholds" % state.why(host, "below", low)})
 
 
 def _crowded(state, high_count, threshold):

@@ -159,10 +159,11 @@ class HostCheck(_operation.Operation):
     # write (libvirt tells the CPU models a guest can have only to such a one); the run's changes reuse it.
     def observe(self, plan):
         hypervisors = _hosts.hypervisors(self.engine)
-        plan.facts, plan.reason, plan.observed, plan.observe_error = None, None, None, None
+        plan.facts, plan.reason, plan.observed, plan.observe_error, plan.cpu_times = None, None, None, None, None
         try:
             conn = hypervisors.connect(plan.host, self.spec.timeout)
             plan.facts = _client.read_host_facts(conn, plan.setting)
+            plan.cpu_times = _client.cpu_times(conn)
         except HypervisorError as exc:
             plan.reason = str(exc)
         else:
@@ -236,7 +237,7 @@ class HostCheck(_operation.Operation):
             actions.append("status %s -> %s" % (plan.before["status"], plan.after["status"]))
         plan.actions = actions
         if row is not None and not actions:
-            plan.outcome = self._unchanged(cur, row, facts)
+            plan.outcome = self._unchanged(cur, row, facts, plan.cpu_times)
             return
         if self.check_mode:
             return
@@ -250,13 +251,15 @@ class HostCheck(_operation.Operation):
         else:
             host_rows.set_job(cur, row["id"], plan.job["id"])
 
-    def _unchanged(self, cur, row, facts):
+    def _unchanged(self, cur, row, facts, cpu_times=None):
         """Nothing to do: what moves with the machine is refreshed, not reported as a change."""
         if facts is not None and not self.check_mode:
             monitored = changed_fields(row, {k: v for k, v in facts.items() if k in MONITORED and k != "cpu_mhz"})
             if monitored:
                 row = dict(row, **host_rows.update(cur, row["id"], monitored))
             host_rows.seen(cur, row["id"])
+            if cpu_times:
+                host_rows.record_load(cur, row["id"], *cpu_times)
         return Outcome(False, resource=view(row))
 
     # 4. the host's changes, with no database lock held
@@ -292,6 +295,8 @@ class HostCheck(_operation.Operation):
         values.update(status=status, status_reason=reason, job_id=None)
         if facts is not None:
             values["last_seen_at"] = _rows.now(cur)
+            if plan.cpu_times:
+                host_rows.record_load(cur, row["id"], *plan.cpu_times)
         if status != row["status"] or plan.current is None:
             values["status_changed_at"] = _rows.now(cur)
         if facts is None:

@@ -46,6 +46,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_timeout,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs, _rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _snapshots as snapshot_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _templates as template_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
@@ -761,11 +762,9 @@ class _VmOperation(_operation.Operation):
         self.predicted = predicted
         self.restart = restart
 
-    def _row(self, cur, lock=False, required=True, sent=False):
-        """The VM's row with the transaction's time (``sent``: its statement was sent with ``vm_rows.send_find``)."""
-        if not sent:
-            vm_rows.send_find(cur, self.spec.name, lock, now=True)
-        row = cur.fetchone()
+    def _row(self, cur, lock=False, required=True):
+        """The VM's row with the transaction's time, read in one statement."""
+        row = vm_rows.find(cur, self.spec.name, lock, now=True)
         if row is None:
             if self.check_mode and self.predicted is not None:
                 return None
@@ -1198,19 +1197,7 @@ class VmStart(_VmOperation):
     pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
     def reserve(self, cur, plan):
-        question = None
-        try:
-            if plan.row is not None:
-                # the VM's row, the lock of the cluster it was in when prepared and what changed there since the
-                # kept snapshot: one round trip, in this order (the cluster lock after the row, as ever)
-                vm_rows.send_find(cur, self.spec.name, lock=True, now=True)
-                question = (plan.row["cluster_id"], _lock_and_ask(self.engine, cur, plan.row))
-            self._reserve(cur, plan, self._row(cur, lock=True, sent=question is not None), question)
-        finally:
-            if question is not None:
-                question[1].close()
-
-    def _reserve(self, cur, plan, row, question):
+        row = self._row(cur, lock=True)
         if row is None:  # check mode, a VM that is only predicted: placed as it would be
             cluster = _clusters.find(cur, self.predicted["cluster"])
             host = self._place(cur, self.predicted, cluster["id"], cluster["name"])
@@ -1229,7 +1216,7 @@ class VmStart(_VmOperation):
         if bad:
             raise ConflictError("Cannot start VM '%s': disk %s is locked or illegal" % (row["name"], ", ".join(bad)))
         definition = current_definition(row)
-        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"], question)
+        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"])
         plan.row, plan.host = row, host
         plan.seed = _seed_documents(row)
         plan.actions = ["start on %s" % host["name"]] + (["write the cloud-init seed"] if plan.seed else [])
@@ -1240,15 +1227,11 @@ class VmStart(_VmOperation):
         _jobs.note(cur, plan.job["id"], {"host_id": str(host["id"]), "host": host["name"]})
         reserve_on(cur, row, host, definition)
 
-    def _place(self, cur, definition, cluster_id, cluster_name, question=None):
-        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits).
-        ``question``: (cluster id, _placing question) sent under that cluster's lock, when it is the VM's."""
-        if question is not None and question[0] == cluster_id:
-            scheduler = question[1].answer()
-        else:
-            with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
-                self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-                scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
+    def _place(self, cur, definition, cluster_id, cluster_name):
+        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
+        with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
+            self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
+            scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
         decision = scheduler.place(placement_request(definition))
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
@@ -1326,14 +1309,6 @@ class VmStart(_VmOperation):
         return Outcome(True, {}, {}, view(fresh), plan.actions)
 
 
-def _lock_and_ask(engine, cur, row):
-    """The lock of the VM's cluster (as ``row`` names it) taken, and its placement question sent (see _placing.ask),
-    on cursors of their own: in pipeline mode both go with what was sent before."""
-    with engine.conn.cursor() as locking:
-        engine.lock(locking, LOCK_CLUSTER, row["cluster"])
-    return _placing.ask(engine, cur, row["cluster_id"])
-
-
 def reserve_on(cur, row, host, definition):
     """The VM's reservation on the host placement chose, written under the cluster's lock: WaitForLaunch."""
     vm_rows.set_runtime(cur, row["id"], status="WaitForLaunch", status_reason="", run_host_id=host["id"],
@@ -1405,7 +1380,11 @@ def balance_info(engine, cluster, policy=None, params=None):
         # what it holds where it runs, which a move takes along
         request.update(memory_mib=vm["reserved_memory_mib"], vcpus=vm["reserved_vcpus"], host=vm["host"])
         running.append(request)
-    migrations, problems = _balancer.balance(_placement.Scheduler(hosts, **context), running, params)
+    sustained = None
+    if "duration_minutes" in params:  # the loads that held for the policy's duration
+        with engine.transaction() as cur:
+            sustained = host_rows.sustained_loads(cur, row["id"], params["duration_minutes"])
+    migrations, problems = _balancer.balance(_placement.Scheduler(hosts, **context), running, params, sustained)
     return {"cluster": cluster, "policy": context["policy"], "params": params, "migrations": migrations,
             "problems": problems}
 

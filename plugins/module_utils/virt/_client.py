@@ -364,6 +364,15 @@ def read_host_facts(conn, domain_type="auto"):
     return facts
 
 
+@translated(missing=("VIR_ERR_NO_SUPPORT",))
+def cpu_times(conn):
+    """(busy, total) nanoseconds of all the host's CPUs since it booted; None where the driver cannot tell."""
+    stats = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+    total = sum(int(v) for v in stats.values())
+    idle = int(stats.get("idle", 0)) + int(stats.get("iowait", 0))
+    return (total - idle, total) if total else None
+
+
 @translated(missing=("VIR_ERR_NO_SUPPORT", "VIR_ERR_OPERATION_DENIED"))
 def _cpu_models(conn, arch, domain_type):
     """The named CPU models a guest of ``domain_type`` can be given on this host; None: libvirt cannot tell
