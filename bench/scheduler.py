@@ -24,10 +24,10 @@ Placements through the engine instead: a PostgreSQL server of the bench's own, `
 connection:
 
 - ``engine_placements_per_s``: ``placements`` VMs placed as the start path places them — one transaction
-  each, in pipeline mode as the start path's: the data center's lock, the VM's row locked, the cluster's
-  lock, the cluster's snapshot (kept by the connection and brought up to date with what changed,
-  ``services._placing``), the decision, the reservation written, committed — the start path's reserve step
-  without its job row and the domain;
+  each, as the start path's: the VM read as its start prepares, then in pipeline mode the data center's lock,
+  and in one round trip the VM's row locked, the cluster's lock and what changed in the cluster's snapshot
+  (kept by the connection, ``services._placing``), then the decision, the reservation written, committed —
+  the start path's reserve step without its job row and the domain;
 - ``engine_starts_per_s``: ``starts`` more VMs started through ``vm`` ``state: running`` (the whole path:
   the definition checked, the placement reserved with its job, the domain made on the test driver,
   confirmed Up), so the gap between the two is seen;
@@ -144,12 +144,15 @@ def _worker(engine_options, names, mode, barrier, queue):
                     _vm.ensure(engine, _vm.VmSpec(name=name, state="running", wait_timeout=300))
                 else:
                     # the start path's reservation transaction (services._operation._reserve, VmStart.reserve)
+                    with engine.transaction() as cur:
+                        prepared = vm_rows.find(cur, name)
                     with engine.conn.pipeline(), engine.transaction() as cur:
                         engine.lock(cur, _db.LOCK_DATACENTER, "bench")
-                        row = vm_rows.find(cur, name, lock=True)
-                        definition = _vm.current_definition(row)
                         start = _vm.VmStart(engine, False, _vm.VmSpec(name=name, state="running"))
-                        host = start._place(cur, dict(definition, name=name), row["cluster_id"], row["cluster"])
+                        row, scheduler = start.row_and_scheduler(cur, prepared)
+                        definition = _vm.current_definition(row)
+                        host = start._place(cur, dict(definition, name=name), row["cluster_id"], row["cluster"],
+                                            scheduler)
                         _vm.reserve_on(cur, row, host, definition)
                 done += 1
             except VirtplaneError:

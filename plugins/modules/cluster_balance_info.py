@@ -24,10 +24,10 @@ description:
     made, so that two proposals never fill one host twice. What the policy would change but cannot is listed
     in RV(balance) under C(problems).
   - A host counts as above C(high_utilization) (below C(low_utilization)) only when its CPU load stayed there
-    for the policy's C(duration_minutes). The loads are those the engine measured each time the host was
-    read (M(virtplane.kvm.host) with O(virtplane.kvm.host#module:state=present) or V(refreshed)): the busy
-    share of the host's CPU time between two readings, kept for a day. A host whose loads do not reach back
-    that far is left alone. A host gives one VM per call, and the next call sees the load that follows.
+    for the policy's C(duration_minutes). The loads are those the engine measured each time
+    M(virtplane.kvm.host) read the host, as the busy share of its CPU time between two readings, kept for a
+    day. A host whose loads do not reach back that far is left alone. A host gives one VM per call, and the
+    next call sees the load that follows.
 extends_documentation_fragment:
   - virtplane.kvm.engine
   - virtplane.kvm.attributes.info

@@ -263,6 +263,7 @@ class Engine:
         self.hypervisors = None
         # the clusters' placement snapshots this connection keeps (services._placing), by cluster id
         self.placement_snapshots = {}
+        self._locks = None  # the cursor locks are taken on (see lock)
 
     @property
     def allow_test_driver(self):
@@ -297,12 +298,16 @@ class Engine:
             self.placement_snapshots.clear()
             raise
 
-    @staticmethod
-    def lock(cur, namespace, object_id):
-        """Serialize writers of one object until the transaction ends. On a cursor of its own: in pipeline mode,
-        psycopg before 3.2 answers a cursor's fetch with the first of its unread results, which would be this."""
-        with cur.connection.cursor() as own:
-            own.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text))", (namespace, str(object_id)))
+    def lock(self, cur, namespace, object_id):
+        """Serialize writers of one object until the transaction ends (``cur``: the transaction's cursor).
+
+        On a cursor kept for locks alone, whose answers are never read: in pipeline mode, psycopg before 3.2
+        answers a cursor's fetch with the first of its unread results, which would be the lock's; and a cursor
+        closed in pipeline mode waits for its answers, which would cost the round trip the pipeline saves."""
+        del cur
+        if self._locks is None or self._locks.closed:
+            self._locks = self.conn.cursor()
+        self._locks.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s::text))", (namespace, str(object_id)))
 
 
 def connect(options, require_schema=True):

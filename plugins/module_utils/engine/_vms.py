@@ -29,9 +29,15 @@ SELECT = (
 def find(cur, name, lock=False, now=False):
     """The VM's row (None: no such VM); ``lock``: locked until the transaction ends; ``now``: with the transaction's
     time (``now``) read in the same statement."""
+    send_find(cur, name, lock, now)
+    return cur.fetchone()
+
+
+def send_find(cur, name, lock=False, now=False):
+    """``find``'s statement, sent: ``cur.fetchone()`` reads its answer (in pipeline mode, with what was sent with
+    it; psycopg before 3.2 then needs the cursor to have no other answer unread)."""
     select = "SELECT now() AS now, " + SELECT[len("SELECT "):] if now else SELECT
     cur.execute(select + " WHERE v.name = %s" + (" FOR UPDATE OF v, r" if lock else ""), (name,))
-    return cur.fetchone()
 
 
 def by_names(cur, names):
@@ -172,6 +178,13 @@ def placement_update(cur, cluster_id, snapshot, own):
     returns them), locations: {VM name: host name} of the VMs on them, deltas: [host id, VM name, memory MiB,
     vCPUs, HA, sign] of the reservations that came (sign 1) or went (-1) on the other hosts, in order}; entries,
     locations and deltas are None when everything must be read again."""
+    send_placement_update(cur, cluster_id, snapshot, own)
+    return placement_update_answer(cur)
+
+
+def send_placement_update(cur, cluster_id, snapshot, own):
+    """The statement of ``placement_update``, sent on ``cur``; ``placement_update_answer(cur)`` reads its answer
+    (in pipeline mode, with what was sent with it)."""
     cur.execute(
         "WITH changed AS (SELECT c.id, c.host_id, c.vm_name, c.memory_mib, c.vcpus, c.ha, c.sign"
         "  FROM placement_change c WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
@@ -193,6 +206,9 @@ def placement_update(cur, cluster_id, snapshot, own):
         "   WHERE r.run_host_id = ANY(ARRAY(SELECT host_id FROM ids)) AND v.cluster_id = %(cluster)s), '{}') END"
         " AS locations"
         " FROM whole", {"snap": snapshot, "cluster": cluster_id, "own": own})
+
+
+def placement_update_answer(cur):
     row = cur.fetchone()
     if row["entries"] is not None:
         for entry in row["entries"]:
@@ -201,7 +217,7 @@ def placement_update(cur, cluster_id, snapshot, own):
 
 
 def prune_placement_changes(cur, keep_seconds):
-    with cur.connection.cursor() as own:  # no answer to read (see _db.Engine.lock)
+    with cur.connection.cursor() as own:  # its answer is not read: a cursor of its own (see _db.Engine.lock)
         own.execute("DELETE FROM placement_change WHERE created_at < clock_timestamp() - %s * interval '1 second'",
                     (keep_seconds,))
 

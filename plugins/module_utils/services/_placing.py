@@ -41,6 +41,41 @@ def scheduler_for(engine, cur, cluster_id):
     return _read_whole(engine, cur, cluster_id)
 
 
+def ask(engine, cur, cluster_id):
+    """``scheduler_for`` in two steps: the question (what changed since the kept snapshot) is sent now, on a
+    cursor of its own, and the Question's ``answer()`` reads it and gives the Scheduler. In pipeline mode the
+    question goes in one round trip with the statements sent before it (the locks), and is answered after them."""
+    return _Question(engine, cur, cluster_id)
+
+
+class _Question:
+    def __init__(self, engine, cur, cluster_id):
+        self.engine, self.cur, self.cluster_id = engine, cur, cluster_id
+        self.kept = engine.placement_snapshots.get(cluster_id)
+        self.asking = None
+        if self.kept is not None and time.monotonic() - self.kept.taken < KEEP_SECONDS:
+            self.asking = engine.conn.cursor()
+            vm_rows.send_placement_update(self.asking, cluster_id, self.kept.snapshot, self.kept.own)
+
+    def answer(self):
+        if self.asking is not None:
+            with self.asking:
+                update = vm_rows.placement_update_answer(self.asking)
+            self.asking = None
+            if not update["everything"]:
+                _apply(self.kept, update)
+                self.kept.snapshot, self.kept.own = update["snapshot"], update["own"]
+                return self.kept.scheduler
+        return _read_whole(self.engine, self.cur, self.cluster_id)
+
+    def close(self):
+        """Not asked after all: the answer is read and dropped (the kept snapshot stays as it was)."""
+        if self.asking is not None:
+            with self.asking:
+                self.asking.fetchall()
+            self.asking = None
+
+
 def _read_whole(engine, cur, cluster_id):
     changes = vm_rows.placement_changes(cur, cluster_id)  # the mark the next call asks from
     vm_rows.prune_placement_changes(cur, LOG_SECONDS)

@@ -762,9 +762,11 @@ class _VmOperation(_operation.Operation):
         self.predicted = predicted
         self.restart = restart
 
-    def _row(self, cur, lock=False, required=True):
-        """The VM's row with the transaction's time, read in one statement."""
-        row = vm_rows.find(cur, self.spec.name, lock, now=True)
+    def _row(self, cur, lock=False, required=True, sent=False):
+        """The VM's row with the transaction's time, read in one statement (``sent``: already sent on ``cur``)."""
+        if not sent:
+            vm_rows.send_find(cur, self.spec.name, lock, now=True)
+        row = cur.fetchone()
         if row is None:
             if self.check_mode and self.predicted is not None:
                 return None
@@ -1197,7 +1199,10 @@ class VmStart(_VmOperation):
     pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
     def reserve(self, cur, plan):
-        row = self._row(cur, lock=True)
+        if plan.row is None:
+            row, scheduler = self._row(cur, lock=True), None
+        else:
+            row, scheduler = self.row_and_scheduler(cur, plan.row)
         if row is None:  # check mode, a VM that is only predicted: placed as it would be
             cluster = _clusters.find(cur, self.predicted["cluster"])
             host = self._place(cur, self.predicted, cluster["id"], cluster["name"])
@@ -1216,7 +1221,7 @@ class VmStart(_VmOperation):
         if bad:
             raise ConflictError("Cannot start VM '%s': disk %s is locked or illegal" % (row["name"], ", ".join(bad)))
         definition = current_definition(row)
-        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"])
+        host = self._place(cur, dict(definition, name=row["name"]), row["cluster_id"], row["cluster"], scheduler)
         plan.row, plan.host = row, host
         plan.seed = _seed_documents(row)
         plan.actions = ["start on %s" % host["name"]] + (["write the cloud-init seed"] if plan.seed else [])
@@ -1227,11 +1232,30 @@ class VmStart(_VmOperation):
         _jobs.note(cur, plan.job["id"], {"host_id": str(host["id"]), "host": host["name"]})
         reserve_on(cur, row, host, definition)
 
-    def _place(self, cur, definition, cluster_id, cluster_name):
-        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits)."""
-        with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
-            self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
-            scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
+    def row_and_scheduler(self, cur, prepared):
+        """The VM's row, locked, and the Scheduler of its cluster under the cluster's lock (None when the VM is no
+        longer in the cluster ``prepared`` saw): the row, the lock and what changed in the kept snapshot are sent
+        together, in this order (the cluster's lock after the VM's row, as ever), so that the lock is held one
+        round trip the less. Each answer read is on a cursor of its own."""
+        with self.engine.conn.cursor() as finding:
+            vm_rows.send_find(finding, self.spec.name, lock=True, now=True)
+            self.engine.lock(cur, LOCK_CLUSTER, prepared["cluster"])
+            question = _placing.ask(self.engine, cur, prepared["cluster_id"])
+            try:
+                row = self._row(finding, lock=True, sent=True)
+                if row is None or row["cluster_id"] != prepared["cluster_id"]:
+                    return row, None
+                return row, question.answer()
+            finally:
+                question.close()
+
+    def _place(self, cur, definition, cluster_id, cluster_name, scheduler=None):
+        """The host the VM starts on, chosen under the cluster's lock (held until the reservation commits);
+        ``scheduler``: the cluster's, already up to date under that lock."""
+        if scheduler is None:
+            with self.engine.conn.pipeline():  # the lock and the first read go in one round trip, in this order
+                self.engine.lock(cur, LOCK_CLUSTER, cluster_name)
+                scheduler = _placing.scheduler_for(self.engine, cur, cluster_id)
         decision = scheduler.place(placement_request(definition))
         if decision.host is None:
             raise ConflictError("Cannot start VM '%s': no host of cluster %s can run it: %s"
