@@ -172,19 +172,13 @@ def placement_changes(cur, cluster_id, snapshot=None, own=None):
     return cur.fetchone()
 
 
-def placement_update(cur, cluster_id, snapshot, own):
-    """``placement_changes`` and what changed, read in one statement (one snapshot): {snapshot, own, everything,
-    hosts: ids of the hosts to read again, entries: those of them still in the cluster (as ``placement_hosts``
-    returns them), locations: {VM name: host name} of the VMs on them, deltas: [host id, VM name, memory MiB,
-    vCPUs, HA, sign] of the reservations that came (sign 1) or went (-1) on the other hosts, in order}; entries,
-    locations and deltas are None when everything must be read again."""
-    send_placement_update(cur, cluster_id, snapshot, own)
-    return placement_update_answer(cur)
-
-
 def send_placement_update(cur, cluster_id, snapshot, own):
-    """The statement of ``placement_update``, sent on ``cur``; ``placement_update_answer(cur)`` reads its answer
-    (in pipeline mode, with what was sent with it)."""
+    """``placement_changes`` and what changed, asked in one statement (one snapshot) on ``cur``;
+    ``placement_update_answer(cur)`` reads the answer (in pipeline mode, with what was sent with it): {snapshot,
+    own, everything, hosts: ids of the hosts to read again, entries: those of them still in the cluster (as
+    ``placement_hosts`` returns them), locations: {VM name: host name} of the VMs on them, deltas: [host id, VM
+    name, memory MiB, vCPUs, HA, sign] of the reservations that came (sign 1) or went (-1) on the other hosts, in
+    order}; entries, locations and deltas are None when everything must be read again."""
     cur.execute(
         "WITH changed AS (SELECT c.id, c.host_id, c.vm_name, c.memory_mib, c.vcpus, c.ha, c.sign"
         "  FROM placement_change c WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"

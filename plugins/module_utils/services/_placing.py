@@ -31,14 +31,7 @@ class _Kept:
 
 def scheduler_for(engine, cur, cluster_id):
     """The cluster's Scheduler, up to date within this transaction (see the module's docstring)."""
-    kept = engine.placement_snapshots.get(cluster_id)
-    if kept is not None and time.monotonic() - kept.taken < KEEP_SECONDS:
-        update = vm_rows.placement_update(cur, cluster_id, kept.snapshot, kept.own)
-        if not update["everything"]:
-            _apply(kept, update)
-            kept.snapshot, kept.own = update["snapshot"], update["own"]
-            return kept.scheduler
-    return _read_whole(engine, cur, cluster_id)
+    return ask(engine, cur, cluster_id).answer()
 
 
 def ask(engine, cur, cluster_id):
