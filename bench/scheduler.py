@@ -132,7 +132,7 @@ def _worker(engine_options, names, mode, barrier, queue):
     from ansible_collections.virtplane.kvm.plugins.module_utils._errors import VirtplaneError
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
-    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _placing, _vm
 
     engine = _db.connect(engine_options)
     done = refused = 0
@@ -146,6 +146,7 @@ def _worker(engine_options, names, mode, barrier, queue):
                     # the start path's reservation transaction (services._operation._reserve, VmStart.reserve)
                     with engine.transaction() as cur:
                         prepared = vm_rows.find(cur, name)
+                    _placing.warm(engine, prepared["cluster_id"])
                     with engine.conn.pipeline(), engine.transaction() as cur:
                         engine.lock(cur, _db.LOCK_DATACENTER, "bench")
                         start = _vm.VmStart(engine, False, _vm.VmSpec(name=name, state="running"))

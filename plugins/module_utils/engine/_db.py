@@ -298,6 +298,17 @@ class Engine:
             self.placement_snapshots.clear()
             raise
 
+    @contextlib.contextmanager
+    def consistent_read(self):
+        """One read-only transaction whose statements all see the same snapshot (REPEATABLE READ): for reads
+        made in several statements outside any lock, that must agree with each other."""
+        self.conn.isolation_level, self.conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+        try:
+            with self.transaction() as cur:
+                yield cur
+        finally:
+            self.conn.isolation_level, self.conn.read_only = None, None
+
     def lock(self, cur, namespace, object_id):
         """Serialize writers of one object until the transaction ends (``cur``: the transaction's cursor).
 

@@ -640,6 +640,29 @@ CREATE TABLE host_load_sample (
 );
 """
 
+# The VM runtime's trigger writes the log itself: a SQL function called from PL/pgSQL is planned again on every
+# call, and this trigger runs on every reservation, under the cluster's lock.
+_PLACEMENT_TRIGGER_INLINE = """
+CREATE OR REPLACE FUNCTION placement_runtime_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- a VM already gone (its runtime removed with it) leaves a plain change: the host is read again
+    IF TG_OP <> 'INSERT' AND OLD.run_host_id IS NOT NULL THEN
+        INSERT INTO placement_change (cluster_id, host_id, vm_name, memory_mib, vcpus, ha, sign)
+        SELECT h.cluster_id, h.id, v.name, COALESCE(OLD.reserved_memory_mib, 0), COALESCE(OLD.reserved_vcpus, 0),
+               v.ha_enabled, CASE WHEN v.id IS NULL THEN NULL ELSE -1 END
+        FROM host h LEFT JOIN vm v ON v.id = OLD.vm_id WHERE h.id = OLD.run_host_id;
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.run_host_id IS NOT NULL THEN
+        INSERT INTO placement_change (cluster_id, host_id, vm_name, memory_mib, vcpus, ha, sign)
+        SELECT h.cluster_id, h.id, v.name, COALESCE(NEW.reserved_memory_mib, 0), COALESCE(NEW.reserved_vcpus, 0),
+               v.ha_enabled, CASE WHEN v.id IS NULL THEN NULL ELSE 1 END
+        FROM host h LEFT JOIN vm v ON v.id = NEW.vm_id WHERE h.id = NEW.run_host_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -659,6 +682,7 @@ MIGRATIONS = (
     Migration(14, "placement changes carry what a VM's reservation adds to or takes from its host", _PLACEMENT_DELTAS),
     Migration(15, "the CPU models a host can give its guests", _HOST_CPU_MODELS),
     Migration(16, "host CPU counters and a day of host loads", _HOST_LOAD_HISTORY),
+    Migration(17, "the VM runtime's placement log written in its trigger", _PLACEMENT_TRIGGER_INLINE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

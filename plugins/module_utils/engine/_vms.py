@@ -184,22 +184,24 @@ def send_placement_update(cur, cluster_id, snapshot, own):
         "  FROM placement_change c WHERE (c.cluster_id = %(cluster)s OR c.cluster_id IS NULL)"
         "  AND c.xid >= pg_snapshot_xmin(%(snap)s::pg_snapshot)"
         "  AND (NOT pg_visible_in_snapshot(c.xid, %(snap)s::pg_snapshot) OR c.xid = %(own)s::xid8)),"
-        " ids AS (SELECT DISTINCT host_id FROM changed WHERE host_id IS NOT NULL AND sign IS NULL),"
-        " whole AS (SELECT EXISTS (SELECT 1 FROM changed WHERE host_id IS NULL) AS everything)"
+        " found AS (SELECT EXISTS (SELECT 1 FROM changed WHERE host_id IS NULL) AS everything,"
+        "  ARRAY(SELECT DISTINCT host_id FROM changed WHERE host_id IS NOT NULL AND sign IS NULL) AS ids)"
         " SELECT pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS own,"
-        " whole.everything, ARRAY(SELECT host_id FROM ids) AS hosts,"
+        " f.everything, f.ids AS hosts,"
         # reservations that came or went on the hosts not read again, in the order they were made
-        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_agg(jsonb_build_array(d.host_id, d.vm_name,"
+        " CASE WHEN NOT f.everything THEN COALESCE((SELECT jsonb_agg(jsonb_build_array(d.host_id, d.vm_name,"
         "   d.memory_mib, d.vcpus, d.ha, d.sign) ORDER BY d.id) FROM changed d WHERE d.sign IS NOT NULL"
-        "   AND d.host_id <> ALL(ARRAY(SELECT host_id FROM ids))), '[]') END AS deltas,"
-        # the changed hosts by their keys (ANY of an array: an index scan whatever the statistics say)
-        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_agg(to_jsonb(e)) FROM (" + _PLACEMENT_HOST +
-        "   WHERE h.id = ANY(ARRAY(SELECT host_id FROM ids)) AND h.cluster_id = %(cluster)s) e), '[]') END AS entries,"
-        " CASE WHEN NOT whole.everything THEN COALESCE((SELECT jsonb_object_agg(v.name, h.name) FROM vm_runtime r"
-        "   JOIN host h ON h.id = r.run_host_id JOIN vm v ON v.id = r.vm_id"
-        "   WHERE r.run_host_id = ANY(ARRAY(SELECT host_id FROM ids)) AND v.cluster_id = %(cluster)s), '{}') END"
+        "   AND d.host_id <> ALL(f.ids)), '[]') END AS deltas,"
+        # the changed hosts by their keys (ANY of an array: an index scan whatever the statistics say); CASE
+        # evaluates a branch only when taken, so that a question without hosts to read again reads none
+        " CASE WHEN f.everything THEN NULL WHEN cardinality(f.ids) = 0 THEN '[]' ELSE COALESCE((SELECT"
+        "   jsonb_agg(to_jsonb(e)) FROM (" + _PLACEMENT_HOST +
+        "   WHERE h.id = ANY(f.ids) AND h.cluster_id = %(cluster)s) e), '[]') END AS entries,"
+        " CASE WHEN f.everything THEN NULL WHEN cardinality(f.ids) = 0 THEN '{}' ELSE COALESCE((SELECT"
+        "   jsonb_object_agg(v.name, h.name) FROM vm_runtime r JOIN host h ON h.id = r.run_host_id"
+        "   JOIN vm v ON v.id = r.vm_id WHERE r.run_host_id = ANY(f.ids) AND v.cluster_id = %(cluster)s), '{}') END"
         " AS locations"
-        " FROM whole", {"snap": snapshot, "cluster": cluster_id, "own": own})
+        " FROM found f", {"snap": snapshot, "cluster": cluster_id, "own": own})
 
 
 def placement_update_answer(cur):

@@ -1198,6 +1198,11 @@ class VmStart(_VmOperation):
     action = "vm.start"
     pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
+    def observe(self, plan):
+        super().observe(plan)
+        if plan.row is not None and plan.row["status"] == "Down":
+            _placing.warm(self.engine, plan.row["cluster_id"])
+
     def reserve(self, cur, plan):
         if plan.row is None:
             row, scheduler = self._row(cur, lock=True), None
