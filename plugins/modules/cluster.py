@@ -38,7 +38,8 @@ options:
       - The scheduler places VMs only on hosts whose libvirt lists the model as usable for their domain type
         (C(virsh domcapabilities)); every other host is rejected with that reason.
       - V(host-model) or V(host-passthrough) instead give each guest (a model of) its host's own CPU.
-      - Unset, VMs get the hypervisor's default CPU and no host is filtered out for it.
+      - Unset, VMs get the hypervisor's default CPU and no host is filtered out for it; an empty string removes a
+        model set before (VMs that run keep theirs until they start again).
     type: str
   scheduling_policy:
     description:

@@ -96,3 +96,19 @@ def test_ratio_with_more_precision_than_stored_is_idempotent(engine_options, sql
     assert run["create"]["cluster"]["cpu_overcommit_ratio"] == 1.33
     assert not run["again"]["changed"]
     assert sql("SELECT count(*) AS n FROM event WHERE code = 'CLUSTER_UPDATED'")[0]["n"] == 0
+
+
+def test_an_empty_cpu_model_removes_the_one_set_before(engine_options, sql):
+    run = run_play([DC, dict(name="create", **cluster(datacenter="paris", cpu_model="Westmere")),
+                    dict(name="check unset", check_mode=True, **cluster(cpu_model="")),
+                    dict(name="unset", **cluster(cpu_model="")),
+                    dict(name="again", **cluster(cpu_model="")),
+                    dict(name="created without", **cluster(name="dev", datacenter="paris", cpu_model=""))],
+                   engine=engine_options, diff=True)
+    assert run.rc == 0, run.output
+    assert run["create"]["cluster"]["cpu_model"] == "Westmere"
+    assert run["check unset"]["changed"] and run["check unset"]["cluster"]["cpu_model"] is None
+    assert run["unset"]["diff"] == {"before": {"cpu_model": "Westmere"}, "after": {"cpu_model": None}}
+    assert not run["again"]["changed"]
+    assert {r["name"]: r["cpu_model"] for r in sql("SELECT name, cpu_model FROM cluster")} == {"prod": None,
+                                                                                               "dev": None}

@@ -45,7 +45,7 @@ _CPU_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 def validate(desired):
     validate_description("description", desired.get("description"))
-    if desired.get("cpu_model") is not None:
+    if desired.get("cpu_model"):  # "": no model (the hypervisor's default CPU)
         validate_pattern("cpu_model", desired["cpu_model"], _CPU_MODEL, "a libvirt CPU model name")
     ratio = desired.get("cpu_overcommit_ratio")
     if ratio is not None:
@@ -128,7 +128,10 @@ def ensure_present(engine, name, datacenter, desired, check_mode=False):
                                 "data center '%s' (cluster names are unique and a cluster cannot move between "
                                 "data centers)" % (name, datacenter, name, row["datacenter"]))
         desired = _resolve_policy(row, desired)
-        changes = changed_fields(row, {k: desired.get(k) for k in FIELDS})
+        unset = desired.get("cpu_model") == ""
+        changes = changed_fields(row, {k: None if unset and k == "cpu_model" else desired.get(k) for k in FIELDS})
+        if unset and row["cpu_model"] is not None:
+            changes["cpu_model"] = None
         hosts = _clusters.host_names(cur, row["id"])
         if not changes:
             return Outcome(False, resource=_view(row, row["datacenter"], hosts))
@@ -151,7 +154,7 @@ def _create(cur, name, datacenter, desired, check_mode):
     dc = _datacenters.find(cur, datacenter, lock=True)
     if dc is None:
         raise NotFoundError("data center", datacenter, "create cluster '%s'" % name)
-    values = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None})
+    values = dict(DEFAULTS, **{k: v for k, v in desired.items() if v is not None and v != ""})
     after = plain(dict(values, name=name, datacenter=datacenter))
     resource = dict(after, id=None, hosts=[])
     if not check_mode:
