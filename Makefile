@@ -37,7 +37,7 @@ $(COLLECTION_LINK):
 # One pytest run over the three folders: one summary line for the whole suite. Two workers: the lab
 # tests (one group, one worker: their labs share this machine's two cores) run beside the others.
 pytest:
-	$(BIN)/pytest -n 2 --dist loadgroup tests/unit tests/integration tests/lab
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25 tests/unit tests/integration tests/lab
 
 # The engine role installs Debian 12's psycopg (3.1.7), whose pipeline mode answers a cursor differently from
 # the virtualenv's: the engine's paths that use pipeline mode (VM starts, placement) run again under it.
