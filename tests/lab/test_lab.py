@@ -176,6 +176,8 @@ def host_info(lab, refresh=False, timeout=15):
                                     "engine1"),
     ({"lab_host_prefix": "hypervisor"}, "give two lab hosts the network interface name vptest-hypervis (interface "
                                         "names are cut at 15 characters)"),
+    ({"lab_cache_dir": "/var/cache/vp;touch /tmp/x"}, "cache_dir '/var/cache/vp;touch /tmp/x' must be an absolute "
+                                                      "path of letters"),
     ({"lab_state_dir": "/var/lib/vptest,upperdir=/etc"}, "state_dir '/var/lib/vptest,upperdir=/etc' must be an "
                                                          "absolute path of letters"),
 ])

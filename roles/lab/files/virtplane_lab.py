@@ -79,6 +79,12 @@ HOST_MIB = 900
 # A mirror is a plain http:// URL of a host name or address (apt checks the signatures, not the transport).
 MIRROR = re.compile(r"http://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 PROXY_PORT = 3142
+# What one lab keeps for the next lab of this machine (another state directory, or this one made
+# again): base roots (base/<recipe hash>, the BASE_CACHE_KEEP most recently used) and the packages the
+# hosts downloaded through the proxy (apt/, each dropped when no lab asked for it in PACKAGE_CACHE_DAYS).
+CACHE_DIR = "/var/cache/virtplane-lab"
+BASE_CACHE_KEEP = 2
+PACKAGE_CACHE_DAYS = 60
 # What the base root gets after debootstrap (run in a chroot, with the mirrors as $1 and $2). It is
 # part of the recipe: changing it builds a new base root, and the hosts made on the old one are made again.
 BASE_SETUP = r"""
@@ -185,6 +191,14 @@ def start_time(pid):
 
 def alive(pid, started):
     return bool(pid) and started is not None and start_time(pid) == started
+
+
+def copy_tree(source, target):
+    """``source`` copied to ``target`` as hard links (another file system: as a copy)."""
+    proc = subprocess.run(["cp", "-a", "-l", source, target], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        run("cp", "-a", source, target)
 
 
 def links():
@@ -393,6 +407,9 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             for directory in self.server.caches:
                 path = os.path.join(directory, local)
                 if os.path.isfile(path):
+                    if directory == self.server.caches[0]:
+                        with contextlib.suppress(OSError):
+                            os.utime(path)  # used: kept in the cache
                     self._send_file(path, body)
                     return
         try:
@@ -494,9 +511,28 @@ def mirror_netlocs(*mirrors):
     return found
 
 
+def package_caches(args):
+    """Where the proxy looks for a package before it asks the mirror; it keeps what it downloads in the
+    first. This machine's own apt cache is read only."""
+    return [os.path.join(args.cache_dir, "apt"), "/var/cache/apt/archives"]
+
+
+def prune_package_cache(directory, days=PACKAGE_CACHE_DAYS):
+    """Packages no lab asked for in ``days`` (a hit marks its file as used), and downloads a killed proxy
+    left half-written."""
+    if not os.path.isdir(directory):
+        return
+    old = time.time() - days * 86400
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_mtime < old or (".partial-" in name and os.stat(path).st_mtime < time.time() - 3600):
+                os.unlink(path)
+
+
 def serve_proxy(args):
     """`proxy`: the lab's package proxy, until killed (the lab starts it, records it and stops it)."""
-    caches = [os.path.join(args.state_dir, "apt-cache"), "/var/cache/apt/archives"]
+    caches = package_caches(args)
     try:
         server = PackageProxy((args.listen, PROXY_PORT), mirror_netlocs(args.mirror, args.security_mirror), caches,
                               log=sys.stdout)
@@ -670,6 +706,9 @@ class Lab:
         if not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", self.state_dir) or "/../" in self.state_dir + "/":
             raise LabError("state_dir '%s' must be an absolute path of letters, digits, '.', '_', '-' and '/'"
                            % self.state_dir)
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]*[A-Za-z0-9._-]", a.cache_dir) or "/../" in a.cache_dir + "/":
+            raise LabError("cache_dir '%s' must be an absolute path of letters, digits, '.', '_', '-' and '/'"
+                           % a.cache_dir)
         limit = max(1, min(8, (os.cpu_count() or 1) * 2))
         if not 1 <= a.hosts <= limit:
             raise LabError("this machine can hold 1 to %d lab hosts (%d cores); %d were asked for"
@@ -825,6 +864,7 @@ class Lab:
             if present[bridge].get("operstate") == "DOWN" and "UP" not in present[bridge].get("flags", []):
                 self.act("bring bridge %s up" % bridge, run, "ip", "link", "set", bridge, "up")
         self._ensure_proxy(design)
+        self._move_old_package_cache()
         self._ensure_storage(design)
         wanted = {h["name"] for h in design["hosts"]}
         for old in [h for h in self.state["hosts"] if h["name"] not in wanted]:
@@ -863,8 +903,54 @@ class Lab:
         base = design["base"]
         if os.path.isdir(base["dir"]):
             return
+        cached = os.path.join(self.args.cache_dir, "base", base["hash"])
+        if os.path.isdir(cached):
+            self.act("take the base root %s from %s" % (base["hash"], os.path.dirname(cached)), self._copy_base,
+                     cached, base["dir"], design, made_dir)
+            return
         self.act("build the base root %s (debootstrap %s from %s)" % (base["hash"], SUITE, self.args.mirror),
                  self._build_base, design, made_dir)
+
+    def _copy_base(self, source, target, design, made_dir):
+        """A base root another lab of this machine built with the same recipe: hard links, so it takes
+        seconds and no disk (no one writes into a base root: it is the hosts' read-only lower layer).
+        A cache that cannot be read is no error: the base root is built instead."""
+        build = os.path.join(os.path.dirname(target), ".build")
+        if os.path.exists(build):
+            shutil.rmtree(build)
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        try:
+            copy_tree(source, build)
+        except LabError:
+            self._build_base(design, made_dir)
+            return
+        with open(os.path.join(os.path.dirname(target), "build.log"), "w") as log:
+            log.write("the base root %s was taken from %s, built there by another lab of this machine\n"
+                      % (os.path.basename(target), source))
+        os.rename(build, target)
+        os.utime(source)  # recently used: kept in the cache
+
+    def _cache_base(self, base):
+        """Keep the new base root for the next lab of this machine (the cache holds the BASE_CACHE_KEEP
+        most recently used ones). A cache only: when it cannot be written, the lab is still whole."""
+        cache = os.path.join(self.args.cache_dir, "base")
+        try:
+            os.makedirs(cache, 0o755, exist_ok=True)
+            for name in os.listdir(cache):  # what a killed run left half-copied
+                if name.startswith(".add-") and not os.path.exists("/proc/%s" % name[5:]):
+                    shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+            adding = os.path.join(cache, ".add-%d" % os.getpid())
+            copy_tree(base["dir"], adding)
+            try:
+                os.rename(adding, os.path.join(cache, base["hash"]))
+            except OSError:  # another lab cached the same recipe meanwhile
+                shutil.rmtree(adding, ignore_errors=True)
+            kept = sorted((n for n in os.listdir(cache) if re.fullmatch(r"[0-9a-f]{16}", n)),
+                          key=lambda n: os.stat(os.path.join(cache, n)).st_mtime, reverse=True)
+            for name in kept[BASE_CACHE_KEEP:]:
+                shutil.rmtree(os.path.join(cache, name), ignore_errors=True)
+        except (OSError, LabError):
+            pass
 
     def _build_base(self, design, made_dir):
         """debootstrap into base/.build, then set it up in a chroot; renamed into place only when whole."""
@@ -874,7 +960,7 @@ class Lab:
             shutil.rmtree(build)  # what a killed build left (its mounts died with its mount namespace)
         os.makedirs(build)
         log_path = os.path.join(self.state_dir, "base", "build.log")
-        caches = [os.path.join(self.state_dir, "apt-cache"), "/var/cache/apt/archives"]
+        caches = package_caches(self.args)
         os.makedirs(caches[0], 0o755, exist_ok=True)
         proxy = PackageProxy(("127.0.0.1", 0), mirror_netlocs(self.args.mirror, self.args.security_mirror), caches)
         thread = threading.Thread(target=proxy.serve_forever, daemon=True)
@@ -908,6 +994,7 @@ class Lab:
             raise LabError("the lab's base root could not be built (debootstrap %s from %s): %s" % (
                 SUITE, self.args.mirror, self._why_build_failed(lines + debootstrap_log)))
         os.rename(build, base["dir"])
+        self._cache_base(base)
 
     def _why_build_failed(self, lines):
         text = "\n".join(lines)
@@ -948,11 +1035,28 @@ class Lab:
             self.act("stop the old package proxy", self._stop_proxy)
         self.act("start the package proxy at %s:%d" % (gateway, PROXY_PORT), self._start_proxy, gateway)
 
+    def _move_old_package_cache(self):
+        """Packages an older lab kept in its own state directory go to the labs' cache."""
+        old = os.path.join(self.state_dir, "apt-cache")
+        if not os.path.isdir(old):
+            return
+        self.act("move the packages of %s to %s" % (old, package_caches(self.args)[0]), self._move_packages, old)
+
+    def _move_packages(self, old):
+        cache = package_caches(self.args)[0]
+        os.makedirs(cache, 0o755, exist_ok=True)
+        for name in os.listdir(old):
+            with contextlib.suppress(OSError):
+                if ".partial-" not in name:
+                    os.replace(os.path.join(old, name), os.path.join(cache, name))
+        shutil.rmtree(old, ignore_errors=True)
+
     def _start_proxy(self, gateway):
         # a copy of this tool in the state dir runs it: the one Ansible copied here is removed after the run
         tool = os.path.join(self.state_dir, "virtplane_lab.py")
         shutil.copyfile(os.path.abspath(__file__), tool)
-        os.makedirs(os.path.join(self.state_dir, "apt-cache"), 0o755, exist_ok=True)
+        os.makedirs(package_caches(self.args)[0], 0o755, exist_ok=True)
+        prune_package_cache(package_caches(self.args)[0])
         ready = os.path.join(self.state_dir, "proxy.ready")
         if os.path.exists(ready):
             os.unlink(ready)
@@ -960,7 +1064,8 @@ class Lab:
         with log:
             proc = subprocess.Popen(
                 [sys.executable, tool, "proxy", "--state-dir", self.state_dir, "--listen", gateway,
-                 "--mirror", self.args.mirror, "--security-mirror", self.args.security_mirror],
+                 "--cache-dir", self.args.cache_dir, "--mirror", self.args.mirror,
+                 "--security-mirror", self.args.security_mirror],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         # recorded at once: a run killed from here on leaves a proxy that down still stops
         self.state["proxy"] = {"pid": proc.pid, "started": start_time(proc.pid), "version": self._tool_version(),
@@ -1625,6 +1730,8 @@ def main(argv=None):
     parser.add_argument("--data-subnet", default="10.78.0.0/24")
     parser.add_argument("--luns", type=int, default=2, help="LUNs of the lab's iSCSI target")
     parser.add_argument("--lun-size", default="1G", help="size of each LUN: 1G, 512M, ... or bytes")
+    parser.add_argument("--cache-dir", default=CACHE_DIR,
+                        help="base roots and packages kept for the next lab of this machine")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--security-mirror", default="http://deb.debian.org/debian-security")
     parser.add_argument("--boot-timeout", type=int, default=90, help="seconds a host may take to boot")
