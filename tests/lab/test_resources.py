@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -557,6 +558,110 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
             {"name": "template", "ignore_errors": True, "virtplane.kvm.template": {"name": "tpl", "state": "absent"}},
             {"name": "hot", "ignore_errors": True, "virtplane.kvm.disk": {"name": "hot", "storage_domain": "shared",
                                                                           "state": "absent"}}])
+
+
+def _pings(proc):
+    """Stop a ping started with Popen: (sent, answered)."""
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=15)[0]
+    found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert found, out
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_a_vm_migrates_there_and_back_answering_ping_and_stays_when_its_destination_dies(dc, sql_lab):
+    """A guest on the VXLAN network with its disk on shared storage, pinged every 50 ms from hv2 while it goes to hv2
+    and back: few replies lost, its heartbeat never starts again; then a migration whose destination's QEMU dies."""
+    mover = lab_vm("mover", "192.168.100.41", "192.168.100.250", "hv1",
+                   disks=[{"name": "mover-data", "storage_domain": "shared", "size": "64MiB"}])
+    bridge = sql_lab("SELECT bridge FROM logical_network WHERE name = 'app'")[0]["bridge"]
+    pinger_ns = "%s-hv2" % PREFIX
+    ping = None
+    try:
+        for host in ("hv1", "hv2"):
+            in_host(KEY, HOSTS[host], "rm -f /var/lib/virtplane/local/mover-console.log")
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": mover},
+                                {"name": "unpin", "virtplane.kvm.vm": dict(mover, host=[])}])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["start"]["vm"]["host"] == "hv1" and run["unpin"]["vm"]["pending_restart"] == []
+        assert "VIRTPLANE-GUEST-READY" in wait_for_console(console_of("hv1", "mover"), "VIRTPLANE-GUEST-READY", 120)
+        subprocess.run(["ip", "-n", pinger_ns, "addr", "add", "192.168.100.250/24", "dev", bridge], check=True)
+        assert subprocess.run(["ip", "netns", "exec", pinger_ns, "ping", "-c", "3", "-W", "2", "192.168.100.41"],
+                              capture_output=True, check=False).returncode == 0
+        ping = subprocess.Popen(["ip", "netns", "exec", pinger_ns, "ping", "-n", "-i", "0.05", "-W", "1",
+                                 "192.168.100.41"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1)
+
+        run = engine_tasks(dc, [{"name": "check", "virtplane.kvm.vm_migrate": {"name": "mover", "host": "hv2"}}],
+                           check=True, diff=True)
+        assert run["check"]["changed"] and run["check"]["diff"] == {"before": {"host": "hv1"},
+                                                                    "after": {"host": "hv2"}}
+        assert "mover" in domains_on("hv1") and "mover" not in domains_on("hv2")
+        assert sql_lab("SELECT * FROM migration") == []
+
+        run = engine_tasks(dc, [{"name": "there", "virtplane.kvm.vm_migrate": {"name": "mover", "host": "hv2"}},
+                                {"name": "back", "virtplane.kvm.vm_migrate": {"name": "mover"}}])
+        assert run.rc == 0, run.output[-3000:]
+        sent, answered = _pings(ping)
+        ping = None
+        there, back = run["there"]["vm"], run["back"]["vm"]
+        assert (there["host"], back["host"]) == ("hv2", "hv1")  # back: the scheduler's choice, hv1 the only other
+        assert there["migration"]["status"] == "done" and there["migration"]["downtime_ms"] is not None
+        assert back["migration"]["source"] == "hv2" and back["uptime_s"] >= there["uptime_s"]
+        # a few replies lost while the guest paused to switch hosts (about a tenth of a second each time)
+        assert sent > 20 and sent - answered <= 20, (sent, answered)
+        assert "mover" in domains_on("hv1") and "mover" not in domains_on("hv2")
+        runtime = sql_lab("SELECT h.name AS host, r.status, r.migrating_to_host_id FROM vm_runtime r JOIN vm v"
+                          " ON v.id = r.vm_id JOIN host h ON h.id = r.run_host_id WHERE v.name = 'mover'")
+        assert runtime == [{"host": "hv1", "status": "Up", "migrating_to_host_id": None}]
+        # the same guest all along: booted once, its heartbeat counting on across both hosts' console logs
+        on_hv1, on_hv2 = read_console(console_of("hv1", "mover")), read_console(console_of("hv2", "mover"))
+        assert on_hv1.count("VIRTPLANE-GUEST-READY") == 1 and "VIRTPLANE-GUEST-READY" not in on_hv2
+        beats_hv1, beats_hv2 = _heartbeats(on_hv1), _heartbeats(on_hv2)
+        assert beats_hv2 and beats_hv1 == sorted(set(beats_hv1)) and beats_hv2 == sorted(set(beats_hv2))
+        # no count twice (a guest started again counts from 1), and it counted on on hv1 after hv2
+        assert not set(beats_hv1) & set(beats_hv2) and beats_hv2[-1] < beats_hv1[-1], (on_hv1[:3000], on_hv2[:1000])
+        assert [m["status"] for m in sql_lab("SELECT status FROM migration ORDER BY started_at")] == ["done", "done"]
+
+        # a migration whose destination dies half-way: 1 MiB/s keeps it going while hv2's QEMU is killed
+        moving = start_plays([{"hosts": "engine", "gather_facts": False, "tasks": [
+            {"name": "slow", "ignore_errors": True, "virtplane.kvm.vm_migrate": {
+                "name": "mover", "host": "hv2", "policy": "legacy", "bandwidth": 1}}]}],
+            inventory=dc["inventory"], engine=dc["engine"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not sql_lab(
+                "SELECT 1 FROM job WHERE action = 'vm.migrate' AND status = 'running' AND progress > 0"):
+            time.sleep(0.5)
+        assert sql_lab("SELECT status FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE v.name = 'mover'") == [
+            {"status": "MigratingFrom"}]
+        in_host(KEY, HOSTS["hv2"], "pkill -KILL -f 'guest=[m]over'")
+        run = moving.wait(timeout=180)
+        failure = run["slow"]
+        assert failure.get("failed") and failure["msg"].startswith("Failed to migrate VM 'mover' to host hv2 on "
+                                                                   "host hv1: "), failure
+        runtime = sql_lab("SELECT h.name AS host, r.status, r.migrating_to_host_id, r.job_id FROM vm_runtime r"
+                          " JOIN vm v ON v.id = r.vm_id JOIN host h ON h.id = r.run_host_id WHERE v.name = 'mover'")
+        assert runtime == [{"host": "hv1", "status": "Up", "migrating_to_host_id": None, "job_id": None}]
+        assert "mover" in domains_on("hv1") and "mover" not in domains_on("hv2")
+        last = _heartbeats(read_console(console_of("hv1", "mover")))[-1]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _heartbeats(read_console(console_of("hv1", "mover")))[-1] <= last:
+            time.sleep(0.5)
+        assert _heartbeats(read_console(console_of("hv1", "mover")))[-1] > last  # it runs on
+        failed = sql_lab("SELECT status, reason FROM migration ORDER BY started_at")[-1]
+        assert failed["status"] == "failed" and failed["reason"], failed
+        event = sql_lab("SELECT message FROM event WHERE code = 'VM_MIGRATION_FAILED'")[-1]["message"]
+        assert "it keeps running on host hv1" in event, event
+    finally:
+        if ping is not None:
+            ping.kill()
+            ping.communicate()
+        subprocess.run(["ip", "-n", pinger_ns, "addr", "del", "192.168.100.250/24", "dev", bridge], check=False,
+                       capture_output=True)
+        remove = {"name": "mover", "state": "absent", "force": True}
+        run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.vm": remove}])
+        assert run.rc == 0, run.output[-3000:]
+    assert not os.path.exists(os.path.join(SHARED, "mover-data.qcow2"))
 
 
 def _image_snapshots(volume):

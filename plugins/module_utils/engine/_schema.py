@@ -663,6 +663,76 @@ END
 $$;
 """
 
+# Live migrations: each one's record (history, the per-host limits of concurrent migrations), and the host a
+# migrating VM goes to holds its reservation too until the migration ends (as oVirt's pending resources)
+_MIGRATIONS = """
+CREATE TABLE migration (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    vm_id               uuid REFERENCES vm (id) ON DELETE SET NULL,
+    vm_name             text NOT NULL,
+    source_host_id      uuid REFERENCES host (id) ON DELETE SET NULL,
+    destination_host_id uuid REFERENCES host (id) ON DELETE SET NULL,
+    source_host         text NOT NULL,
+    destination_host    text NOT NULL,
+    policy              text NOT NULL,
+    bandwidth_mibps     integer,
+    job_id              uuid REFERENCES job (id) ON DELETE SET NULL,
+    status              text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
+    reason              text NOT NULL DEFAULT '',
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    ended_at            timestamptz,
+    total_ms            integer,
+    downtime_ms         integer,
+    transferred_mib     numeric(12, 1),
+    postcopy            boolean NOT NULL DEFAULT false
+);
+CREATE INDEX migration_running_source_idx ON migration (source_host_id) WHERE status = 'running';
+CREATE INDEX migration_running_destination_idx ON migration (destination_host_id) WHERE status = 'running';
+CREATE INDEX migration_vm_idx ON migration (vm_name, started_at);
+
+CREATE OR REPLACE FUNCTION placement_runtime_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR TG_OP = 'DELETE' OR OLD.run_host_id IS DISTINCT FROM NEW.run_host_id
+            OR OLD.reserved_vcpus IS DISTINCT FROM NEW.reserved_vcpus
+            OR OLD.reserved_memory_mib IS DISTINCT FROM NEW.reserved_memory_mib THEN
+        -- a VM already gone (its runtime removed with it) leaves a plain change: the host is read again
+        IF TG_OP <> 'INSERT' AND OLD.run_host_id IS NOT NULL THEN
+            INSERT INTO placement_change (cluster_id, host_id, vm_name, memory_mib, vcpus, ha, sign)
+            SELECT h.cluster_id, h.id, v.name, COALESCE(OLD.reserved_memory_mib, 0), COALESCE(OLD.reserved_vcpus, 0),
+                   v.ha_enabled, CASE WHEN v.id IS NULL THEN NULL ELSE -1 END
+            FROM host h LEFT JOIN vm v ON v.id = OLD.vm_id WHERE h.id = OLD.run_host_id;
+        END IF;
+        IF TG_OP <> 'DELETE' AND NEW.run_host_id IS NOT NULL THEN
+            INSERT INTO placement_change (cluster_id, host_id, vm_name, memory_mib, vcpus, ha, sign)
+            SELECT h.cluster_id, h.id, v.name, COALESCE(NEW.reserved_memory_mib, 0), COALESCE(NEW.reserved_vcpus, 0),
+                   v.ha_enabled, CASE WHEN v.id IS NULL THEN NULL ELSE 1 END
+            FROM host h LEFT JOIN vm v ON v.id = NEW.vm_id WHERE h.id = NEW.run_host_id;
+        END IF;
+    END IF;
+    -- the host a migration goes to (its committed sums count the VM): read again when that starts or ends
+    IF TG_OP <> 'INSERT' AND OLD.migrating_to_host_id IS NOT NULL
+            AND (TG_OP = 'DELETE' OR OLD.migrating_to_host_id IS DISTINCT FROM NEW.migrating_to_host_id
+                 OR OLD.reserved_vcpus IS DISTINCT FROM NEW.reserved_vcpus
+                 OR OLD.reserved_memory_mib IS DISTINCT FROM NEW.reserved_memory_mib) THEN
+        PERFORM placement_touch_host(OLD.migrating_to_host_id);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.migrating_to_host_id IS NOT NULL
+            AND (TG_OP = 'INSERT' OR OLD.migrating_to_host_id IS DISTINCT FROM NEW.migrating_to_host_id) THEN
+        PERFORM placement_touch_host(NEW.migrating_to_host_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER placement_vm_runtime_update ON vm_runtime;
+CREATE TRIGGER placement_vm_runtime_update
+    AFTER UPDATE OF run_host_id, migrating_to_host_id, reserved_vcpus, reserved_memory_mib
+    ON vm_runtime FOR EACH ROW WHEN (OLD.run_host_id IS DISTINCT FROM NEW.run_host_id
+        OR OLD.migrating_to_host_id IS DISTINCT FROM NEW.migrating_to_host_id
+        OR OLD.reserved_vcpus IS DISTINCT FROM NEW.reserved_vcpus
+        OR OLD.reserved_memory_mib IS DISTINCT FROM NEW.reserved_memory_mib)
+    EXECUTE FUNCTION placement_runtime_changed();
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -683,6 +753,7 @@ MIGRATIONS = (
     Migration(15, "the CPU models a host can give its guests", _HOST_CPU_MODELS),
     Migration(16, "host CPU counters and a day of host loads", _HOST_LOAD_HISTORY),
     Migration(17, "the VM runtime's placement log written in its trigger", _PLACEMENT_TRIGGER_INLINE),
+    Migration(18, "live migrations, and the reservation of a migrating VM on the host it goes to", _MIGRATIONS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

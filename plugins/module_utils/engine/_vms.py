@@ -137,7 +137,9 @@ _PLACEMENT_HOST = (
     "   COALESCE(sum(r.reserved_vcpus), 0)::integer AS committed_vcpus, count(*) AS vms,"
     "   COALESCE(sum(r.reserved_memory_mib) FILTER (WHERE v.ha_enabled), 0)::bigint AS ha_memory_mib,"
     "   count(*) FILTER (WHERE v.ha_enabled) AS ha_vms"
-    "   FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE r.run_host_id = h.id) held")
+    # (a VM migrating to the host holds its reservation there too, until the migration ends)
+    "   FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE r.run_host_id = h.id"
+    "   OR r.migrating_to_host_id = h.id) held")
 
 
 def placement_hosts(cur, cluster_id, host_ids=None):

@@ -294,6 +294,10 @@ class Scheduler:
             elif host_rule and hosts:
                 for host in hosts:
                     bonus[host] = bonus.get(host, 0.0) + (weight if host_rule == "positive" else -weight)
+        # hosts the caller rules out (the one a VM leaves): a list, or {host: why}
+        exclude = request.get("exclude") or ()
+        for host, why in exclude.items() if isinstance(exclude, dict) else ((h, "ruled out") for h in exclude):
+            avoid[host] = why
         return must, musts, avoid, bonus
 
     def _runs_model(self, host):
@@ -406,8 +410,6 @@ class Scheduler:
         """The best host that passes every filter: a Decision (its ``rejected`` is computed when asked)."""
         affinity = self._affinity(request)
         must, _musts, avoid, bonus = affinity
-        for name in request.get("exclude") or ():  # hosts the caller rules out (the one a VM leaves)
-            avoid.setdefault(name, "ruled out")
         ha = bool(request.get("ha"))
         pinned = request.get("hosts")
         explicit = None

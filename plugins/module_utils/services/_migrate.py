@@ -1,0 +1,385 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live migration of a running VM to another host of its cluster.
+
+Reserve (under the data center's and the cluster's locks): the VM is Up, the destination is the one
+named or the scheduler's choice and passes every filter for it, neither host has its cluster's
+``migration_max_parallel`` migrations going already (a migration beyond waits, up to ``wait_timeout``);
+the VM's reservation is then held on both hosts (``migrating_to_host_id``), its status is
+MigratingFrom and a ``migration`` row records the attempt. Act (no lock): the destination gets the
+VM's seed and console directory, and the source's libvirtd migrates the guest peer to peer, steered
+by the policy (``virt._migration``), its progress written to the job. Confirm: the VM's host is the
+destination and its reservation leaves the source, in one transaction. A migration that fails
+leaves the guest on the source: the reservation on the destination goes and an event says why.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
+    ConflictError,
+    HypervisorError,
+    NotFoundError,
+    ValidationError,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    shown,
+    validate_name,
+    validate_range,
+    validate_timeout,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters, _events, _jobs
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _migrations as migration_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _hosts, _operation, _placing
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec, plain
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _migration, _seed
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _vm as virt_vm
+
+POLICIES = _choices.MIGRATION_POLICIES
+BANDWIDTH_MAX = 100000  # MiB/s
+# how often a running migration writes its progress to its job and looks whether it was cancelled
+PROGRESS_SECONDS = 1.0
+
+
+class MigrateSpec(Spec):
+    FIELDS = ("name", "host", "policy", "bandwidth", "auto_converge", "cancel", "migration_timeout", "timeout",
+              "wait_timeout")
+
+    def validate(self):
+        validate_name("name", self.name)
+        if self.host is not None:
+            validate_name("host", self.host)
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ValidationError("policy", "%s is not one of %s" % (shown(self.policy), ", ".join(POLICIES)))
+        if self.bandwidth is not None:
+            validate_range("bandwidth", self.bandwidth, 1, BANDWIDTH_MAX, "MiB/s")
+        for field in ("auto_converge", "cancel"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, bool):
+                raise ValidationError(field, "%s is not true or false" % shown(value))
+        self.auto_converge = bool(self.auto_converge)
+        self.cancel = bool(self.cancel)
+        if self.cancel and (self.host is not None or self.policy is not None or self.bandwidth is not None):
+            raise ValidationError("cancel", "cancels the VM's running migration: host, policy and bandwidth do not go "
+                                            "with it")
+        self.migration_timeout = 600 if self.migration_timeout is None else self.migration_timeout
+        validate_range("migration_timeout", self.migration_timeout, 1, 86400, "seconds")
+        self.timeout = 15 if self.timeout is None else self.timeout
+        validate_timeout("timeout", self.timeout)
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+
+
+def ensure(engine, spec, check_mode=False):
+    if spec.cancel:
+        return cancel(engine, spec, check_mode)
+    return _operation.run(engine, VmMigrate(engine, check_mode, spec))
+
+
+def _bandwidth(spec, row):
+    """MiB/s: the one asked, else the cluster's (Mbit/s), else none."""
+    if spec.bandwidth is not None:
+        return spec.bandwidth
+    mbps = row.get("migration_bandwidth_mbps")
+    return max(1, int(mbps * 1000000 / 8 / (1024 * 1024))) if mbps else None
+
+
+class VmMigrate(vms._VmOperation):
+    action = "vm.migrate"
+
+    def __init__(self, engine, check_mode, spec):
+        super().__init__(engine, check_mode, spec)
+
+    def prepare(self, cur):
+        row = self._row(cur)
+        self.lock = (vms.LOCK_DATACENTER, row["datacenter"])
+        return _operation.Plan(row=row)
+
+    def observe(self, plan):
+        if plan.row is not None and plan.row["status"] == "Up":
+            _placing.warm(self.engine, plan.row["cluster_id"])
+
+    def reserve(self, cur, plan):
+        row = self._row(cur, lock=True)
+        self._claim(cur, row)
+        name = row["name"]
+        if row["status"] != "Up":
+            raise ConflictError("Cannot migrate VM '%s': it is %s; only a running VM (Up) migrates"
+                                % (name, row["status"]))
+        cluster = _clusters.find(cur, row["cluster"])
+        source = host_rows.find(cur, row["host"])
+        if self.spec.host is not None and self.spec.host == source["name"]:
+            raise ConflictError("Cannot migrate VM '%s' to host %s: it runs there already" % (name, source["name"]))
+        if self.spec.host is not None:
+            named = host_rows.find(cur, self.spec.host)
+            if named is None:
+                raise NotFoundError("host", self.spec.host, "migrate VM '%s' there" % name)
+            if named["cluster_id"] != row["cluster_id"]:
+                raise ConflictError("Cannot migrate VM '%s' to host %s: the host is in cluster %s and the VM in "
+                                    "cluster %s (a VM migrates within its cluster)"
+                                    % (name, named["name"], named["cluster"], row["cluster"]))
+        self.engine.lock(cur, LOCK_CLUSTER, row["cluster"])
+        scheduler = _placing.scheduler_for(self.engine, cur, row["cluster_id"])
+        definition = vms.current_definition(row)
+        request = dict(vms.placement_request(dict(definition, name=name)),
+                       exclude={source["name"]: "the VM runs there"})
+        if self.spec.host is not None:
+            why = scheduler.reason(request, self.spec.host)
+            if why:
+                raise ConflictError("Cannot migrate VM '%s' to host %s: %s" % (name, self.spec.host, why))
+            destination = host_rows.find(cur, self.spec.host)
+        else:
+            decision = scheduler.place(request)
+            if decision.host is None:
+                raise ConflictError("Cannot migrate VM '%s': no other host of cluster %s can run it: %s"
+                                    % (name, row["cluster"], decision.explain() or "the cluster has no other host"))
+            destination = host_rows.find(cur, decision.host["name"])
+        policy = self.spec.policy or cluster["migration_policy"]
+        limit = cluster["migration_max_parallel"]
+        for host in (source, destination):
+            going = migration_rows.running_on(cur, host["id"])
+            if len(going) >= limit:
+                job = _jobs.get(cur, going[0]["job_id"])
+                vms_going = ", ".join(g["vm_name"] for g in going)
+                message = ("Cannot migrate VM '%s' now: host %s has %d migrations going (the cluster allows %d), VMs "
+                           "%s; waited %d s" % (name, host["name"], len(going), limit, vms_going,
+                                                self.spec.wait_timeout))
+                raise _operation.Busy(message, job)
+        bandwidth = _bandwidth(self.spec, cluster)
+        plan.row, plan.source, plan.destination = row, source, destination
+        plan.policy, plan.bandwidth = policy, bandwidth
+        plan.seed = vms._seed_documents(row)
+        plan.actions = ["migrate from %s to %s (%s%s%s)" % (
+            source["name"], destination["name"], policy, ", %d MiB/s" % bandwidth if bandwidth else "",
+            ", auto-converge" if self.spec.auto_converge else "")]
+        if self.check_mode:
+            plan.outcome = Outcome(True, {"host": source["name"]}, {"host": destination["name"]},
+                                   dict(vms.view(row), host=destination["name"]), plan.actions)
+            return
+        self._job(cur, plan, row, "migrate VM %s from host %s to host %s" % (name, source["name"], destination["name"]))
+        plan.migration_id = migration_rows.insert(cur, row, source, destination, policy, bandwidth, plan.job["id"])
+        _jobs.note(cur, plan.job["id"], {"source": source["name"], "destination": destination["name"],
+                                         "migration": str(plan.migration_id), "policy": policy})
+        vm_rows.set_runtime(cur, row["id"], status="MigratingFrom", migrating_to_host_id=destination["id"])
+        _events.record(cur, "VM_MIGRATION_STARTED", "VM %s is migrating from host %s to host %s (%s)"
+                       % (name, source["name"], destination["name"], policy), object_type="vm",
+                       object_id=row["id"], object_name=name, host=source["name"], vm=name, job_id=plan.job["id"],
+                       details={"destination": destination["name"], "policy": policy})
+
+    def act(self, plan):
+        if self.check_mode:
+            return None
+        registry = _hosts.hypervisors(self.engine)
+        row, source, destination = plan.row, plan.source, plan.destination
+
+        def prepare(conn):
+            # what the guest's devices name besides its disks: the console log's directory, the seed ISO
+            if (row["spec"] or {}).get("serial_console", True) or plan.seed:
+                virt_vm.local_pool(conn)
+            if plan.seed:
+                virt_vm.write_seed(conn, row["name"], _seed.nocloud_seed(plan.seed))
+        registry.call(destination, "prepare VM '%s' for its migration" % row["name"], prepare, self.spec.timeout)
+        plan.prepared = True
+        progress = _Progress(self.engine, plan.job)
+        # every disk is on a storage domain the destination has active (the scheduler's filter): the engine knows
+        # the storage is shared where libvirt cannot tell (a shared directory is a local one to it)
+        stats = registry.call(source, "migrate VM '%s' to host %s" % (row["name"], destination["name"]),
+                              lambda conn: _migration.migrate(conn, row["name"], destination["libvirt_uri"],
+                                                              plan.policy, plan.bandwidth, self.spec.auto_converge,
+                                                              self.spec.migration_timeout, progress.see,
+                                                              progress.cancelled, storage_shared=True),
+                              self.spec.timeout)
+        try:
+            stats.update(registry.call(destination, "read the migration's statistics",
+                                       lambda conn: _migration.completed(conn, row["name"]), self.spec.timeout))
+        except HypervisorError:
+            pass
+        try:
+            registry.call(source, "remove the seed the VM left",
+                          lambda conn: virt_vm.remove_local(conn, [virt_vm.seed_volume(row["name"])]),
+                          self.spec.timeout)
+        except HypervisorError:
+            pass
+        return stats
+
+    def undo(self, plan, error):
+        """Where the guest runs after a failure: on the source (pre-copy never leaves it), or — a failure that came
+        after the switch, or an answer lost — on the destination. Recorded by ``release``."""
+        registry = _hosts.hypervisors(self.engine)
+        plan.found_on = None
+        for host in (plan.source, plan.destination):
+            try:
+                if registry.call(host, "look for VM '%s'" % plan.row["name"],
+                                 lambda conn: virt_vm.find(conn, plan.row["name"]) is not None, self.spec.timeout):
+                    plan.found_on = host
+                    break
+            except HypervisorError:
+                continue
+        if plan.found_on is not plan.destination and getattr(plan, "prepared", False) and plan.seed:
+            try:
+                registry.call(plan.destination, "remove the seed written for the migration",
+                              lambda conn: virt_vm.remove_local(conn, [virt_vm.seed_volume(plan.row["name"])]),
+                              self.spec.timeout)
+            except HypervisorError:
+                pass
+
+    def release(self, cur, plan, error):
+        row, name = plan.row, plan.row["name"]
+        why = _operation.describe(error)
+        found = getattr(plan, "found_on", None)
+        if found is plan.destination:
+            self._arrived(cur, plan, {}, "the migration ended with an error (%s) but the VM runs on host %s"
+                          % (why, found["name"]))
+            return
+        vm_rows.set_runtime(cur, row["id"], status="Up" if found is plan.source else vms.UNKNOWN,
+                            status_reason="" if found is plan.source else
+                            "its migration failed (%s) and neither host said it runs there" % why,
+                            migrating_to_host_id=None, job_id=None)
+        if found is plan.source:
+            _keep_uptime(cur, row)
+        migration_rows.ended(cur, plan.migration_id, "failed", why)
+        where = "it keeps running on host %s" % plan.source["name"] if found is plan.source else \
+            "neither host says it runs there: recorded Unknown"
+        _events.record(cur, "VM_MIGRATION_FAILED", "VM %s did not migrate from host %s to host %s: %s; %s"
+                       % (name, plan.source["name"], plan.destination["name"], why, where), severity="error",
+                       object_type="vm", object_id=row["id"], object_name=name, host=plan.source["name"], vm=name,
+                       job_id=plan.job["id"], details={"destination": plan.destination["name"]})
+
+    def confirm(self, cur, plan, result):
+        if self.check_mode:
+            return plan.outcome
+        self._arrived(cur, plan, result or {}, "")
+        fresh = dict(vm_rows.find(cur, plan.row["name"]), now=vms._now(cur))
+        view = vms.view(fresh)
+        view["migration"] = migration_view(migration_rows.get(cur, plan.migration_id))
+        return Outcome(True, {"host": plan.source["name"]}, {"host": plan.destination["name"]}, view, plan.actions)
+
+    def _arrived(self, cur, plan, stats, note):
+        """The VM is on the destination: its host and reservation move there in this transaction."""
+        row, destination = plan.row, plan.destination
+        console = dict(row.get("console") or {})
+        if console.get("serial_log"):
+            console["serial_log"] = "%s:%s" % (destination["name"], virt_vm.console_path(row["name"]))
+        if console.get("host") in (plan.source["address"], plan.source["name"]):
+            console.pop("host", None)
+            console.pop("url", None)
+        vm_rows.set_runtime(cur, row["id"], status="Up", status_reason="", run_host_id=destination["id"],
+                            migrating_to_host_id=None, job_id=None, console=console)
+        _keep_uptime(cur, row)
+        migration_rows.done(cur, plan.migration_id, note,
+                            stats.get("total_ms") or (int(stats["total_s"] * 1000) if stats.get("total_s") else None),
+                            stats.get("downtime_ms"), stats.get("transferred_mib"), bool(stats.get("postcopy")))
+        _events.record(cur, "VM_MIGRATED", "VM %s migrated from host %s to host %s%s%s"
+                       % (row["name"], plan.source["name"], destination["name"],
+                          " (downtime %d ms)" % stats["downtime_ms"] if stats.get("downtime_ms") is not None else "",
+                          ": " + note if note else ""),
+                       object_type="vm", object_id=row["id"], object_name=row["name"], host=destination["name"],
+                       vm=row["name"], job_id=plan.job["id"],
+                       details={"source": plan.source["name"], "downtime_ms": stats.get("downtime_ms"),
+                                "postcopy": bool(stats.get("postcopy"))})
+
+
+def _keep_uptime(cur, row):
+    """Up again after MigratingFrom: the guest never stopped, so it has been Up since it was before."""
+    migration_rows.keep_status_since(cur, row["id"], row["status_changed_at"])
+
+
+class _Progress:
+    """The migration's readings written to its job (at most every PROGRESS_SECONDS, on a connection of its own,
+    as the heartbeat does) and the job's cancel request read back."""
+
+    def __init__(self, engine, job):
+        self.engine, self.job = engine, job
+        self.written = 0.0
+        self.cancel = False
+
+    def see(self, reading):
+        now = time.monotonic()
+        if now - self.written < PROGRESS_SECONDS:
+            return
+        self.written = now
+        total = reading.get("data_total_mib") or 0
+        done = reading.get("data_processed_mib") or 0
+        percent = min(99, int(100 * done / total)) if total else 0
+        with self.engine.transaction() as cur:
+            _jobs.note(cur, self.job["id"], {"progress": reading})
+            _jobs.set_progress(cur, self.job["id"], percent)
+            self.cancel = migration_rows.cancel_asked(cur, self.job["id"])
+
+    def cancelled(self):
+        return self.cancel
+
+
+def cancel(engine, spec, check_mode=False):
+    """Ask the run that migrates the VM to abort (it does at its next reading; the guest stays on the source)."""
+    with engine.transaction() as cur:
+        row = vm_rows.find(cur, spec.name)
+        if row is None:
+            raise NotFoundError("VM", spec.name, "cancel its migration")
+        job = _jobs.get(cur, row["job_id"])
+        if job is None or job["status"] != "running" or job["action"] != "vm.migrate":
+            return Outcome(False, {}, {}, vms.view(row), [])
+        actions = ["cancel the migration of job %s" % job["id"]]
+        if not check_mode:
+            migration_rows.ask_cancel(cur, job["id"])
+        return Outcome(True, {}, {}, vms.view(row), actions)
+
+
+def migration_view(row):
+    if row is None:
+        return None
+    return {"id": plain(row["id"]), "vm": row["vm_name"], "source": row["source_host"],
+            "destination": row["destination_host"], "policy": row["policy"], "status": row["status"],
+            "reason": row["reason"], "started_at": plain(row["started_at"]), "ended_at": plain(row["ended_at"]),
+            "total_ms": row["total_ms"], "downtime_ms": row["downtime_ms"],
+            "transferred_mib": float(row["transferred_mib"]) if row["transferred_mib"] is not None else None,
+            "postcopy": row["postcopy"], "bandwidth_mibps": row["bandwidth_mibps"]}
+
+
+@_operation.recovery("vm.migrate")
+def _recover_migrate(engine, job):
+    """A run died while migrating: the VM is recorded where a host says it runs (the destination first: a migration
+    that completed leaves it there), and the migration as done or failed."""
+    plan = job.get("plan") or {}
+    hosts = []
+    with engine.transaction() as cur:
+        for name in (plan.get("destination"), plan.get("source")):
+            host = host_rows.find(cur, name) if name else None
+            if host is not None:
+                hosts.append(host)
+        found = vm_rows.run_host_of(cur, job["object_id"])
+    where = None
+    if found is not None:
+        for host in hosts:
+            try:
+                if _hosts.hypervisors(engine).call(host, "look for VM '%s'" % found["name"],
+                                                   lambda conn: virt_vm.find(conn, found["name"]) is not None):
+                    where = host
+                    break
+            except HypervisorError:
+                continue
+    with engine.transaction() as cur:
+        _operation.lock_for(engine, cur, job)
+        how = "the VM is gone"
+        row = vm_rows.find(cur, found["name"]) if found else None
+        outcome = "failed"
+        if row is not None:
+            if where is None:
+                vm_rows.set_runtime(cur, row["id"], status=vms.UNKNOWN, migrating_to_host_id=None, job_id=None,
+                                    status_reason="its migration was interrupted and neither host says it runs there")
+                how = "neither host answers that it runs the VM: recorded Unknown"
+            else:
+                vm_rows.set_runtime(cur, row["id"], status="Up", status_reason="", run_host_id=where["id"],
+                                    migrating_to_host_id=None, job_id=None)
+                outcome = "done" if where["name"] == plan.get("destination") else "failed"
+                how = "the VM runs on host %s: recorded there" % where["name"]
+        if plan.get("migration"):
+            migration_rows.ended(cur, plan["migration"], outcome, "interrupted: " + how)
+        _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
+    return how

@@ -1,0 +1,196 @@
+"""vm_migrate on a real PostgreSQL with libvirt's test driver as the hosts: every refusal, before anything moves,
+in check mode as for real; and a migration that fails leaves the VM where a host says it is, the engine's record
+right. Guests that really move (ping, heartbeat, downtime) are in tests/lab/test_resources.py."""
+
+import sys
+
+import pytest
+
+from tests.support.playbook import run_play, start_plays
+
+BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
+        {"name": "prod", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris"}},
+        {"name": "dev", "virtplane.kvm.cluster": {"name": "dev", "datacenter": "paris"}},
+        {"name": "app", "virtplane.kvm.logical_network": {"name": "app", "datacenter": "paris", "mode": "isolated",
+                                                          "clusters": [{"name": "prod"}]}},
+        {"name": "shared", "virtplane.kvm.storage_domain": {"name": "shared", "datacenter": "paris", "type": "posixfs",
+                                                            "posixfs": {"path": "/srv/shared"}}}]
+KERNEL = {"kernel": "/var/lib/virtplane/images/vmlinuz", "cmdline": "console=ttyS0"}
+# test-driver hosts of their own (a node file each): what a host has is there whatever connection asks, so a
+# domain that runs on hv1 is found there by every run
+POOL = """<pool type='dir'><name>vp-shared</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53f%d</uuid>
+<capacity unit='GiB'>100</capacity><allocation unit='GiB'>0</allocation><available unit='GiB'>100</available>
+<target><path>/srv/shared</path></target></pool>"""
+WEB = """<domain type='test'><name>web</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+<os><type>hvm</type></os></domain>"""
+
+
+def _nodes(directory):
+    """hv1 runs web; hv1 to hv3 have the storage domain's pool."""
+    uris = {}
+    for number, name in enumerate(("hv1", "hv2", "hv3", "hv4"), 1):
+        path = directory / ("%s.xml" % name)
+        path.write_text("<node><cpu><mhz>2400</mhz></cpu>%s%s</node>" % (
+            POOL % number if name != "hv4" else "", WEB if name == "hv1" else ""))
+        uris[name] = "test://%s" % path
+    return uris
+
+
+def vm(name, **options):
+    values = dict(name=name, cluster="prod", memory="256MiB", vcpus=1, nics=[{"network": "app"}], boot=KERNEL)
+    values.update(options)
+    return {"virtplane.kvm.vm": values}
+
+
+def _play(tasks):
+    return {"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks,
+            "vars": {"ansible_python_interpreter": sys.executable}}
+
+
+def migrate(name, task=None, **options):
+    return {"name": task or name, "ignore_errors": True, "virtplane.kvm.vm_migrate": dict(name=name, **options)}
+
+
+@pytest.fixture
+def cluster(engine_options, sql, tmp_path):
+    """web runs on hv1 (its disk on shared), db is Down; hv2 is in maintenance, hv3 lacks the network app, hv4 the
+    storage domain shared (its libvirt lost the pool); dv1 is in another cluster."""
+    uris = _nodes(tmp_path)
+    hosts = [{"virtplane.kvm.host": {"name": name, "cluster": "prod", "libvirt_uri": uris[name]}} for name in uris]
+    hosts.append({"virtplane.kvm.host": {"name": "dv1", "cluster": "dev", "libvirt_uri": "test:///default"}})
+    disk = {"name": "web-data", "storage_domain": "shared", "size": "64MiB"}
+    run = run_play(BASE[:3] + hosts + BASE[3:] + [vm("web", disks=[disk]), vm("db")], engine=engine_options)
+    assert run.rc == 0, run.output[-3000:]
+    # what a start on hv1 and the host module would have recorded (hv1's libvirt runs web from its node file;
+    # maintenance comes with the host module's drain; a network and a pool the hosts lost)
+    _engine_write(engine_options, [
+        "UPDATE vm_runtime SET status = 'Up', run_host_id = (SELECT id FROM host WHERE name = 'hv1'),"
+        " reserved_memory_mib = 256, reserved_vcpus = 1 WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')",
+        "UPDATE host SET status = 'Maintenance', status_reason = 'kept out by an administrator' WHERE name = 'hv2'",
+        "UPDATE host_network SET realized = false WHERE host_id = (SELECT id FROM host WHERE name = 'hv3')",
+        "UPDATE storage_domain_host SET active = false WHERE host_id = (SELECT id FROM host WHERE name = 'hv4')"])
+    with_host = sql("SELECT h.name FROM vm_runtime r JOIN vm v ON v.id = r.vm_id JOIN host h ON h.id = r.run_host_id")
+    assert with_host == [{"name": "hv1"}]
+    active = sql("SELECT h.name, sh.active FROM storage_domain_host sh JOIN host h ON h.id = sh.host_id ORDER BY 1")
+    assert [r["name"] for r in active if not r["active"]] == ["hv4"], active
+    return engine_options
+
+
+def _engine_write(engine_options, statements):
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
+
+    engine = _db.connect(engine_options)
+    try:
+        with engine.transaction() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        engine.close()
+
+
+REFUSALS = [
+    ("stopped", dict(name="db", host="hv3"), "Cannot migrate VM 'db': it is Down; only a running VM (Up) migrates"),
+    ("same host", dict(name="web", host="hv1"), "Cannot migrate VM 'web' to host hv1: it runs there already"),
+    ("maintenance", dict(name="web", host="hv2"), "Cannot migrate VM 'web' to host hv2: "),
+    ("other cluster", dict(name="web", host="dv1"), "Cannot migrate VM 'web' to host dv1: the host is in cluster dev "
+                                                    "and the VM in cluster prod (a VM migrates within its cluster)"),
+    ("no network", dict(name="web", host="hv3"), "Cannot migrate VM 'web' to host hv3: logical network app not "
+                                                 "realized"),
+    ("no storage", dict(name="web", host="hv4"), "Cannot migrate VM 'web' to host hv4: storage domain shared not "
+                                                 "active"),
+    ("nowhere", dict(name="web"), "Cannot migrate VM 'web': no other host of cluster prod can run it: hv1: the VM "
+                                  "runs there; hv2: "),
+    ("no such host", dict(name="web", host="hv9"), "Cannot migrate VM 'web' there: host 'hv9' does not exist"),
+    ("no such vm", dict(name="ghost"), "VM 'ghost' does not exist"),
+    ("bandwidth zero", dict(name="web", bandwidth=0), "Invalid value for 'bandwidth': 0 is outside 1-100000 MiB/s"),
+    ("bandwidth negative", dict(name="web", bandwidth=-5), "Invalid value for 'bandwidth': -5 is outside 1-100000"),
+    ("policy", dict(name="web", policy="fast"), "Invalid value for 'policy': 'fast' is not one of minimal_downtime, "
+                                                "post_copy, suspend_workload, legacy"),
+    ("policy newline", dict(name="web", policy="legacy\n"), "Invalid value for 'policy': "),
+    ("host newline", dict(name="web", host="hv3\n"), "Invalid value for 'host': "),
+    ("timeout huge", dict(name="web", migration_timeout=10 ** 20), "Invalid value for 'migration_timeout': "),
+    ("cancel with host", dict(name="web", cancel=True, host="hv3"), "Invalid value for 'cancel': cancels the VM's "
+                                                                    "running migration"),
+]
+
+
+def test_every_refusal_comes_before_anything_moves_in_check_mode_as_for_real(cluster, sql):
+    before = sql("SELECT v.name, r.status, r.run_host_id, r.migrating_to_host_id, r.job_id, r.reserved_memory_mib"
+                 " FROM vm v JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.name")
+    events = sql("SELECT count(*) AS n FROM event")[0]["n"]
+    tasks = [migrate(task=name, **options) for name, options, _message in REFUSALS]
+    # both at once: each task is refused before anything changes, so neither run sees the other
+    started = [start_plays([_play(tasks)], engine=cluster, check=check) for check in (True, False)]
+    check, real = (run.wait() for run in started)
+    for name, _options, message in REFUSALS:
+        for run in (check, real):
+            result = run[name]
+            assert result.get("failed"), (name, result)
+            assert message in result["msg"], (name, result["msg"])
+            assert "\n" not in result["msg"]
+        assert check[name]["msg"] == real[name]["msg"]
+    # the reasons are the scheduler's, host by host
+    assert "hv2: kept out by an administrator" in real["nowhere"]["msg"] or "Maintenance" in real["nowhere"]["msg"]
+    assert "hv3: logical network app not realized" in real["nowhere"]["msg"]
+    assert "hv4: storage domain shared not active" in real["nowhere"]["msg"]
+    after = sql("SELECT v.name, r.status, r.run_host_id, r.migrating_to_host_id, r.job_id, r.reserved_memory_mib"
+                " FROM vm v JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.name")
+    assert after == before
+    assert sql("SELECT count(*) AS n FROM event")[0]["n"] == events
+    assert sql("SELECT * FROM migration") == [] and sql("SELECT * FROM job WHERE action = 'vm.migrate'") == []
+
+
+def test_a_failed_migration_leaves_the_vm_on_its_source_and_the_engine_says_so(cluster, sql):
+    """The test driver cannot migrate: the attempt fails after the reservation, the VM still runs on hv1, and the
+    engine takes the reservation on hv2 back."""
+    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    run = run_play([migrate("web", task="check", host="hv2")], engine=cluster, check=True)
+    assert run["check"]["changed"] and run["check"]["actions"] == ["migrate from hv1 to hv2 (minimal_downtime)"]
+    assert run["check"]["vm"]["host"] == "hv2"
+    assert sql("SELECT * FROM migration") == []
+
+    run = run_play([migrate("web", task="move", host="hv2", policy="legacy", bandwidth=64)], engine=cluster)
+    failure = run["move"]
+    assert failure.get("failed"), failure
+    assert failure["msg"].startswith("Failed to migrate VM 'web' to host hv2 on host hv1: "), failure["msg"]
+    runtime = sql("SELECT r.status, h.name AS host, r.migrating_to_host_id, r.job_id, r.reserved_memory_mib"
+                  " FROM vm_runtime r JOIN vm v ON v.id = r.vm_id LEFT JOIN host h ON h.id = r.run_host_id"
+                  " WHERE v.name = 'web'")
+    assert runtime == [{"status": "Up", "host": "hv1", "migrating_to_host_id": None, "job_id": None,
+                        "reserved_memory_mib": 256}]
+    migration = sql("SELECT source_host, destination_host, policy, bandwidth_mibps, status, reason FROM migration")
+    assert [(m["source_host"], m["destination_host"], m["policy"], m["bandwidth_mibps"], m["status"])
+            for m in migration] == [("hv1", "hv2", "legacy", 64, "failed")]
+    assert migration[0]["reason"]
+    events = [e["code"] for e in sql("SELECT code FROM event WHERE object_name = 'web' ORDER BY id")]
+    assert events[-2:] == ["VM_MIGRATION_STARTED", "VM_MIGRATION_FAILED"]
+    assert "it keeps running on host hv1" in sql(
+        "SELECT message FROM event WHERE code = 'VM_MIGRATION_FAILED'")[0]["message"]
+    # nothing is held on hv2 any more: its committed memory is what its own VMs hold
+    held = sql("SELECT count(*) AS n FROM vm_runtime WHERE migrating_to_host_id IS NOT NULL")
+    assert held == [{"n": 0}]
+    assert [j["status"] for j in sql("SELECT status FROM job WHERE action = 'vm.migrate'")] == ["failed"]
+
+
+def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
+    """While a migration runs (recorded here as its reserve step leaves it), the destination counts the VM: a start
+    that would need that room is placed elsewhere or refused."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _placing
+
+    _engine_write(cluster, [
+        "UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
+        "UPDATE vm_runtime SET migrating_to_host_id = (SELECT id FROM host WHERE name = 'hv2'),"
+        " status = 'MigratingFrom' WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
+    with engine.transaction() as cur:
+        cluster_id = sql("SELECT id FROM cluster WHERE name = 'prod'")[0]["id"]
+        scheduler = _placing.scheduler_for(engine, cur, cluster_id)
+        committed = {h.name: h.committed_mib for h in scheduler.hosts}
+    assert committed["hv1"] == 256 and committed["hv2"] == 256
+    # the migration ends: the kept snapshot learns it from the change log
+    _engine_write(cluster, [
+        "UPDATE vm_runtime SET run_host_id = migrating_to_host_id, migrating_to_host_id = NULL, status = 'Up'"
+        " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
+    with engine.transaction() as cur:
+        scheduler = _placing.scheduler_for(engine, cur, cluster_id)
+        committed = {h.name: h.committed_mib for h in scheduler.hosts}
+    assert committed["hv1"] == 0 and committed["hv2"] == 256
