@@ -296,3 +296,23 @@ def test_a_template_keeps_a_stopped_vm_s_definition_for_new_vms(engine_options, 
     assert run["remove"]["changed"] and sql("SELECT name FROM template") == []
     assert [r["code"] for r in sql("SELECT code FROM event WHERE object_type = 'template' ORDER BY id")] == [
         "TEMPLATE_CREATED", "TEMPLATE_REMOVED"]
+
+
+def test_a_domain_of_its_name_the_engine_did_not_start_is_left_running(engine_options, sql, tmp_path):
+    """A host already runs a domain named like the VM (started by hand, or by another manager): the start is
+    refused with the reason, and that domain and its files are not the engine's to destroy."""
+    node = tmp_path / "node.xml"
+    node.write_text("<node><cpu><mhz>2400</mhz></cpu><domain type='test'><name>web01</name>"
+                    "<memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain></node>")
+    hosts = [dict(BASE[2], **{"virtplane.kvm.host": dict(BASE[2]["virtplane.kvm.host"],
+                                                         libvirt_uri="test://%s" % node)})]
+    run = run_play(BASE[:2] + hosts + BASE[3:] + [dict(name="start", ignore_errors=True, **web(state="running"))],
+                   engine=engine_options)
+    message = run["start"]["msg"]
+    assert message == ("Failed to start VM 'web01' on host hv1: a domain named web01 already runs there and the "
+                       "engine did not start it (it records the VM Down): stop that domain, or give the VM another "
+                       "name"), message
+    runtime = sql("SELECT r.status, r.run_host_id, r.reserved_memory_mib FROM vm_runtime r")
+    assert runtime == [{"status": "Down", "run_host_id": None, "reserved_memory_mib": 0}]
+    assert [e["code"] for e in sql("SELECT code FROM event WHERE object_type = 'vm' ORDER BY id")][-1] == \
+        "VM_START_FAILED"

@@ -1275,6 +1275,14 @@ class VmStart(_VmOperation):
         plan.made = []
 
         def start(conn):
+            # a definition a snapshot's run left (it died) would make the domain persistent: it goes first
+            virt_snapshot.leftover(conn, row["name"])
+            if virt_vm.find(conn, row["name"]) is not None:
+                # not this run's: it is left alone, its files too (undo destroys nothing of it)
+                plan.foreign = True
+                raise HypervisorError("a domain named %s already runs there and the engine did not start it (it "
+                                      "records the VM Down): stop that domain, or give the VM another name"
+                                      % row["name"])
             seed_path = None
             if plan.seed:
                 seed_path = virt_vm.write_seed(conn, row["name"], _seed.nocloud_seed(plan.seed))
@@ -1282,8 +1290,6 @@ class VmStart(_VmOperation):
             if row["spec"].get("serial_console", True):
                 virt_vm.local_pool(conn)  # the console log's directory
             xml = _domain.guest_xml(guest_spec(row, host, seed_path))
-            # a definition a snapshot's run left (it died) would make the domain persistent: it goes first
-            virt_snapshot.leftover(conn, row["name"])
             virt_vm.create(conn, xml)
             plan.made.append("domain")
             return virt_vm.live_view(conn, row["name"])
@@ -1291,7 +1297,10 @@ class VmStart(_VmOperation):
 
     def undo(self, plan, error):
         """The domain is destroyed by name whatever the run saw: a create whose answer was lost may have made
-        it. A host that cannot be asked leaves the VM Unknown (see ``release``), never Down."""
+        it; but not one that ran there before this run (``foreign``). A host that cannot be asked leaves the VM
+        Unknown (see ``release``), never Down."""
+        if getattr(plan, "foreign", False):
+            return
         registry = _hosts.hypervisors(self.engine)
 
         def clean(conn):
