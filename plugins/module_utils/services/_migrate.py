@@ -189,12 +189,15 @@ class VmMigrate(vms._VmOperation):
         progress = _Progress(self.engine, plan.job)
         # every disk is on a storage domain the destination has active (the scheduler's filter): the engine knows
         # the storage is shared where libvirt cannot tell (a shared directory is a local one to it)
-        stats = registry.call(source, "migrate VM '%s' to host %s" % (row["name"], destination["name"]),
-                              lambda conn: _migration.migrate(conn, row["name"], destination["libvirt_uri"],
-                                                              plan.policy, plan.bandwidth, self.spec.auto_converge,
-                                                              self.spec.migration_timeout, progress.see,
-                                                              progress.cancelled, storage_shared=True),
-                              self.spec.timeout)
+        try:
+            stats = registry.call(source, "migrate VM '%s' to host %s" % (row["name"], destination["name"]),
+                                  lambda conn: _migration.migrate(conn, row["name"], destination["libvirt_uri"],
+                                                                  plan.policy, plan.bandwidth, self.spec.auto_converge,
+                                                                  self.spec.migration_timeout, progress.see,
+                                                                  progress.cancelled, storage_shared=True),
+                                  self.spec.timeout)
+        except HypervisorError as exc:
+            raise HypervisorError(explained(plan.policy, str(exc), destination["name"]))
         try:
             stats.update(registry.call(destination, "read the migration's statistics",
                                        lambda conn: _migration.completed(conn, row["name"]), self.spec.timeout))
@@ -283,6 +286,15 @@ class VmMigrate(vms._VmOperation):
                        vm=row["name"], job_id=plan.job["id"],
                        details={"source": plan.source["name"], "downtime_ms": stats.get("downtime_ms"),
                                 "postcopy": bool(stats.get("postcopy"))})
+
+
+def explained(policy, message, destination):
+    """libvirt's words on a failed migration, with what QEMU's own mean for the user."""
+    if policy == "post_copy" and "ostcopy is not supported" in message:
+        return ("%s (host %s cannot take a post-copy migration: its QEMU cannot use userfaultfd, which needs "
+                "vm.unprivileged_userfaultfd=1 there; another policy, or auto_converge, can move the VM)"
+                % (message, destination))
+    return message
 
 
 def _keep_uptime(cur, row):
