@@ -88,6 +88,7 @@ def _engine_write(engine_options, statements):
         engine.close()
 
 
+MAINTENANCE = "host is Maintenance (kept out by an administrator)"
 REFUSALS = [
     ("stopped", dict(name="db", host="hv3"), "Cannot migrate VM 'db': it is Down; only a running VM (Up) migrates"),
     ("same host", dict(name="web", host="hv1"), "Cannot migrate VM 'web' to host hv1: it runs there already"),
@@ -130,9 +131,10 @@ def test_every_refusal_comes_before_anything_moves_in_check_mode_as_for_real(clu
             assert "\n" not in result["msg"]
         assert check[name]["msg"] == real[name]["msg"]
     # the reasons are the scheduler's, host by host
-    assert "hv2: kept out by an administrator" in real["nowhere"]["msg"] or "Maintenance" in real["nowhere"]["msg"]
-    assert "hv3: logical network app not realized" in real["nowhere"]["msg"]
-    assert "hv4: storage domain shared not active" in real["nowhere"]["msg"]
+    assert real["nowhere"]["msg"] == ("Cannot migrate VM 'web': no other host of cluster prod can run it: hv1: the VM "
+                                      "runs there; hv2: %s; hv3: logical network app not realized; hv4: storage "
+                                      "domain shared not active" % MAINTENANCE)
+    assert real["maintenance"]["msg"] == "Cannot migrate VM 'web' to host hv2: %s" % MAINTENANCE
     after = sql("SELECT v.name, r.status, r.run_host_id, r.migrating_to_host_id, r.job_id, r.reserved_memory_mib"
                 " FROM vm v JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.name")
     assert after == before
@@ -173,24 +175,35 @@ def test_a_failed_migration_leaves_the_vm_on_its_source_and_the_engine_says_so(c
 
 
 def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
-    """While a migration runs (recorded here as its reserve step leaves it), the destination counts the VM: a start
-    that would need that room is placed elsewhere or refused."""
+    """While a migration runs (recorded as its reserve step leaves it), the destination counts the VM, and a snapshot
+    kept from before learns it from the change log; when it ends, the room moves (done) or goes back (failed)."""
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _placing
 
-    _engine_write(cluster, [
-        "UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
-        "UPDATE vm_runtime SET migrating_to_host_id = (SELECT id FROM host WHERE name = 'hv2'),"
-        " status = 'MigratingFrom' WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
-    with engine.transaction() as cur:
-        cluster_id = sql("SELECT id FROM cluster WHERE name = 'prod'")[0]["id"]
-        scheduler = _placing.scheduler_for(engine, cur, cluster_id)
-        committed = {h.name: h.committed_mib for h in scheduler.hosts}
-    assert committed["hv1"] == 256 and committed["hv2"] == 256
-    # the migration ends: the kept snapshot learns it from the change log
-    _engine_write(cluster, [
-        "UPDATE vm_runtime SET run_host_id = migrating_to_host_id, migrating_to_host_id = NULL, status = 'Up'"
-        " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
-    with engine.transaction() as cur:
-        scheduler = _placing.scheduler_for(engine, cur, cluster_id)
-        committed = {h.name: h.committed_mib for h in scheduler.hosts}
-    assert committed["hv1"] == 0 and committed["hv2"] == 256
+    cluster_id = sql("SELECT id FROM cluster WHERE name = 'prod'")[0]["id"]
+
+    def committed():
+        with engine.transaction() as cur:
+            return {h.name: h.committed_mib for h in _placing.scheduler_for(engine, cur, cluster_id).hosts}
+
+    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    assert committed()["hv1"] == 256 and committed()["hv2"] == 0  # the snapshot this connection keeps
+    reserve = ("UPDATE vm_runtime SET migrating_to_host_id = (SELECT id FROM host WHERE name = 'hv2'),"
+               " status = 'MigratingFrom' WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')")
+    _engine_write(cluster, [reserve])
+    assert (committed()["hv1"], committed()["hv2"]) == (256, 256)
+    # a disk of a migrating VM is not grown (its image is open on a host, and no guest there can be asked)
+    grow = {"name": "grow", "ignore_errors": True, "virtplane.kvm.disk": {
+        "name": "web-data", "storage_domain": "shared", "size": "128MiB"}}
+    for check in (True, False):
+        run = run_play([grow], engine=cluster, check=check)
+        assert run["grow"]["msg"] == ("Cannot grow disk 'web-data': VM web is MigratingFrom; grow it when the VM is "
+                                      "Up or Down"), run["grow"]
+    # failed: the destination's room goes back
+    _engine_write(cluster, ["UPDATE vm_runtime SET migrating_to_host_id = NULL, status = 'Up'"
+                            " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
+    assert (committed()["hv1"], committed()["hv2"]) == (256, 0)
+    # done: the VM's room moves to the destination
+    _engine_write(cluster, [reserve, "UPDATE vm_runtime SET run_host_id = migrating_to_host_id,"
+                            " migrating_to_host_id = NULL, status = 'Up' WHERE vm_id = (SELECT id FROM vm"
+                            " WHERE name = 'web')"])
+    assert (committed()["hv1"], committed()["hv2"]) == (0, 256)

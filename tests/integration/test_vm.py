@@ -298,9 +298,11 @@ def test_a_template_keeps_a_stopped_vm_s_definition_for_new_vms(engine_options, 
         "TEMPLATE_CREATED", "TEMPLATE_REMOVED"]
 
 
-def test_a_domain_of_its_name_the_engine_did_not_start_is_left_running(engine_options, sql, tmp_path):
+def test_a_start_on_a_host_that_runs_a_domain_of_its_name_is_refused_with_the_reason(engine_options, sql, tmp_path):
     """A host already runs a domain named like the VM (started by hand, or by another manager): the start is
-    refused with the reason, and that domain and its files are not the engine's to destroy."""
+    refused before the engine makes or writes anything there (it looks before it writes the seed or creates the
+    domain, and its undo destroys nothing it did not make). The test driver reads its node file again for every
+    connection, so that the domain still runs afterwards cannot be seen here: the message is what shows it."""
     node = tmp_path / "node.xml"
     node.write_text("<node><cpu><mhz>2400</mhz></cpu><domain type='test'><name>web01</name>"
                     "<memory unit='MiB'>128</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain></node>")

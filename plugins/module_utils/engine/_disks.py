@@ -62,10 +62,11 @@ def hosts_with_pool(cur, domain_id):
 
 
 def running_guest(cur, disk_id):
-    """Where the disk is in use by a running VM: its name, target and host; else None."""
-    cur.execute("SELECT v.name AS vm, vd.target, vd.bus, h.id AS host_id, h.name AS host, h.libvirt_uri FROM vm_disk vd"
-                " JOIN vm v ON v.id = vd.vm_id JOIN vm_runtime r ON r.vm_id = v.id"
-                " JOIN host h ON h.id = r.run_host_id WHERE vd.disk_id = %s AND r.status IN ('Up', 'Paused')",
+    """Where the disk is in use by a VM that holds a host (running, starting, migrating ...): its name, status,
+    target and host; else None."""
+    cur.execute("SELECT v.name AS vm, r.status, vd.target, vd.bus, h.id AS host_id, h.name AS host, h.libvirt_uri"
+                " FROM vm_disk vd JOIN vm v ON v.id = vd.vm_id JOIN vm_runtime r ON r.vm_id = v.id"
+                " JOIN host h ON h.id = r.run_host_id WHERE vd.disk_id = %s AND r.status NOT IN ('Down', 'Suspended')",
                 (disk_id,))
     return cur.fetchone()
 

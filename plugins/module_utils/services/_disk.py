@@ -487,6 +487,10 @@ class DiskPresent(_DiskOperation):
         plan.before = {"size_bytes": current["size_bytes"], "size": human(current["size_bytes"])}
         plan.after = {"size_bytes": size_bytes, "size": human(size_bytes)}
         plan.guest = disk_rows.running_guest(cur, current["id"])
+        if plan.guest is not None and plan.guest["status"] not in ("Up", "Paused"):
+            # its image is open on a host, and no running guest there can be asked to take the new size
+            raise ConflictError("Cannot grow disk '%s': VM %s is %s; grow it when the VM is Up or Down"
+                                % (name, plan.guest["vm"], plan.guest["status"]))
         plan.actions = ["grow %s -> %s" % (plan.before["size"], plan.after["size"])]
         if plan.guest is not None:
             plan.actions.append("grow in the running guest of VM %s" % plan.guest["vm"])

@@ -144,6 +144,10 @@ class VmMigrate(vms._VmOperation):
         limit = cluster["migration_max_parallel"]
         for host in (source, destination):
             going = migration_rows.running_on(cur, host["id"])
+            for holder in going:
+                job = _jobs.get(cur, holder["job_id"])
+                if job is not None and job["expired"]:
+                    raise _operation.Expired(job)  # a run that died holds the slot: recovered first
             if len(going) >= limit:
                 job = _jobs.get(cur, going[0]["job_id"])
                 vms_going = ", ".join(g["vm_name"] for g in going)
@@ -212,43 +216,42 @@ class VmMigrate(vms._VmOperation):
         return stats
 
     def undo(self, plan, error):
-        """Where the guest runs after a failure: on the source (pre-copy never leaves it), or — a failure that came
-        after the switch, or an answer lost — on the destination. Recorded by ``release``."""
-        registry = _hosts.hypervisors(self.engine)
-        plan.found_on = None
-        for host in (plan.source, plan.destination):
+        """Where the guest is after a failure, from what both hosts say (``release`` records it). Recorded by
+        ``release``."""
+        states = _states(self.engine, plan.row["name"], (plan.source, plan.destination), self.spec.timeout)
+        plan.found_on, plan.found_state = _where(states, plan.source, plan.destination,
+                                                 getattr(error, "postcopy", False))
+        if plan.found_on is not plan.destination and getattr(plan, "prepared", False) and plan.seed \
+                and states.get(plan.destination["name"]) is None:
             try:
-                if registry.call(host, "look for VM '%s'" % plan.row["name"],
-                                 lambda conn: virt_vm.find(conn, plan.row["name"]) is not None, self.spec.timeout):
-                    plan.found_on = host
-                    break
-            except HypervisorError:
-                continue
-        if plan.found_on is not plan.destination and getattr(plan, "prepared", False) and plan.seed:
-            try:
-                registry.call(plan.destination, "remove the seed written for the migration",
-                              lambda conn: virt_vm.remove_local(conn, [virt_vm.seed_volume(plan.row["name"])]),
-                              self.spec.timeout)
+                _hosts.hypervisors(self.engine).call(
+                    plan.destination, "remove the seed written for the migration",
+                    lambda conn: virt_vm.remove_local(conn, [virt_vm.seed_volume(plan.row["name"])]),
+                    self.spec.timeout)
             except HypervisorError:
                 pass
 
     def release(self, cur, plan, error):
         row, name = plan.row, plan.row["name"]
         why = _operation.describe(error)
-        found = getattr(plan, "found_on", None)
+        found, state = getattr(plan, "found_on", None), getattr(plan, "found_state", None)
         if found is plan.destination:
             self._arrived(cur, plan, {}, "the migration ended with an error (%s) but the VM runs on host %s"
                           % (why, found["name"]))
             return
-        vm_rows.set_runtime(cur, row["id"], status="Up" if found is plan.source else vms.UNKNOWN,
-                            status_reason="" if found is plan.source else
-                            "its migration failed (%s) and neither host said it runs there" % why,
-                            migrating_to_host_id=None, job_id=None)
         if found is plan.source:
+            vm_rows.set_runtime(cur, row["id"], status="Up" if state == "running" else "Paused",
+                                status_reason="" if state == "running" else "paused after its migration failed",
+                                migrating_to_host_id=None, job_id=None)
             _keep_uptime(cur, row)
+            where = "it keeps running on host %s" % plan.source["name"] if state == "running" else \
+                "it is paused on host %s" % plan.source["name"]
+        else:
+            # nobody can tell where the guest is: it is Unknown, and its room stays held on both hosts
+            vm_rows.set_runtime(cur, row["id"], status=vms.UNKNOWN, job_id=None,
+                                status_reason="its migration failed (%s) and %s" % (why, state))
+            where = "%s: recorded Unknown, its room held on both hosts" % state
         migration_rows.ended(cur, plan.migration_id, "failed", why)
-        where = "it keeps running on host %s" % plan.source["name"] if found is plan.source else \
-            "neither host says it runs there: recorded Unknown"
         _events.record(cur, "VM_MIGRATION_FAILED", "VM %s did not migrate from host %s to host %s: %s; %s"
                        % (name, plan.source["name"], plan.destination["name"], why, where), severity="error",
                        object_type="vm", object_id=row["id"], object_name=name, host=plan.source["name"], vm=name,
@@ -286,6 +289,31 @@ class VmMigrate(vms._VmOperation):
                        vm=row["name"], job_id=plan.job["id"],
                        details={"source": plan.source["name"], "downtime_ms": stats.get("downtime_ms"),
                                 "postcopy": bool(stats.get("postcopy"))})
+
+
+def _states(engine, name, hosts, timeout):
+    """{host name: what it has of the guest (``_migration.state_here``), or "unknown" when it does not answer}."""
+    states = {}
+    for host in hosts:
+        try:
+            states[host["name"]] = _hosts.hypervisors(engine).call(
+                host, "look for VM '%s'" % name, lambda conn: _migration.state_here(conn, name), timeout)
+        except HypervisorError:
+            states[host["name"]] = "unknown"
+    return states
+
+
+def _where(states, source, destination, postcopy):
+    """(the host the guest is on, its state there), or (None, why nobody can tell). A guest running is where it
+    runs; before a post-copy switch, a guest the source still has is there (pre-copy never leaves it); after one,
+    its state is on the destination, so a source that still has it paused does not count."""
+    for host in (destination, source):
+        if states[host["name"]] in ("running", "postcopy") and (host is destination or not postcopy):
+            return host, "running"
+    if not postcopy and states[source["name"]] not in (None, "unknown"):
+        return source, states[source["name"]]
+    said = ", ".join("host %s: %s" % (name, state or "no such domain") for name, state in sorted(states.items()))
+    return None, "%sneither host runs it (%s)" % ("after its post-copy switch " if postcopy else "", said)
 
 
 def explained(policy, message, destination):
@@ -356,26 +384,24 @@ def migration_view(row):
 
 @_operation.recovery("vm.migrate")
 def _recover_migrate(engine, job):
-    """A run died while migrating: the VM is recorded where a host says it runs (the destination first: a migration
-    that completed leaves it there), and the migration as done or failed."""
+    """A run died while migrating: a migration its source still runs is aborted first (unless it switched to
+    post-copy), then the VM is recorded where the hosts say it is (``_where``), and the migration as done or
+    failed."""
     plan = job.get("plan") or {}
-    hosts = []
     with engine.transaction() as cur:
-        for name in (plan.get("destination"), plan.get("source")):
-            host = host_rows.find(cur, name) if name else None
-            if host is not None:
-                hosts.append(host)
+        source = host_rows.find(cur, plan["source"]) if plan.get("source") else None
+        destination = host_rows.find(cur, plan["destination"]) if plan.get("destination") else None
         found = vm_rows.run_host_of(cur, job["object_id"])
-    where = None
-    if found is not None:
-        for host in hosts:
-            try:
-                if _hosts.hypervisors(engine).call(host, "look for VM '%s'" % found["name"],
-                                                   lambda conn: virt_vm.find(conn, found["name"]) is not None):
-                    where = host
-                    break
-            except HypervisorError:
-                continue
+    where, state = None, "its hosts are not known"
+    if found is not None and source is not None and destination is not None:
+        try:
+            _hosts.hypervisors(engine).call(source, "abort the migration of VM '%s'" % found["name"],
+                                            lambda conn: _migration.abort_outgoing(conn, found["name"]))
+        except HypervisorError:
+            pass
+        states = _states(engine, found["name"], (source, destination), 15)
+        postcopy = "postcopy" in states.values() or bool((plan.get("progress") or {}).get("postcopy"))
+        where, state = _where(states, source, destination, postcopy)
     with engine.transaction() as cur:
         _operation.lock_for(engine, cur, job)
         how = "the VM is gone"
@@ -383,14 +409,17 @@ def _recover_migrate(engine, job):
         outcome = "failed"
         if row is not None:
             if where is None:
-                vm_rows.set_runtime(cur, row["id"], status=vms.UNKNOWN, migrating_to_host_id=None, job_id=None,
-                                    status_reason="its migration was interrupted and neither host says it runs there")
-                how = "neither host answers that it runs the VM: recorded Unknown"
+                vm_rows.set_runtime(cur, row["id"], status=vms.UNKNOWN, job_id=None,
+                                    status_reason="its migration was interrupted and %s" % state)
+                how = "%s: recorded Unknown, its room held on both hosts" % state
             else:
-                vm_rows.set_runtime(cur, row["id"], status="Up", status_reason="", run_host_id=where["id"],
-                                    migrating_to_host_id=None, job_id=None)
-                outcome = "done" if where["name"] == plan.get("destination") else "failed"
-                how = "the VM runs on host %s: recorded there" % where["name"]
+                running = state == "running"
+                vm_rows.set_runtime(cur, row["id"], status="Up" if running else "Paused",
+                                    status_reason="" if running else "paused after its migration was interrupted",
+                                    run_host_id=where["id"], migrating_to_host_id=None, job_id=None)
+                _keep_uptime(cur, row)
+                outcome = "done" if where is destination else "failed"
+                how = "the VM %s on host %s: recorded there" % ("runs" if running else "is paused", where["name"])
         if plan.get("migration"):
             migration_rows.ended(cur, plan["migration"], outcome, "interrupted: " + how)
         _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})

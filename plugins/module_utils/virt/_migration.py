@@ -35,16 +35,21 @@ POLL_SECONDS = 0.25
 DOWNTIME_STEPS = (100, 150, 200, 300, 400, 500)
 STALL_STEPS = 3
 SUSPEND_DOWNTIME_MS = 5000
+# how long libvirt is given to end the migration call once the job was aborted
+ABORT_WAIT_SECONDS = 60
 MIB = 1024 * 1024
 
 
 class MigrationFailed(HypervisorError):
-    """The migration did not complete; the guest runs where it was (``stats``: the last reading)."""
+    """The migration did not complete (``stats``: the last reading). Before a post-copy switch the guest runs where
+    it was; after one (``postcopy``) its state is on the destination; ``stuck``: libvirt did not end the call."""
 
-    def __init__(self, message, stats=None, aborted=False):
+    def __init__(self, message, stats=None, aborted=False, postcopy=False, stuck=False):
         super().__init__(message)
         self.stats = stats or {}
         self.aborted = aborted
+        self.postcopy = postcopy
+        self.stuck = stuck
 
 
 def flags_for(policy, auto_converge=False, storage_shared=False):
@@ -97,6 +102,7 @@ class _Steering:
         self.stalled = 0
         self.postcopy = False
         self.abort_reason = None
+        self.aborted = None  # why the engine aborted the job, once it did
 
     def start(self):
         if self.policy == "minimal_downtime":
@@ -188,39 +194,107 @@ def migrate(source, name, destination_uri, policy="minimal_downtime", bandwidth_
     worker = threading.Thread(target=run, name="migration", daemon=True)
     worker.start()
     last = None
+    try:
+        last = _watch(dom, worker, steering, started, timeout, progress, cancelled)
+    except BaseException:
+        # the run fails or is stopped while libvirt migrates: the migration is aborted first (libvirtd would carry
+        # it on by itself, and the guest could end up where the engine does not record it)
+        if worker.is_alive() and not steering.postcopy:
+            _abort(dom, worker, events)
+        raise
+    total = time.monotonic() - started
+    if "error" in outcome:
+        if steering.aborted is not None:
+            raise MigrationFailed("migration aborted: %s" % steering.aborted, last, aborted=True,
+                                  postcopy=steering.postcopy)
+        raise MigrationFailed(outcome["error"], last, postcopy=steering.postcopy)
+    # completed (an abort that came too late to stop it included)
+    return {"total_s": round(total, 3), "postcopy": steering.postcopy, "events": events,
+            "transferred_mib": (last or {}).get("data_processed_mib")}
+
+
+def _abort(dom, worker, events, wait=ABORT_WAIT_SECONDS):
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        events.append("abort failed: %s" % _message(exc))
+    worker.join(wait)
+
+
+def _watch(dom, worker, steering, started, timeout, progress, cancelled):
+    """Read and steer the job until the migration call returns; abort it when the policy gives up, the time is up
+    or it is cancelled. Whatever libvirt answers, this ends: after the abort, libvirt has ABORT_WAIT_SECONDS to end
+    the call, and a post-copy migration (which cannot be aborted) timeout more."""
+    last = None
     set_up = False
+    hard_deadline = started + timeout + ABORT_WAIT_SECONDS
     while worker.is_alive():
         worker.join(POLL_SECONDS)
         if not worker.is_alive():
             break
+        now = time.monotonic()
+        if now > hard_deadline + (timeout if steering.postcopy else 0):
+            raise MigrationFailed("libvirt did not end the migration within %d s of its time limit"
+                                  % ABORT_WAIT_SECONDS, last, postcopy=steering.postcopy, stuck=True)
         reading = _reading(dom)
-        if reading is None:
+        if reading is not None:
+            if not set_up:
+                steering.start()
+                set_up = True
+            last = reading
+            steering.see(reading)
+            if progress is not None:
+                progress(dict(reading, postcopy=steering.postcopy))
+        if steering.aborted is not None or steering.postcopy:
             continue
-        if not set_up:
-            steering.start()
-            set_up = True
-        last = reading
-        steering.see(reading)
-        if progress is not None:
-            progress(dict(reading, postcopy=steering.postcopy))
         why = steering.abort_reason
-        if why is None and time.monotonic() - started > timeout:
+        if why is None and now - started > timeout:
             why = "not done within %d s" % timeout
         if why is None and cancelled is not None and cancelled():
             why = "cancelled"
-        if why is not None and not steering.postcopy:
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as exc:
-                events.append("abort failed: %s" % _message(exc))
-            worker.join(60)
-            if "error" in outcome or not worker.is_alive():
-                raise MigrationFailed("migration aborted: %s" % why, last, aborted=True)
-    total = time.monotonic() - started
-    if "error" in outcome:
-        raise MigrationFailed(outcome["error"], last)
-    return {"total_s": round(total, 3), "postcopy": steering.postcopy, "events": events,
-            "transferred_mib": (last or {}).get("data_processed_mib")}
+        if why is not None:
+            steering.aborted = why
+            _abort(dom, worker, steering.events)
+    return last
+
+
+def state_here(conn, name):
+    """What the host has of the guest: "running", "paused" (an incoming migration not finished, or one that failed
+    after its post-copy switch, or a guest paused), "postcopy" (running, or paused, in the post-copy phase), another
+    state's name, or None (no such domain)."""
+    try:
+        dom = conn.lookupByName(name)
+        state, reason = dom.state()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise HypervisorError(_message(exc))
+    if (state, reason) in ((libvirt.VIR_DOMAIN_RUNNING, getattr(libvirt, "VIR_DOMAIN_RUNNING_POSTCOPY", -1)),
+                           (libvirt.VIR_DOMAIN_PAUSED, getattr(libvirt, "VIR_DOMAIN_PAUSED_POSTCOPY", -1)),
+                           (libvirt.VIR_DOMAIN_PAUSED, getattr(libvirt, "VIR_DOMAIN_PAUSED_POSTCOPY_FAILED", -1))):
+        return "postcopy"
+    return {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, "state %d" % state)
+
+
+def abort_outgoing(conn, name, wait=ABORT_WAIT_SECONDS):
+    """Abort the guest's migration job on this (source) host, if one runs and has not switched to post-copy, and
+    wait for it to end: what a run that died left going. True when one was aborted."""
+    try:
+        dom = conn.lookupByName(name)
+        if state_here(conn, name) == "postcopy":
+            return False
+        stats = dom.jobStats(0)
+        if not stats or stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return False
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise HypervisorError(_message(exc))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and _reading(dom) is not None:
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 def completed(conn, name):
