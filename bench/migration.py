@@ -20,11 +20,10 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, ROOT)
 POLICIES = ("legacy", "minimal_downtime", "suspend_workload", "post_copy")
 GUEST = "bench-mig"
 ADDRESS = "192.168.100.61"
@@ -34,20 +33,16 @@ STATE_DIR = "/var/lib/virtplane-lab"
 
 def play(tasks):
     """Run ``tasks`` on the lab's engine host; the results of the tasks by name."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "play.yml")
-        with open(path, "w") as handle:
-            json.dump([{"hosts": "engine", "gather_facts": False, "tasks": tasks}], handle)
-        env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
-        proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, "inventories", "lab"),
-                               path], capture_output=True, text=True, cwd=ROOT, env=env, check=False)
-    try:
-        out = json.loads(proc.stdout)
-    except ValueError:
-        raise SystemExit("ansible-playbook failed: %s" % (proc.stdout + proc.stderr)[-2000:])
+    from tests.support.playbook import run_plays
+
+    run = run_plays([{"hosts": "engine", "gather_facts": False, "tasks": tasks}],
+                    inventory=os.path.join(ROOT, "inventories", "lab"))
     found = {}
-    for task in out["plays"][0]["tasks"]:
-        found[task["task"]["name"]] = next(iter(task["hosts"].values()))
+    for task in tasks:
+        try:
+            found[task["name"]] = run[task["name"]]
+        except KeyError:
+            raise SystemExit("ansible-playbook failed: %s" % run.output[-2000:])
     return found
 
 
