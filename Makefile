@@ -93,6 +93,7 @@ bench: deps
 	for hosts in 100 1000 10000; do $(BIN)/python bench/scheduler.py --hosts $$hosts --json || exit 1; done
 	$(BIN)/python bench/scheduler.py --hosts 100000 --reference 10 --json
 	$(BIN)/python bench/scheduler.py --engine --hosts 1000 --placements 2000 --workers 8 --json
+	$(BIN)/python bench/migration.py --json
 
 clean:
 	rm -rf build
