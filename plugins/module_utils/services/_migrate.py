@@ -331,8 +331,8 @@ def _keep_uptime(cur, row):
 
 
 class _Progress:
-    """The migration's readings written to its job (at most every PROGRESS_SECONDS, on a connection of its own,
-    as the heartbeat does) and the job's cancel request read back."""
+    """The migration's readings written to its job (at most every PROGRESS_SECONDS, in short transactions on the
+    run's engine connection, which nothing else uses while ``act`` runs) and the job's cancel request read back."""
 
     def __init__(self, engine, job):
         self.engine, self.job = engine, job
