@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt._seed import nocloud_seed
-from tests.support.lab import SSH_OPTIONS, host_file, in_host, lab_state, read_console, wait_for_console
+from tests.support.lab import SSH_OPTIONS, heartbeats, host_file, in_host, lab_state, read_console, wait_for_console
 from tests.support.lab import guest_xml as lab_guest_xml
 from tests.support.playbook import ROOT, run_plays
 
@@ -507,9 +507,7 @@ def test_a_guest_boots_on_each_host_answers_ping_reads_its_seed_and_stops_gracef
             assert ping.returncode == 0, ping.stdout + ping.stderr
             assert " 0% packet loss" in ping.stdout
             time.sleep(2)
-            with open(serial, errors="replace") as handle:
-                beats = [int(line.split()[1]) for line in handle.read().replace("\r", "").splitlines()
-                         if line.startswith("heartbeat ")]
+            beats = heartbeats(read_console(serial))
             assert beats and beats == list(range(1, len(beats) + 1)), beats  # counting, never restarted
         for name, _netns, _conn, domain, _address, serial in guests:
             index = list(HOSTS).index(name) + 1

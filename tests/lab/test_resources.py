@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
-from tests.support.lab import host_file, in_host, read_console, wait_for_console
+from tests.support.lab import heartbeats, host_file, in_host, read_console, wait_for_console
 from tests.support.playbook import ROOT, run_plays, start_plays
 
 STATE_DIR = "/var/lib/virtplane-lab-res"
@@ -450,7 +450,7 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
         assert "web" not in domains_on("hv1")
         assert os.path.exists(host_file(STATE_DIR, "hv1", "/var/lib/virtplane/local/web.save"))
         before = read_console(console_of("hv1", "web"))
-        counted = [int(n) for n in re.findall(r"heartbeat (\d+)", before)]
+        counted = heartbeats(before)
         run = engine_tasks(dc, [{"name": "stop", "ignore_errors": True, "virtplane.kvm.vm": {
             "name": "web", "state": "stopped"}}, {"name": "resume", "virtplane.kvm.vm": {"name": "web",
                                                                                          "state": "running"}}])
@@ -463,7 +463,7 @@ def test_vms_boot_ping_change_live_stop_on_acpi_and_go_with_their_disks(dc, sql_
             now = read_console(console_of("hv1", "web"))
             # what the resumed guest printed: the log goes on, or starts again if QEMU truncated it
             printed = now[len(before):] if now.startswith(before) else now
-            after = [int(n) for n in re.findall(r"heartbeat (\d+)", printed)]
+            after = heartbeats(printed)
             time.sleep(1)
         assert after and min(after) > max(counted), (counted[-3:], after[:3])
         assert not os.path.exists(host_file(STATE_DIR, "hv1", "/var/lib/virtplane/local/web.save"))
@@ -617,7 +617,7 @@ def test_a_vm_migrates_there_and_back_answering_ping_and_stays_when_its_destinat
         # the same guest all along: booted once, its heartbeat counting on across both hosts' console logs
         on_hv1, on_hv2 = read_console(console_of("hv1", "mover")), read_console(console_of("hv2", "mover"))
         assert on_hv1.count("VIRTPLANE-GUEST-READY") == 1 and "VIRTPLANE-GUEST-READY" not in on_hv2
-        beats_hv1, beats_hv2 = _heartbeats(on_hv1), _heartbeats(on_hv2)
+        beats_hv1, beats_hv2 = heartbeats(on_hv1), heartbeats(on_hv2)
         assert beats_hv2 and beats_hv1 == sorted(set(beats_hv1)) and beats_hv2 == sorted(set(beats_hv2))
         # no count twice (a guest started again counts from 1), and it counted on on hv1 after hv2
         assert not set(beats_hv1) & set(beats_hv2) and beats_hv2[-1] < beats_hv1[-1], (on_hv1[:3000], on_hv2[:1000])
@@ -643,11 +643,11 @@ def test_a_vm_migrates_there_and_back_answering_ping_and_stays_when_its_destinat
                           " JOIN vm v ON v.id = r.vm_id JOIN host h ON h.id = r.run_host_id WHERE v.name = 'mover'")
         assert runtime == [{"host": "hv1", "status": "Up", "migrating_to_host_id": None, "job_id": None}]
         assert "mover" in domains_on("hv1") and "mover" not in domains_on("hv2")
-        last = _heartbeats(read_console(console_of("hv1", "mover")))[-1]
+        last = heartbeats(read_console(console_of("hv1", "mover")))[-1]
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _heartbeats(read_console(console_of("hv1", "mover")))[-1] <= last:
+        while time.monotonic() < deadline and heartbeats(read_console(console_of("hv1", "mover")))[-1] <= last:
             time.sleep(0.5)
-        assert _heartbeats(read_console(console_of("hv1", "mover")))[-1] > last  # it runs on
+        assert heartbeats(read_console(console_of("hv1", "mover")))[-1] > last  # it runs on
         failed = sql_lab("SELECT status, reason FROM migration ORDER BY started_at")[-1]
         assert failed["status"] == "failed" and failed["reason"], failed
         event = sql_lab("SELECT message FROM event WHERE code = 'VM_MIGRATION_FAILED'")[-1]["message"]
@@ -675,10 +675,6 @@ def _boots(host, name, count):
     """Wait for the guest's boot count on its disk; True once it says ``count``."""
     text = "VIRTPLANE-GUEST-DISK vda boots=%d" % count
     return text in wait_for_console(console_of(host, name), text, timeout=90)
-
-
-def _heartbeats(text):
-    return [int(n) for n in re.findall(r"heartbeat (\d+)", text)]
 
 
 def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc, sql_lab):
@@ -728,12 +724,12 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
             run["disk only"]["msg"]
         assert rows() == [{"name": "running", "state": "ok", "with_memory": True, "vm_status": "Up", "job_id": None}]
         assert _image_snapshots("snap-data.qcow2") == ["running"]
-        at_snapshot = max(_heartbeats(read_console(console_of("hv1", "snap"))))
+        at_snapshot = max(heartbeats(read_console(console_of("hv1", "snap"))))
 
         # the guest counts on; reverted, it is back at the instant of the snapshot (QEMU restarted from it)
         time.sleep(8)
         before = read_console(console_of("hv1", "snap"))
-        assert max(_heartbeats(before)) >= at_snapshot + 5
+        assert max(heartbeats(before)) >= at_snapshot + 5
         run = engine_tasks(dc, [snapshot("revert check", "running", state="reverted")], check=True)
         assert run["revert check"]["changed"] and read_console(console_of("hv1", "snap")).startswith(before[:200])
         run = engine_tasks(dc, [snapshot("revert", "running", state="reverted")])
@@ -743,9 +739,9 @@ def test_snapshots_of_a_running_and_a_stopped_vm_are_reverted_to_and_deleted(dc,
         deadline, after = time.monotonic() + 30, []
         while time.monotonic() < deadline and len(after) < 2:
             now = read_console(console_of("hv1", "snap"))
-            after = _heartbeats(now[len(before):] if now.startswith(before) else now)
+            after = heartbeats(now[len(before):] if now.startswith(before) else now)
             time.sleep(1)
-        assert after and after[0] <= at_snapshot + 3 < max(_heartbeats(before)), (at_snapshot, before[-200:], after)
+        assert after and after[0] <= at_snapshot + 3 < max(heartbeats(before)), (at_snapshot, before[-200:], after)
         assert sql_lab("SELECT r.status FROM vm_runtime r JOIN vm v ON v.id = r.vm_id WHERE v.name = 'snap'") == [
             {"status": "Up"}]
         # another one of the same QEMU run: libvirt makes it a child of the first; it is given back alone later

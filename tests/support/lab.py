@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -28,6 +29,18 @@ def read_console(path):
         return ""
     with open(path, errors="replace") as handle:
         return handle.read().replace("\r", "")
+
+
+# a kernel message on the console, "[    3.141592] text": the guest kernel prints them whenever it likes,
+# so one may land in the middle of a line the guest's /init was writing ("heartbeat 1[ 3.14] sr 0:0:0:0: ...\n2")
+KERNEL_MESSAGE = re.compile(r"\[\s*\d+\.\d+\][^\n]*\n")
+
+
+def heartbeats(console):
+    """The heartbeat counts the guest printed on ``console`` (as read_console returns it), in order, with the
+    kernel's messages taken out first so that one printed in the middle of a heartbeat line does not cut it; a
+    line still being written (no newline yet) is not counted."""
+    return [int(n) for n in re.findall(r"^heartbeat (\d+)\n", KERNEL_MESSAGE.sub("", console), re.MULTILINE)]
 
 
 def wait_for_console(path, text, timeout=90):
