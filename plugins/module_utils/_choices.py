@@ -18,7 +18,7 @@ CPU_MODES = ("host-model", "host-passthrough")
 SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
 MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
 
-HOST_STATES = ("present", "refreshed", "absent")
+HOST_STATES = ("present", "refreshed", "maintenance", "active", "absent")
 HOST_DOMAIN_TYPES = ("auto", "kvm", "qemu")
 
 STORAGE_TYPES = ("dir", "posixfs", "nfs", "logical", "iscsi", "rbd")

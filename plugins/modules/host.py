@@ -109,9 +109,30 @@ options:
         its cluster needs (storage domains, networks) on it.
       - V(refreshed) checks a registered host as it is, and realizes what it lacks (a host that was
         NonResponsive or NonOperational is Up again once the cause is gone); it takes no settings.
+      - V(maintenance) drains the host and puts it in V(Maintenance), where no VM is placed. Its running VMs
+        live-migrate to the hosts the scheduler picks, HA VMs first (the higher HA priority first), then the
+        larger, at most the cluster's O(virtplane.kvm.cluster#module:migration_max_parallel) at once, each
+        under the cluster's O(virtplane.kvm.cluster#module:migration_policy) and recorded as a
+        M(virtplane.kvm.vm_migrate) would. While it drains the host is V(PreparingForMaintenance).
+      - Before anything moves - in check mode as in a real run - every VM is placed in turn on the cluster as it
+        is, with the placements before it made. A VM that is not running (V(Paused), V(Unknown) ...), that is
+        migrating, or that no other host can run (pinned there, no room elsewhere, an affinity group, a
+        network or storage domain no other host has) blocks the maintenance, which is refused naming each
+        blocking VM with why. Check mode lists the migrations the drain would make as things are now; the
+        real run lets the scheduler choose each destination when its migration starts.
+      - A drain that fails half-way (a migration that fails, a VM that arrives meanwhile) leaves the host as
+        it was (V(Up)): the VMs that moved stay where they went, and running the task again drains the rest.
+        A host already in V(Maintenance) with nothing on it is not changed.
+      - A host in maintenance stays there whether it answers or not (it may be switched off); its storage
+        domains and networks are not realized meanwhile.
+      - V(active) takes a host out of maintenance: it is checked as V(refreshed) does and is V(Up) (or
+        V(NonOperational) or V(NonResponsive), with the reason) again. For a host that is not in maintenance
+        it is the same as V(refreshed). VMs do not come back by themselves; see
+        M(virtplane.kvm.cluster_balance).
+      - V(refreshed), V(maintenance) and V(active) take no settings.
       - V(absent) removes the host from the engine.
     type: str
-    choices: [present, refreshed, absent]
+    choices: [present, refreshed, maintenance, active, absent]
     default: present
 author:
   - virtplane.kvm maintainers (@virtplane)
@@ -129,6 +150,18 @@ EXAMPLES = r"""
   virtplane.kvm.host:
     name: hv3
     state: refreshed
+  delegate_to: engine1
+
+- name: Drain hv2 for a kernel update (its VMs live-migrate elsewhere; refused, naming them, if some cannot)
+  virtplane.kvm.host:
+    name: hv2
+    state: maintenance
+  delegate_to: engine1
+
+- name: Bring it back
+  virtplane.kvm.host:
+    name: hv2
+    state: active
   delegate_to: engine1
 
 - name: Remove a host that was decommissioned
@@ -174,16 +207,19 @@ host:
     hardware_uuid: 4c4c4544-0042-3510-8052-b3c04f4e3232
     hostname: hv1.example.com
 actions:
-  description: What was done (or would be done in check mode), status transitions included.
+  description:
+    - What was done (or would be done in check mode), status transitions included.
+    - For O(state=maintenance), the migrations of the drain (in check mode with the destination the scheduler
+      would choose as things are now) and the status change.
   returned: always
   type: list
   elements: str
-  sample: [register]
+  sample: [migrate VM web1 to hv3, migrate VM db1 to hv2, status Up -> Maintenance]
 """
 
 from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _maintenance
 
 
 def main():
@@ -202,7 +238,7 @@ def main():
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True)
-    module.ensure(_host, _host.HostSpec, "host")
+    module.ensure(_maintenance, _host.HostSpec, "host")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""vm_migrate on a real PostgreSQL with libvirt's test driver as the hosts: every refusal, before anything moves,
-in check mode as for real; and a migration that fails leaves the VM where a host says it is, the engine's record
-right. Guests that really move (ping, heartbeat, downtime) are in tests/lab/test_resources.py."""
+"""vm_migrate, host maintenance (host state maintenance / active) and cluster_balance on a real PostgreSQL with
+libvirt's test driver as the hosts: every refusal, before anything moves, in check mode as for real (a drain that
+cannot happen names each VM that blocks it); a migration, a drain or a balancing pass that fails leaves the VM where a
+host says it is and the host as it was, the engine's record right; a host in maintenance is out of placement until
+it is active again. Guests that really move (ping, heartbeat, downtime, drains) are in tests/lab/test_resources.py."""
 
 import sys
 
@@ -207,3 +209,138 @@ def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
                             " migrating_to_host_id = NULL, status = 'Up' WHERE vm_id = (SELECT id FROM vm"
                             " WHERE name = 'web')"])
     assert (committed()["hv1"], committed()["hv2"]) == (0, 256)
+
+
+# --- host maintenance and balancing ------------------------------------------------------------
+
+def host(name, task=None, **options):
+    return {"name": task or name, "ignore_errors": True, "virtplane.kvm.host": dict(name=name, **options)}
+
+
+def balance(task="balance", **options):
+    return {"name": task, "ignore_errors": True, "virtplane.kvm.cluster_balance": dict(cluster="prod", **options)}
+
+
+def _state(sql):
+    return (sql("SELECT name, status, status_reason, job_id FROM host ORDER BY name"),
+            sql("SELECT v.name, r.status, r.run_host_id, r.migrating_to_host_id, r.job_id FROM vm v"
+                " JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.name"),
+            sql("SELECT count(*) AS n FROM event")[0]["n"], sql("SELECT count(*) AS n FROM job")[0]["n"])
+
+
+DRAIN_REFUSALS = [
+    ("nowhere", dict(name="hv1", state="maintenance"),
+     "Cannot put host hv1 into maintenance: VM web cannot leave it: VM web: no other host can run it: hv1: it goes "
+     "into maintenance; hv2: host is Maintenance (kept out by an administrator); hv3: logical network app not "
+     "realized; hv4: storage domain shared not active"),
+    ("no such host", dict(name="hv9", state="maintenance"), "host 'hv9' does not exist"),
+    ("no such host active", dict(name="hv9", state="active"), "host 'hv9' does not exist"),
+    ("settings", dict(name="hv1", state="maintenance", cluster="dev"),
+     "Invalid value for 'state': maintenance takes a host as it is; change its settings with state present"),
+    ("settings active", dict(name="hv2", state="active", reserved_cpus=1), "Invalid value for 'state': active takes"),
+    ("state newline", dict(name="hv1", state="maintenance\n"), "Invalid value for 'state': "),
+    ("name metacharacters", dict(name="hv1;reboot", state="maintenance"), "Invalid value for 'name': "),
+    ("timeout negative", dict(name="hv1", state="maintenance", timeout=-1), "Invalid value for 'timeout': "),
+]
+
+
+def test_a_drain_that_cannot_happen_is_refused_naming_each_vm_before_anything_moves(cluster, sql):
+    before = _state(sql)
+    tasks = [host(task=name, **options) for name, options, _message in DRAIN_REFUSALS]
+    tasks.append(balance("bad policy", policy="fastest"))
+    tasks.append(balance("bad timeout", migration_timeout=0))
+    started = [start_plays([_play(tasks)], engine=cluster, check=check) for check in (True, False)]
+    check, real = (run.wait() for run in started)
+    for name, _options, message in DRAIN_REFUSALS:
+        for run in (check, real):
+            assert run[name].get("failed"), (name, run[name])
+            assert message in run[name]["msg"] and "\n" not in run[name]["msg"], (name, run[name]["msg"])
+        assert check[name]["msg"] == real[name]["msg"]
+    assert real["nowhere"]["msg"] == DRAIN_REFUSALS[0][2]
+    assert "Invalid value for 'policy': 'fastest' is not one of none," in real["bad policy"]["msg"]
+    assert real["bad timeout"]["msg"] == "Invalid value for 'migration_timeout': 0 is outside 1-86400 seconds"
+    assert _state(sql) == before
+
+    # a VM that does not run there as Up blocks it too, with its status; every blocking VM is named
+    _engine_write(cluster, [
+        "UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
+        "UPDATE vm_runtime SET status = 'Paused', status_reason = 'paused by its guest', reserved_memory_mib = 256,"
+        " reserved_vcpus = 1, run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
+        " WHERE vm_id = (SELECT id FROM vm WHERE name = 'db')"])
+    before = _state(sql)
+    for check in (True, False):
+        run = run_play([host("hv1", state="maintenance")], engine=cluster, check=check)
+        assert run["hv1"]["msg"] == ("Cannot put host hv1 into maintenance: VM db cannot leave it: VM db: it is Paused "
+                                     "(paused by its guest); only a running VM (Up) migrates"), run["hv1"]
+    assert _state(sql) == before
+
+
+def test_a_host_in_maintenance_is_out_of_placement_until_active_again(cluster, sql):
+    # hv2 is in maintenance already, with nothing on it: nothing to do
+    for check in (True, False):
+        run = run_play([host("hv2", state="maintenance")], engine=cluster, check=check)
+        assert run["hv2"]["changed"] is False and run["hv2"]["host"]["status"] == "Maintenance", run["hv2"]
+    # hv4 has no VM: check mode says what happens, the real run does it, a second run changes nothing
+    run = run_play([host("hv4", state="maintenance")], engine=cluster, check=True)
+    assert run["hv4"]["changed"] and run["hv4"]["actions"] == ["status Up -> Maintenance"]
+    assert sql("SELECT status FROM host WHERE name = 'hv4'") == [{"status": "Up"}]
+    run = run_play([host("hv4", state="maintenance"), host("hv4", task="again", state="maintenance"),
+                    host("hv4", task="refreshed", state="refreshed"),
+                    migrate("web", task="there", host="hv4")], engine=cluster)
+    assert run["hv4"]["changed"] and run["hv4"]["host"]["status"] == "Maintenance", run["hv4"]
+    assert run["again"]["changed"] is False
+    assert run["refreshed"]["host"]["status"] == "Maintenance"  # checked, it stays there
+    assert run["there"]["msg"].startswith("Cannot migrate VM 'web' to host hv4: host is Maintenance"), run["there"]
+    events = [e["code"] for e in sql("SELECT code FROM event WHERE host_name = 'hv4' ORDER BY id")]
+    assert events[-2:] == ["HOST_MAINTENANCE_STARTED", "HOST_MAINTENANCE"]
+    # active: checked again (its pool defined again: a test-driver host forgets it between connections), and Up
+    run = run_play([host("hv4", state="active"), host("hv4", task="again", state="active")], engine=cluster,
+                   diff=True)
+    assert run["hv4"]["changed"] and "status Maintenance -> Up" in run["hv4"]["actions"], run["hv4"]
+    assert run["hv4"]["host"]["status"] == "Up"
+    assert run["again"]["host"]["status"] == "Up" and not any(a.startswith("status ")
+                                                              for a in run["again"]["actions"])
+
+
+def test_a_drain_that_fails_half_way_puts_the_host_back_and_the_vm_stays(cluster, sql):
+    """The test driver cannot migrate: the drain reserves, its migration fails, the host is Up again and web still
+    runs on hv1 (the lab drains for real)."""
+    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    run = run_play([host("hv1", state="maintenance")], engine=cluster, check=True)
+    assert run["hv1"]["actions"] == ["migrate VM web (to hv2, as things are now)", "status Up -> Maintenance"]
+    run = run_play([host("hv1", state="maintenance")], engine=cluster)
+    message = run["hv1"]["msg"]
+    assert message.startswith("Cannot put host hv1 into maintenance: VM web: Failed to migrate VM 'web' to host hv2 "
+                              "on host hv1: "), message
+    assert message.endswith("; no VM moved")
+    assert sql("SELECT status, status_reason, job_id FROM host WHERE name = 'hv1'") == [
+        {"status": "Up", "status_reason": "", "job_id": None}]
+    runtime = sql("SELECT r.status, h.name AS host, r.migrating_to_host_id FROM vm_runtime r JOIN vm v ON"
+                  " v.id = r.vm_id JOIN host h ON h.id = r.run_host_id WHERE v.name = 'web'")
+    assert runtime == [{"status": "Up", "host": "hv1", "migrating_to_host_id": None}]
+    codes = [e["code"] for e in sql("SELECT code FROM event WHERE host_name = 'hv1' ORDER BY id")
+             if e["code"].startswith("HOST_")]
+    assert codes[-2:] == ["HOST_MAINTENANCE_STARTED", "HOST_MAINTENANCE_FAILED"]
+    assert sorted(j["status"] for j in sql("SELECT status FROM job WHERE action IN ('host.maintenance',"
+                                           " 'vm.migrate')")) == ["failed", "failed"]
+
+
+def test_a_balancing_pass_moves_what_its_host_no_longer_suits(cluster, sql):
+    # balanced: nothing proposed, nothing changed
+    for check in (True, False):
+        run = run_play([balance()], engine=cluster, check=check)
+        assert run["balance"]["changed"] is False and run["balance"]["balance"]["migrations"] == [], run["balance"]
+    # web's host hv1 no longer suits it (pinned to hv2 now): check mode plans the move with its reason
+    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
+                            "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name = 'web'"])
+    run = run_play([balance()], engine=cluster, check=True)
+    assert run["balance"]["changed"]
+    assert run["balance"]["actions"] == ["migrate VM web from hv1 to hv2: its host hv1 no longer suits it: the VM is "
+                                         "pinned to hv2"], run["balance"]
+    assert sql("SELECT * FROM migration") == []
+    # for real: the test driver cannot migrate, and the pass says which VM did not move and why
+    run = run_play([balance()], engine=cluster)
+    assert run["balance"]["msg"].startswith("Cluster prod was not balanced: VM web did not migrate to hv2: Failed to "
+                                            "migrate VM 'web' to host hv2 on host hv1: "), run["balance"]
+    assert run["balance"]["msg"].endswith("; no VM moved")
+    assert [m["status"] for m in sql("SELECT status FROM migration")] == ["failed"]

@@ -264,6 +264,7 @@ class Engine:
         # the clusters' placement snapshots this connection keeps (services._placing), by cluster id
         self.placement_snapshots = {}
         self._locks = None  # the cursor locks are taken on (see lock)
+        self._borrowed = False  # the hypervisor connections are another engine's (see sibling)
 
     @property
     def allow_test_driver(self):
@@ -282,9 +283,17 @@ class Engine:
         return describe(self.options) if self.options.get("host") else "the engine database"
 
     def close(self):
-        if self.hypervisors is not None:
+        if self.hypervisors is not None and not self._borrowed:
             self.hypervisors.close()
         self.conn.close()
+
+    def sibling(self):
+        """Another connection to the same database with this one's settings, for a thread of this run (a
+        psycopg connection serves one transaction at a time). It shares this engine's hypervisor connections
+        (``services._hosts.sibling`` makes sure there are some), which it leaves open when it is closed."""
+        other = Engine(connect_raw(self.options), self.options, self.settings)
+        other.hypervisors, other._borrowed = self.hypervisors, self.hypervisors is not None
+        return other
 
     @contextlib.contextmanager
     def transaction(self):

@@ -62,6 +62,9 @@ SETTINGS = ("cluster", "libvirt_uri", "address", "domain_type", "network_nic", "
 CPUS_MAX = 65536
 _NIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _STATUS_FIELDS = ("status", "status_reason")
+# the states that take a registered host as it is, with no settings
+STATES_AS_IT_IS = ("refreshed", "maintenance", "active")
+IN_MAINTENANCE = ("Maintenance", "PreparingForMaintenance")
 
 
 def validate_address(field, value):
@@ -95,8 +98,9 @@ class HostSpec(Spec):
         self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
         validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
         self.state = self.state or "present"
-        if self.state == "refreshed" and any(getattr(self, f) is not None for f in SETTINGS):
-            raise ValidationError("state", "refreshed checks a host as it is; change its settings with state present")
+        if self.state in STATES_AS_IT_IS and any(getattr(self, f) is not None for f in SETTINGS):
+            raise ValidationError("state", "%s takes a host as it is; change its settings with state present"
+                                  % self.state)
 
 
 def find(cur, name, lock=False):
@@ -136,9 +140,12 @@ class HostCheck(_operation.Operation):
     def prepare(self, cur):
         spec = self.spec
         current = host_rows.find(cur, spec.name)
-        if current is None and spec.state == "refreshed":
-            raise NotFoundError("host", spec.name, "refresh host '%s'" % spec.name)
+        if current is None and spec.state in STATES_AS_IT_IS:
+            raise NotFoundError("host", spec.name, "%s host '%s'" % (
+                "activate" if spec.state == "active" else "refresh", spec.name))
         action = ("update host '%s'" if current else "register host '%s'") % spec.name
+        if spec.state == "active":
+            action = "activate host '%s'" % spec.name
         if current is None:
             for field in ("cluster", "libvirt_uri"):
                 if getattr(spec, field) is None:
@@ -206,8 +213,13 @@ class HostCheck(_operation.Operation):
         if row is not None:
             _refuse_moves_under_vms(cur, row, cluster, spec.network_nic)
         host = dict(plan.host, id=row["id"] if row else None)
-        converging = facts is not None and plan.observed is not None and \
-            (row or {}).get("status") not in ("Maintenance", "PreparingForMaintenance")
+        activating = spec.state == "active"
+        if activating and row["status"] == "PreparingForMaintenance":
+            # a drain whose run is alive holds the host (claim waits for it); one whose run died is recovered
+            raise ConflictError("Cannot activate host '%s': it is being drained for maintenance" % spec.name)
+        current_status = (row or {}).get("status", "Up")
+        plan.previous_status = "Up" if activating and current_status == "Maintenance" else current_status
+        converging = facts is not None and plan.observed is not None and plan.previous_status not in IN_MAINTENANCE
         plan.rows = _realize.host_plan(cur, host) if converging else {"domains": [], "networks": []}
         plan.steps, plan.net_problems = (_realize.host_steps(host, plan.rows, plan.observed) if converging
                                          else ([], {}))
@@ -225,7 +237,7 @@ class HostCheck(_operation.Operation):
                     if any(net["name"] == n and net["required"] for net in plan.rows["networks"])]
         if facts is not None and plan.observed is None:
             problems.append("cannot read the host's pools and networks: %s" % plan.observe_error)
-        status, reason = _realize.status_of((row or {}).get("status", "Up"), facts is not None, plan.reason, problems)
+        status, reason = _realize.status_of(plan.previous_status, facts is not None, plan.reason, problems)
         desired = dict(observed, status=status, status_reason=reason, **config)
         plan.row, plan.config, plan.predicted = row, config, (status, reason)
         plan.before, plan.after = _diff(row, desired, cluster)
@@ -281,15 +293,14 @@ class HostCheck(_operation.Operation):
         row = host_rows.by_id(cur, plan.row["id"], lock=True)
         host = dict(plan.host, id=row["id"])
         problems = []
-        in_maintenance = row["status"] in ("Maintenance", "PreparingForMaintenance")
+        in_maintenance = plan.previous_status in IN_MAINTENANCE
         plan.gone = _realize.vanished(cur, plan.rows)
         if facts is not None and plan.observed is not None and not in_maintenance:
             problems = _realize.record_host(cur, host, plan.rows, plan.observed, plan.steps, errors,
                                             plan.net_problems, plan.views, plan.gone)
         elif facts is not None and plan.observed is None:
             problems = ["cannot read the host's pools and networks: %s" % plan.observe_error]
-        previous_status = plan.current["status"] if plan.current else "Up"
-        status, reason = _realize.status_of(previous_status, facts is not None, plan.reason, problems)
+        status, reason = _realize.status_of(plan.previous_status, facts is not None, plan.reason, problems)
         values = dict(facts or {})
         values.update({k: v for k, v in plan.config.items() if v is not None})
         values.update(status=status, status_reason=reason, job_id=None)

@@ -14,6 +14,12 @@ def hypervisors(engine):
     return engine.hypervisors
 
 
+def sibling(engine):
+    """An engine for another thread of this run: its own database connection, this run's libvirt connections."""
+    hypervisors(engine)
+    return engine.sibling()
+
+
 def connect(engine, host, timeout=15, readonly=False):
     return hypervisors(engine).connect(host, timeout, readonly)
 

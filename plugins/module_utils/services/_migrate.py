@@ -15,6 +15,7 @@ leaves the guest on the source: the reservation on the destination goes and an e
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
@@ -289,6 +290,48 @@ class VmMigrate(vms._VmOperation):
                        vm=row["name"], job_id=plan.job["id"],
                        details={"source": plan.source["name"], "downtime_ms": stats.get("downtime_ms"),
                                 "postcopy": bool(stats.get("postcopy"))})
+
+
+def migrate_many(engine, moves, parallel, timeout=15, wait_timeout=60, migration_timeout=600, done=None):
+    """Several VMs migrated, at most ``parallel`` at once, each by a ``VmMigrate`` of its own on a database
+    connection of its own (this run's libvirt connections shared): ``moves`` is [(VM name, host or None for
+    the scheduler's choice)], started in that order. One that fails does not stop the others. ``done(name,
+    outcome, error)`` is called (under a lock) as each ends. Returns {name: (Outcome or None, error or None)}."""
+    results, pending = {}, list(moves)
+    lock = threading.Lock()
+
+    def work():
+        sibling = None
+        try:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    name, host = pending.pop(0)
+                outcome, error = None, None
+                try:
+                    if sibling is None:
+                        sibling = _hosts.sibling(engine)
+                    spec = MigrateSpec(name=name, host=host, timeout=timeout, wait_timeout=wait_timeout,
+                                       migration_timeout=migration_timeout)
+                    outcome = _operation.run(sibling, VmMigrate(sibling, False, spec))
+                except Exception as exc:  # pylint: disable=broad-except
+                    error = exc
+                with lock:
+                    results[name] = (outcome, error)
+                    if done is not None:
+                        done(name, outcome, error)
+        finally:
+            if sibling is not None:
+                sibling.close()
+
+    workers = [threading.Thread(target=work, name="virtplane-migrate-%d" % n, daemon=True)
+               for n in range(max(1, min(parallel, len(moves))))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
 
 
 def _states(engine, name, hosts, timeout):

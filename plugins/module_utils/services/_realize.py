@@ -184,11 +184,12 @@ def record_host(cur, host, plan, observed, steps, errors, net_problems, views=No
 
 
 def status_of(row_status, reachable, reason, problems):
-    """The status a check implies; Maintenance is an administrator's decision and stays."""
+    """The status a check implies; Maintenance is an administrator's decision and stays, whether the host
+    answers or not (a host in maintenance may well be switched off)."""
+    if row_status in ("Maintenance", "PreparingForMaintenance"):
+        return row_status, "" if reachable else reason
     if not reachable:
         return "NonResponsive", reason
-    if row_status in ("Maintenance", "PreparingForMaintenance"):
-        return row_status, ""
     if problems:
         return "NonOperational", "; ".join(problems)
     return "Up", ""

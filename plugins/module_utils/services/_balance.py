@@ -1,0 +1,69 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One balancing pass: the migrations the cluster's policy proposes now (``services._vm.balance_info``), made.
+
+Each proposal is a ``vm.migrate`` to the host the balancer chose, which checks that host again under the
+cluster's lock when it starts (a host that no longer suits the VM refuses it, with the reason); at most the
+cluster's ``migration_max_parallel`` go at once. Check mode makes none and lists them with their reasons.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, NotFoundError
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
+    validate_name,
+    validate_range,
+    validate_timeout,
+)
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate, _operation
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec
+
+
+class BalanceSpec(Spec):
+    FIELDS = ("cluster", "policy", "policy_params", "migration_timeout", "timeout", "wait_timeout")
+
+    def validate(self):
+        validate_name("cluster", self.cluster)
+        self.migration_timeout = 600 if self.migration_timeout is None else self.migration_timeout
+        validate_range("migration_timeout", self.migration_timeout, 1, 86400, "seconds")
+        self.timeout = 15 if self.timeout is None else self.timeout
+        validate_timeout("timeout", self.timeout)
+        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
+        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+
+
+def _action(move):
+    return "migrate VM %s from %s to %s: %s" % (move["vm"], move["from"], move["to"], move["reason"])
+
+
+def ensure(engine, spec, check_mode=False):
+    proposal = vms.balance_info(engine, spec.cluster, spec.policy, spec.policy_params)
+    moves = proposal["migrations"]
+    actions = [_action(m) for m in moves]
+    if check_mode or not moves:
+        return Outcome(bool(moves), resource=proposal, actions=actions)
+    with engine.transaction() as cur:
+        cluster = _clusters.find(cur, spec.cluster)
+    if cluster is None:
+        raise NotFoundError("cluster", spec.cluster, "balance cluster '%s'" % spec.cluster)
+    results = _migrate.migrate_many(engine, [(m["vm"], m["to"]) for m in moves],
+                                    max(1, cluster["migration_max_parallel"] or 1), spec.timeout, spec.wait_timeout,
+                                    spec.migration_timeout)
+    done, failed = [], []
+    for move in moves:
+        _outcome, error = results[move["vm"]]
+        move["migrated"] = error is None
+        if error is None:
+            done.append(move)
+        else:
+            move["error"] = _operation.describe(error)
+            failed.append(move)
+    if failed:
+        raise ConflictError("Cluster %s was not balanced: %s; %s" % (
+            spec.cluster, "; ".join("VM %s did not migrate to %s: %s" % (m["vm"], m["to"], m["error"])
+                                    for m in failed),
+            "VMs %s migrated" % ", ".join("%s (to %s)" % (m["vm"], m["to"]) for m in done) if done
+            else "no VM moved"))
+    return Outcome(True, resource=proposal, actions=[_action(m) for m in done])
