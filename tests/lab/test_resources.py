@@ -664,6 +664,46 @@ def test_a_vm_migrates_there_and_back_answering_ping_and_stays_when_its_destinat
     assert not os.path.exists(os.path.join(SHARED, "mover-data.qcow2"))
 
 
+def test_a_guest_that_dirties_memory_faster_than_the_link_moves_only_under_post_copy(dc, sql_lab):
+    """A guest that copies 32 MiB of random bytes over and over as fast as its vCPU goes, migrated over a link
+    capped at 8 MiB/s: legacy pre-copy never catches up and is aborted at its time limit, the guest left running on
+    its source; post_copy switches once pre-copy stops converging and completes, the same guest counting on."""
+    dirty = lab_vm("dirty", "192.168.100.45", "192.168.100.254", "hv1", memory="256MiB")
+    dirty["boot"]["cmdline"] += " vp.dirty=32"
+    try:
+        for host in ("hv1", "hv2"):
+            in_host(KEY, HOSTS[host], "rm -f /var/lib/virtplane/local/dirty-console.log")
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": dirty},
+                                {"name": "unpin", "virtplane.kvm.vm": dict(dirty, host=[])}])
+        assert run.rc == 0, run.output[-3000:]
+        console = wait_for_console(console_of("hv1", "dirty"), "VIRTPLANE-GUEST-DIRTY", 120)
+        assert "VIRTPLANE-GUEST-DIRTY 32\n" in console, console[-2000:]
+        move = {"name": "dirty", "host": "hv2", "bandwidth": 8}
+        run = engine_tasks(dc, [
+            {"name": "legacy", "ignore_errors": True, "virtplane.kvm.vm_migrate": dict(
+                move, policy="legacy", migration_timeout=25)},
+            {"name": "post_copy", "virtplane.kvm.vm_migrate": dict(move, policy="post_copy")}])
+        assert run["legacy"].get("failed") and "not done within 25 s" in run["legacy"]["msg"], run["legacy"]
+        moved = run["post_copy"]
+        assert not moved.get("failed"), moved
+        assert moved["vm"]["host"] == "hv2" and moved["vm"]["migration"]["postcopy"] is True, moved["vm"]
+        migrations = sql_lab("SELECT policy, status, postcopy FROM migration WHERE vm_name = 'dirty'"
+                             " ORDER BY started_at")
+        assert migrations == [{"policy": "legacy", "status": "failed", "postcopy": False},
+                              {"policy": "post_copy", "status": "done", "postcopy": True}], migrations
+        assert "dirty" in domains_on("hv2") and "dirty" not in domains_on("hv1")
+        before = heartbeats(read_console(console_of("hv1", "dirty")))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not heartbeats(read_console(console_of("hv2", "dirty"))):
+            time.sleep(0.5)
+        after = heartbeats(read_console(console_of("hv2", "dirty")))
+        assert after and after[0] >= before[-1] > 1, (before[-3:], after[:3])  # the same guest, never restarted
+    finally:
+        remove = {"name": "dirty", "state": "absent", "force": True}
+        run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.vm": remove}])
+        assert run.rc == 0, run.output[-3000:]
+
+
 def _image_snapshots(volume):
     """The internal snapshots in a qcow2 image of the shared domain, as qemu-img lists them (names)."""
     out = subprocess.run(["qemu-img", "snapshot", "-U", "-l", os.path.join(SHARED, volume)], capture_output=True,
@@ -1045,6 +1085,122 @@ def test_a_host_that_joins_later_gets_the_domains_and_networks(dc, sql_lab):
     assert sql_lab("SELECT status FROM host WHERE name = 'hv3'")[0]["status"] == "Up"
     host_pools, host_networks = pools("hv3")
     assert host_pools["vp-shared"] and host_pools["vp-san"] and host_networks["vp-app"]
+
+
+MAINTENANCE_TASKS = """
+- name: The engine has this host in maintenance, with no VM on it
+  virtplane.kvm.vm_info:
+    host: "{{ inventory_hostname }}"
+  delegate_to: "{{ maintenance_engine }}"
+  register: on_host
+
+- name: The host's status as the engine has it
+  virtplane.kvm.host_info:
+    name: ["{{ inventory_hostname }}"]
+  delegate_to: "{{ maintenance_engine }}"
+  register: seen
+
+- name: Recorded on the host
+  ansible.builtin.copy:
+    dest: /root/maintained
+    content: "{{ seen.hosts[0].status }} with {{ on_host.vms | length }} VMs\\n"
+    mode: "0644"
+
+- name: A failure, where asked
+  ansible.builtin.fail:
+    msg: the maintenance of {{ inventory_hostname }} failed
+  when: inventory_hostname in (fail_on | default([]))
+"""
+
+
+def _where_vms_run(names, sql_lab):
+    """{VM: host} as the engine has it, checked against the hosts' libvirt: each runs on that host alone."""
+    recorded = {r["name"]: r["host"] for r in sql_lab(
+        "SELECT v.name, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id JOIN host h"
+        " ON h.id = r.run_host_id WHERE v.name = ANY(%s) AND r.status = 'Up'", list(names))}
+    running = {h: domains_on(h) for h in HOSTS}
+    for name in names:
+        assert [h for h in HOSTS if name in running[h]] == [recorded.get(name)], (name, recorded, running)
+    return recorded
+
+
+def test_a_host_with_three_vms_is_drained_and_the_maintenance_playbook_rolls_over_three_hosts(
+        dc, sql_lab, tmp_path):
+    """hv1 runs three VMs (one HA) and is drained: HA first, each guest keeps counting on its new host. Then the
+    rolling maintenance playbook over hv1, hv2, hv3: its tasks fail on hv2, which stays in maintenance and stops
+    the run; run again, it finishes, every host Up again and the VMs running where the engine says."""
+    names = ("d1", "d2", "d3")
+    vms = [lab_vm(name, "192.168.100.%d" % (51 + n), "192.168.100.254", "hv1") for n, name in enumerate(names)]
+    vms[2]["ha"] = {"enabled": True, "priority": 50}
+    try:
+        for host in HOSTS:
+            in_host(KEY, HOSTS[host], "rm -f /var/lib/virtplane/local/d?-console.log /root/maintained")
+        # they start pinned to hv1, then may go anywhere
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": {"vms": vms}},
+                                {"name": "unpin", "virtplane.kvm.vm": {"vms": [dict(v, host=[]) for v in vms]}}])
+        assert run.rc == 0, run.output[-3000:]
+        for name in names:
+            assert "VIRTPLANE-GUEST-READY" in wait_for_console(console_of("hv1", name), "VIRTPLANE-GUEST-READY", 120)
+        assert set(_where_vms_run(names, sql_lab).values()) == {"hv1"}
+
+        drain = {"name": "drain", "virtplane.kvm.host": {"name": "hv1", "state": "maintenance"}}
+        run = engine_tasks(dc, [drain], check=True)
+        planned = run["drain"]["actions"]
+        assert [a.split()[2] for a in planned[:3]] == ["d3", "d1", "d2"], planned  # HA first, then by name
+        assert planned[3] == "status Up -> Maintenance" and run["drain"]["host"]["status"] == "Maintenance"
+        assert sql_lab("SELECT status FROM host WHERE name = 'hv1'") == [{"status": "Up"}]
+        run = engine_tasks(dc, [drain, dict(drain, name="again")])
+        assert run.rc == 0, run.output[-3000:]
+        assert run["drain"]["host"]["status"] == "Maintenance" and not run["again"]["changed"]
+        where = _where_vms_run(names, sql_lab)
+        assert set(where.values()) <= {"hv2", "hv3"}, where
+        assert run["drain"]["actions"] == ["migrate VM %s to %s" % (n, where[n]) for n in ("d3", "d1", "d2")] + \
+            ["status Up -> Maintenance"]
+        # two at a time (the cluster's migration_max_parallel), the HA VM among the first two
+        started = [m["vm_name"] for m in sql_lab("SELECT vm_name FROM migration ORDER BY started_at")[-3:]]
+        assert "d3" in started[:2], started
+        for name in names:  # the same guests: they count on where they went, never from 1 again
+            before = heartbeats(read_console(console_of("hv1", name)))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not heartbeats(read_console(console_of(where[name], name))):
+                time.sleep(0.5)
+            after = heartbeats(read_console(console_of(where[name], name)))
+            assert after and after[0] >= before[-1] > 1, (name, before[-3:], after[:3])
+
+        # the playbook: its tasks see each host in maintenance with nothing on it; they fail on hv2
+        tasks = tmp_path / "maintenance-tasks.yml"
+        tasks.write_text(MAINTENANCE_TASKS)
+        env = {"VIRTPLANE_ENGINE_%s" % k.upper(): str(v) for k, v in dc["engine"].items()}
+        playbook = [{"import_playbook": os.path.join(ROOT, "playbooks", "maintenance.yml")}]
+        run = run_plays(playbook, inventory=dc["inventory"], extra_env=env,
+                        extra_vars={"maintenance_tasks": str(tasks), "fail_on": ["hv2"]})
+        assert run.rc != 0 and "the maintenance of hv2 failed" in run.output, run.output[-3000:]
+        status = {r["name"]: r["status"] for r in sql_lab("SELECT name, status FROM host")}
+        assert status == {"hv1": "Up", "hv2": "Maintenance", "hv3": "Up"}, status
+        assert "hv2" not in _where_vms_run(names, sql_lab).values()
+        assert not os.path.exists(host_file(STATE_DIR, "hv3", "/root/maintained"))  # the run stopped at hv2
+
+        run = run_plays(playbook, inventory=dc["inventory"], extra_env=env,
+                        extra_vars={"maintenance_tasks": str(tasks)})
+        assert run.rc == 0, run.output[-3000:]
+        for host in HOSTS:
+            with open(host_file(STATE_DIR, host, "/root/maintained")) as handle:
+                assert handle.read() == "Maintenance with 0 VMs\n", host
+        status = {r["name"]: r["status"] for r in sql_lab("SELECT name, status FROM host")}
+        assert status == {"hv1": "Up", "hv2": "Up", "hv3": "Up"}, status
+        where = _where_vms_run(names, sql_lab)
+        assert "hv3" not in where.values(), where  # the last host drained
+        for name in names:
+            last = heartbeats(read_console(console_of(where[name], name)))[-1]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and heartbeats(read_console(console_of(where[name], name)))[-1] <= last:
+                time.sleep(0.5)
+            assert heartbeats(read_console(console_of(where[name], name)))[-1] > last  # it runs on
+    finally:
+        run = engine_tasks(dc, [{"name": "remove", "virtplane.kvm.vm": {"vms": [
+            {"name": n, "state": "absent", "force": True} for n in names]}},
+            {"name": "active", "loop": sorted(HOSTS), "virtplane.kvm.host": {"name": "{{ item }}", "state": "active"}}])
+        assert run.rc == 0, run.output[-3000:]
 
 
 @pytest.fixture(scope="module")
