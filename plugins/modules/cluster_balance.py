@@ -10,7 +10,7 @@ short_description: One balancing pass of a virtplane cluster under its schedulin
 version_added: 0.4.0
 description:
   - Makes the live migrations that the cluster's scheduling policy proposes for the cluster as it is now, as
-    M(virtplane.kvm.cluster_balance_info) lists them (see there for what each policy proposes): VMs whose host
+    M(virtplane.kvm.cluster_balance_info) lists them (see there for what each policy proposes) - VMs whose host
     no longer suits them first, then what the policy's thresholds ask for.
   - Each migration goes to the host the balancer chose, which is checked again when the migration starts (a
     host that no longer suits the VM refuses it, with the reason). At most the cluster's

@@ -121,11 +121,11 @@ options:
         blocking VM with why. Check mode lists the migrations the drain would make as things are now; the
         real run lets the scheduler choose each destination when its migration starts.
       - A drain that fails half-way (a migration that fails, a VM that arrives meanwhile) leaves the host as
-        it was (V(Up)): the VMs that moved stay where they went, and running the task again drains the rest.
+        it was (V(Up)); the VMs that moved stay where they went, and running the task again drains the rest.
         A host already in V(Maintenance) with nothing on it is not changed.
       - A host in maintenance stays there whether it answers or not (it may be switched off); its storage
         domains and networks are not realized meanwhile.
-      - V(active) takes a host out of maintenance: it is checked as V(refreshed) does and is V(Up) (or
+      - V(active) takes a host out of maintenance. It is checked as V(refreshed) does and is V(Up) (or
         V(NonOperational) or V(NonResponsive), with the reason) again. For a host that is not in maintenance
         it is the same as V(refreshed). VMs do not come back by themselves; see
         M(virtplane.kvm.cluster_balance).

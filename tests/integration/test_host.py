@@ -241,6 +241,6 @@ def test_host_info_reads_and_refreshed_records_status_changes(engine_options, sq
     assert refreshed["status"] == "NonResponsive" and str(node_file) in refreshed["status_reason"]
     assert refreshed["memory_mib"] == 3072
     assert not run["refresh again"]["changed"] and not run["refresh hv2"]["changed"]
-    assert run["settings"]["msg"].startswith("Invalid value for 'state': refreshed checks a host as it is")
+    assert run["settings"]["msg"].startswith("Invalid value for 'state': refreshed takes a host as it is")
     assert run["unknown"]["msg"] == "Cannot refresh host 'hv9': host 'hv9' does not exist"
     assert [r["status"] for r in sql("SELECT status FROM host ORDER BY name")] == ["NonResponsive", "Up"]
