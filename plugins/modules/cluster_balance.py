@@ -13,15 +13,21 @@ description:
     M(virtplane.kvm.cluster_balance_info) lists them (see there for what each policy proposes) - VMs whose host
     no longer suits them first, then what the policy's thresholds ask for.
   - Each migration goes to the host the balancer chose, which is checked again when the migration starts (a
-    host that no longer suits the VM refuses it, with the reason). At most the cluster's
-    O(virtplane.kvm.cluster#module:migration_max_parallel) migrations go at once, each under the cluster's
-    O(virtplane.kvm.cluster#module:migration_policy) and recorded as M(virtplane.kvm.vm_migrate) records one.
+    host that no longer suits the VM refuses it, with the reason). They go one at a time in the order
+    proposed, since a proposal may count on the room an earlier one frees; each runs under the cluster's
+    O(virtplane.kvm.cluster#module:migration_policy) and is recorded as M(virtplane.kvm.vm_migrate) records
+    one. A VM that left its host meanwhile is not moved.
+  - Only running (V(Up)) VMs on hosts that answer are proposed; the others count in their hosts' commitments.
   - Check mode moves nothing and lists the planned migrations with their reasons in RV(actions) and
     RV(balance).
-  - A pass that proposes nothing changes nothing, so a balanced cluster reports no change. A policy moves at
-    most one VM per host and pass; run it again (on a schedule, as a job template) to go on.
-  - A migration that fails leaves its VM running where it was; the task then fails, naming it and the VMs
-    that did move.
+  - A pass that proposes nothing changes nothing, so a balanced cluster reports no change. The load
+    thresholds take one VM off a hot host per pass (V(power_saving) empties its least loaded host whole, and
+    VMs whose host no longer suits them all go); run it again, on a schedule, to go on. The loads are those
+    the engine sampled at the hosts' last checks
+    (M(virtplane.kvm.host) with O(virtplane.kvm.host#module:state=refreshed)). Check the hosts between
+    passes, or a host's load from before a pass still counts after it.
+  - A migration that fails leaves its VM where libvirt left it (running on its source, as a rule; see
+    M(virtplane.kvm.vm_migrate)); the task then fails, naming it and the VMs that did move.
 extends_documentation_fragment:
   - virtplane.kvm.engine
   - virtplane.kvm.hosts

@@ -9,14 +9,15 @@ module: host
 short_description: Register hypervisor hosts in the virtplane engine
 version_added: 0.1.0
 description:
-  - Register a KVM host in a cluster, update it, or remove it.
+  - Register a KVM host in a cluster, update it, check it, put it in maintenance and back, or remove it.
   - The engine connects to the host's libvirt and records what it reports, that is the CPU model,
     vendor and topology, memory, NUMA cells, libvirt version and the domain type its guests will
     use (V(kvm), or V(qemu) software emulation when KVM is not offered).
   - A host is V(Up) only when the engine reaches its libvirt. Registering a host whose libvirt does
     not answer fails and records nothing; for a registered host that stops answering, the status
     becomes V(NonResponsive) with the reason, and it is V(Up) again once it answers.
-  - A host in V(Maintenance) stays there; a host with running VMs is not removed or moved.
+  - A host in V(Maintenance) stays there until O(state=active); a host with running VMs is not removed or
+    moved.
   - Memory size, NUMA cells and the current CPU clock are refreshed on every run but do not count as a
     change, since they move with the machine (memory hot-add), not with its configuration.
   - Registering or checking a host also realizes the storage domains and logical networks of its cluster on
@@ -112,16 +113,19 @@ options:
       - V(maintenance) drains the host and puts it in V(Maintenance), where no VM is placed. Its running VMs
         live-migrate to the hosts the scheduler picks, HA VMs first (the higher HA priority first), then the
         larger, at most the cluster's O(virtplane.kvm.cluster#module:migration_max_parallel) at once, each
-        under the cluster's O(virtplane.kvm.cluster#module:migration_policy) and recorded as a
-        M(virtplane.kvm.vm_migrate) would. While it drains the host is V(PreparingForMaintenance).
+        under the cluster's O(virtplane.kvm.cluster#module:migration_policy), given 600 seconds, and recorded
+        as a M(virtplane.kvm.vm_migrate) would. While it drains the host is V(PreparingForMaintenance).
+      - A VM another run holds (starting, changing, migrating) is waited for, up to O(wait_timeout); one left
+        by a run that died is recovered first.
       - Before anything moves - in check mode as in a real run - every VM is placed in turn on the cluster as it
         is, with the placements before it made. A VM that is not running (V(Paused), V(Unknown) ...), that is
         migrating, or that no other host can run (pinned there, no room elsewhere, an affinity group, a
         network or storage domain no other host has) blocks the maintenance, which is refused naming each
         blocking VM with why. Check mode lists the migrations the drain would make as things are now; the
         real run lets the scheduler choose each destination when its migration starts.
-      - A drain that fails half-way (a migration that fails, a VM that arrives meanwhile) leaves the host as
-        it was (V(Up)); the VMs that moved stay where they went, and running the task again drains the rest.
+      - A drain that fails half-way (a migration that fails, a VM that arrives meanwhile) puts the host back
+        as it was (V(Up), or V(NonOperational) if it lacks something its cluster needs); the VMs that moved
+        stay where they went, and running the task again drains the rest.
         A host already in V(Maintenance) with nothing on it is not changed.
       - A host in maintenance stays there whether it answers or not (it may be switched off); its storage
         domains and networks are not realized meanwhile.

@@ -330,9 +330,13 @@ def test_a_balancing_pass_moves_what_its_host_no_longer_suits(cluster, sql):
     for check in (True, False):
         run = run_play([balance()], engine=cluster, check=check)
         assert run["balance"]["changed"] is False and run["balance"]["balance"]["migrations"] == [], run["balance"]
-    # web's host hv1 no longer suits it (pinned to hv2 now): check mode plans the move with its reason
+    # web's host hv1 no longer suits it (pinned to hv2 now): check mode plans the move with its reason; db, pinned
+    # there too but Paused on hv1, cannot migrate, and is not proposed (a pass could never make it)
     _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
-                            "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name = 'web'"])
+                            "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name IN ('web', 'db')",
+                            "UPDATE vm_runtime SET status = 'Paused', reserved_memory_mib = 256, reserved_vcpus = 1,"
+                            " run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
+                            " WHERE vm_id = (SELECT id FROM vm WHERE name = 'db')"])
     run = run_play([balance()], engine=cluster, check=True)
     assert run["balance"]["changed"]
     assert run["balance"]["actions"] == ["migrate VM web from hv1 to hv2: its host hv1 no longer suits it: the VM is "
@@ -344,3 +348,17 @@ def test_a_balancing_pass_moves_what_its_host_no_longer_suits(cluster, sql):
                                             "migrate VM 'web' to host hv2 on host hv1: "), run["balance"]
     assert run["balance"]["msg"].endswith("; no VM moved")
     assert [m["status"] for m in sql("SELECT status FROM migration")] == ["failed"]
+
+
+def test_a_planned_move_of_a_vm_that_has_left_its_host_is_not_made(cluster, engine, sql):
+    """A drain or a balancing pass plans moves off a host; a VM that left it meanwhile (moved or stopped by
+    another run) is not moved from where it is now."""
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate
+
+    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    results = _migrate.migrate_many(engine, [("web", "hv2", "hv3"), ("db", None, "hv1")], 2)
+    for name in ("web", "db"):
+        outcome, error = results[name]
+        assert error is None and outcome.changed is False, (name, outcome, error)
+    assert results["web"][0].resource["host"] == "hv1"
+    assert sql("SELECT * FROM migration") == [] and sql("SELECT * FROM job WHERE action = 'vm.migrate'") == []

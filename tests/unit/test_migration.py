@@ -30,3 +30,26 @@ def test_the_destination_appends_to_the_serial_console_log_and_changes_nothing_e
     assert [s.get("append") for s in files] == ["on", "on"]
     assert root.find("devices/serial[@type='pty']/source").get("append") is None
     assert root.find("devices/disk/source").attrib == {"file": "/srv/shared/web.qcow2"}
+
+
+def test_steering_waits_for_the_second_pass_then_acts_when_an_iteration_stops_shrinking():
+    """No steering on the set-up and the first pass (everything is sent once then, whatever the guest does); from
+    the second pass on, an iteration that does not shrink what remains by a tenth switches post_copy, steps
+    minimal_downtime's allowed downtime up (and at last aborts it), and leaves legacy alone."""
+    readings = [(0, 0.0), (1, 250.0), (1, 100.0), (2, 40.0), (2, 20.0), (3, 39.0), (4, 38.0), (4, 37.0)]
+    readings += [(n, 38.0) for n in range(5, 12)]
+    expected = {"post_copy": [("postcopy", "switched to post-copy at iteration 3 (39.0 MiB remaining)")],
+                "minimal_downtime": [("downtime", ms) for ms in _migration.DOWNTIME_STEPS[1:]] + [
+                    ("abort", "pre-copy did not converge with 500 ms of allowed downtime (38.0 MiB remaining at "
+                              "iteration %d)" % (2 + len(_migration.DOWNTIME_STEPS) - 1 + _migration.STALL_STEPS))],
+                "legacy": [], "suspend_workload": []}
+    for policy, actions in expected.items():
+        steering = _migration._Steering(None, policy, [])
+        decided = []
+        for iteration, remaining in readings:
+            action = steering.decide({"memory_iteration": iteration, "data_remaining_mib": remaining})
+            if action is not None:
+                decided.append(action)
+                if action[0] in ("postcopy", "abort"):
+                    break
+        assert decided == actions, (policy, decided)

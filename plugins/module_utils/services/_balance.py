@@ -3,19 +3,20 @@
 """One balancing pass: the migrations the cluster's policy proposes now (``services._vm.balance_info``), made.
 
 Each proposal is a ``vm.migrate`` to the host the balancer chose, which checks that host again under the
-cluster's lock when it starts (a host that no longer suits the VM refuses it, with the reason); at most the
-cluster's ``migration_max_parallel`` go at once. Check mode makes none and lists them with their reasons.
+cluster's lock when it starts (a host that no longer suits the VM refuses it, with the reason). They go one
+at a time, in the order proposed: a proposal may count on room one before it frees, which a migration holds
+on both hosts until it ends. A VM that has left its host meanwhile is not moved. Check mode makes none and
+lists them with their reasons.
 """
 
 from __future__ import annotations
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, NotFoundError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_name,
     validate_range,
     validate_timeout,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _clusters
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate, _operation
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec
@@ -44,19 +45,16 @@ def ensure(engine, spec, check_mode=False):
     actions = [_action(m) for m in moves]
     if check_mode or not moves:
         return Outcome(bool(moves), resource=proposal, actions=actions)
-    with engine.transaction() as cur:
-        cluster = _clusters.find(cur, spec.cluster)
-    if cluster is None:
-        raise NotFoundError("cluster", spec.cluster, "balance cluster '%s'" % spec.cluster)
-    results = _migrate.migrate_many(engine, [(m["vm"], m["to"]) for m in moves],
-                                    max(1, cluster["migration_max_parallel"] or 1), spec.timeout, spec.wait_timeout,
-                                    spec.migration_timeout)
+    results = _migrate.migrate_many(engine, [(m["vm"], m["to"], m["from"]) for m in moves], 1, spec.timeout,
+                                    spec.wait_timeout, spec.migration_timeout)
     done, failed = [], []
     for move in moves:
-        _outcome, error = results[move["vm"]]
-        move["migrated"] = error is None
-        if error is None:
+        outcome, error = results[move["vm"]]
+        move["migrated"] = error is None and outcome.changed
+        if move["migrated"]:
             done.append(move)
+        elif error is None:
+            move["error"] = "it left host %s meanwhile" % move["from"]
         else:
             move["error"] = _operation.describe(error)
             failed.append(move)
@@ -66,4 +64,4 @@ def ensure(engine, spec, check_mode=False):
                                     for m in failed),
             "VMs %s migrated" % ", ".join("%s (to %s)" % (m["vm"], m["to"]) for m in done) if done
             else "no VM moved"))
-    return Outcome(True, resource=proposal, actions=[_action(m) for m in done])
+    return Outcome(bool(done), resource=proposal, actions=[_action(m) for m in done])

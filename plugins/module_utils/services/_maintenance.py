@@ -23,7 +23,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _placement
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _migrate, _operation
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _migrate, _operation, _realize
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome
 
@@ -47,12 +47,18 @@ def drain_order(rows):
     return sorted(rows, key=key)
 
 
-def _request(row):
-    """The VM's placement request with what it holds where it runs (which a move takes along)."""
-    request = vms.placement_request(dict(vms.current_definition(row), name=row["name"]))
-    request.update(memory_mib=row["reserved_memory_mib"] or row["memory_mib"],
-                   vcpus=row["reserved_vcpus"] or row["vcpus"])
-    return request
+def holders(cur, host):
+    """The jobs that hold VMs on ``host`` or coming to it: one left by a run that died is recovered first
+    (``Expired``), a live one is waited for (``Busy``), as for any object an operation needs."""
+    for name in host_rows.vms_on(cur, host["id"]):
+        row = vm_rows.find(cur, name)
+        job = _jobs.get(cur, row["job_id"]) if row is not None and row["job_id"] else None
+        if job is None or job["status"] != "running":
+            continue
+        if job["expired"]:
+            raise _operation.Expired(job)
+        raise _operation.Busy("Cannot put host %s into maintenance now: VM %s is held by job %s (%s)"
+                              % (host["name"], name, job["id"], job["description"]), job)
 
 
 def plan_drain(cur, host, cluster_id):
@@ -71,7 +77,7 @@ def plan_drain(cur, host, cluster_id):
                 row["status"], " (%s)" % row["status_reason"] if row["status_reason"] else "")
             blocking.append((row["name"], why))
             continue
-        request = _request(row)
+        request = vms.running_request(row)
         scheduler.release(request, host["name"])
         decision = scheduler.place(dict(request, exclude={host["name"]: "it goes into maintenance"}))
         if decision.host is None:
@@ -108,6 +114,7 @@ class HostMaintenance(_operation.Operation):
             raise _operation.Retry()
         _operation.claim(cur, row, "host '%s'" % name)
         self.engine.lock(cur, LOCK_CLUSTER, row["cluster"])
+        holders(cur, row)
         moves, blocking = plan_drain(cur, row, row["cluster_id"])
         if blocking:
             raise ConflictError("Cannot put host %s into maintenance: %s cannot leave it: %s" % (
@@ -145,18 +152,19 @@ class HostMaintenance(_operation.Operation):
         count = {"total": len(names)}
 
         def done(name, outcome, error):
-            if outcome is not None:
+            if outcome is not None and outcome.changed:
                 plan.moved[name] = (outcome.resource or {}).get("host")
-            else:
+            elif outcome is None:
                 plan.failed[name] = _operation.describe(error)
+            # else it left the host meanwhile, by another run's doing
             with self.engine.transaction() as cur:
                 _jobs.set_progress(cur, plan.job["id"], 100 * len(plan.moved) // max(1, count["total"]))
                 _jobs.note(cur, plan.job["id"], {"moved": plan.moved, "failed": plan.failed})
         for _round in range(2):
             if not names:
                 break
-            _migrate.migrate_many(self.engine, [(n, None) for n in names], plan.parallel, self.spec.timeout,
-                                  self.spec.wait_timeout, MIGRATION_TIMEOUT, done)
+            _migrate.migrate_many(self.engine, [(n, None, plan.row["name"]) for n in names], plan.parallel,
+                                  self.spec.timeout, self.spec.wait_timeout, MIGRATION_TIMEOUT, done)
             if plan.failed:
                 break
             with self.engine.transaction() as cur:
@@ -200,13 +208,22 @@ class HostMaintenance(_operation.Operation):
     def release(self, cur, plan, error):
         """The host is as it was before the drain; what moved stays moved (the VMs run there, recorded)."""
         row = plan.row
-        host_rows.update(cur, row["id"], {"status": row["status"], "status_reason": row["status_reason"] or "",
+        status, reason = restored(cur, row, row["status"], row["status_reason"])
+        host_rows.update(cur, row["id"], {"status": status, "status_reason": reason,
                                           "job_id": None, "status_changed_at": _rows.now(cur)})
         _events.record(cur, "HOST_MAINTENANCE_FAILED", "Host %s did not go into maintenance and is %s again: %s"
-                       % (row["name"], row["status"], _operation.describe(error)), severity="error",
+                       % (row["name"], status, _operation.describe(error)), severity="error",
                        object_type="host", object_id=row["id"], object_name=row["name"],
                        datacenter=row["datacenter"], cluster=row["cluster"], host=row["name"],
                        job_id=plan.job["id"], details={"migrated": getattr(plan, "moved", {})})
+
+
+def restored(cur, row, status, reason):
+    """The status a host whose drain ended without maintenance goes back to: what it was, but Up and
+    NonOperational from what it has recorded now (what changed while it drained counts)."""
+    if status in ("Up", "NonOperational"):
+        return _realize.status_of("Up", True, "", host_rows.problems(cur, row["id"]))
+    return status, reason or ""
 
 
 @_operation.recovery("host.maintenance")
@@ -221,7 +238,7 @@ def _recover_maintenance(engine, job):
         if row is not None:
             left = host_rows.vms_on(cur, row["id"])
             if left:
-                status, reason = plan.get("previous_status") or "Up", plan.get("previous_reason") or ""
+                status, reason = restored(cur, row, plan.get("previous_status") or "Up", plan.get("previous_reason"))
                 how = "VMs %s are still on it: it is %s again" % (", ".join(left), status)
             else:
                 status, reason = "Maintenance", ""

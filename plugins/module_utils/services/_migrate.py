@@ -110,6 +110,11 @@ class VmMigrate(vms._VmOperation):
         row = self._row(cur, lock=True)
         self._claim(cur, row)
         name = row["name"]
+        expected = getattr(self.spec, "source", None)
+        if expected is not None and (row["host"] != expected or row["status"] not in vms.ON_HOST):
+            # a drain or a balancing pass planned to move it off a host it has left meanwhile: nothing to do
+            plan.outcome = Outcome(False, resource=vms.view(row))
+            return
         if row["status"] != "Up":
             raise ConflictError("Cannot migrate VM '%s': it is %s; only a running VM (Up) migrates"
                                 % (name, row["status"]))
@@ -127,9 +132,7 @@ class VmMigrate(vms._VmOperation):
                                     % (name, named["name"], named["cluster"], row["cluster"]))
         self.engine.lock(cur, LOCK_CLUSTER, row["cluster"])
         scheduler = _placing.scheduler_for(self.engine, cur, row["cluster_id"])
-        definition = vms.current_definition(row)
-        request = dict(vms.placement_request(dict(definition, name=name)),
-                       exclude={source["name"]: "the VM runs there"})
+        request = dict(vms.running_request(row), exclude={source["name"]: "the VM runs there"})
         if self.spec.host is not None:
             why = scheduler.reason(request, self.spec.host)
             if why:
@@ -295,29 +298,40 @@ class VmMigrate(vms._VmOperation):
 def migrate_many(engine, moves, parallel, timeout=15, wait_timeout=60, migration_timeout=600, done=None):
     """Several VMs migrated, at most ``parallel`` at once, each by a ``VmMigrate`` of its own on a database
     connection of its own (this run's libvirt connections shared): ``moves`` is [(VM name, host or None for
-    the scheduler's choice)], started in that order. One that fails does not stop the others. ``done(name,
-    outcome, error)`` is called (under a lock) as each ends. Returns {name: (Outcome or None, error or None)}."""
+    the scheduler's choice, the host it is to leave)], started in that order; a VM that has left that host
+    meanwhile is not moved (its Outcome is unchanged). One that fails does not stop the others. ``done(name,
+    outcome, error)`` is called (under a lock, never after this returns or raises) as each ends. Returns
+    {name: (Outcome or None, error or None)}.
+
+    When the run is stopped (KeyboardInterrupt) while they go, no further migration starts, ``done`` is not
+    called again, and the interruption is raised at once: the migrations under way are their jobs' to end or,
+    when the process ends with them, their recoveries'."""
     results, pending = {}, list(moves)
     lock = threading.Lock()
+    stopped = []
+    _hosts.hypervisors(engine)  # one registry, made before the threads share it
 
     def work():
         sibling = None
         try:
             while True:
                 with lock:
-                    if not pending:
+                    if not pending or stopped:
                         return
-                    name, host = pending.pop(0)
+                    name, host, source = pending.pop(0)
                 outcome, error = None, None
                 try:
                     if sibling is None:
                         sibling = _hosts.sibling(engine)
                     spec = MigrateSpec(name=name, host=host, timeout=timeout, wait_timeout=wait_timeout,
                                        migration_timeout=migration_timeout)
+                    spec.source = source
                     outcome = _operation.run(sibling, VmMigrate(sibling, False, spec))
                 except Exception as exc:  # pylint: disable=broad-except
                     error = exc
                 with lock:
+                    if stopped:
+                        return
                     results[name] = (outcome, error)
                     if done is not None:
                         done(name, outcome, error)
@@ -329,8 +343,14 @@ def migrate_many(engine, moves, parallel, timeout=15, wait_timeout=60, migration
                for n in range(max(1, min(parallel, len(moves))))]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        for worker in workers:
+            worker.join()
+    except BaseException:
+        with lock:  # a ``done`` under way ends first: the caller's connection is its own again
+            stopped.append(True)
+            pending.clear()
+        raise
     return results
 
 

@@ -1361,6 +1361,15 @@ def placement_request(definition):
             "hosts": definition["hosts"], "ha": bool((definition.get("ha") or {}).get("enabled"))}
 
 
+def running_request(row):
+    """The placement request of a VM that runs (a move takes it along): what it holds where it runs, which a
+    definition changed since (memory, vCPUs pending a restart) does not change."""
+    request = placement_request(dict(current_definition(row), name=row["name"]))
+    request.update(memory_mib=row["reserved_memory_mib"] or request["memory_mib"],
+                   vcpus=row["reserved_vcpus"] or request["vcpus"])
+    return request
+
+
 def placement_info(engine, name):
     """A dry run of the VM's placement: where it would start now and why not on each other host. A VM that runs
     is placed as if anew (what it holds on its host is not counted)."""
@@ -1411,12 +1420,13 @@ def balance_info(engine, cluster, policy=None, params=None):
         params = row["scheduling_params"]
     params = normalize_parameters(context["policy"], params, field="policy_params")
     running = []
+    # what may move: running VMs on hosts that answer (the others count in their hosts' commitments, which the
+    # snapshot reads from the reservations, but a pass could never move them)
+    answering = {h["name"] for h in hosts if h["status"] not in ("NonResponsive", "Installing")}
     for vm in vms:
-        if not vm["host"]:
+        if not vm["host"] or vm["status"] != "Up" or vm["host"] not in answering:
             continue
-        request = placement_request(dict(current_definition(vm), name=vm["name"]))
-        # what it holds where it runs, which a move takes along
-        request.update(memory_mib=vm["reserved_memory_mib"], vcpus=vm["reserved_vcpus"], host=vm["host"])
+        request = dict(running_request(vm), host=vm["host"])
         running.append(request)
     sustained = None
     if "duration_minutes" in params:  # the loads that held for the policy's duration

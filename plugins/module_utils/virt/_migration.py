@@ -16,6 +16,10 @@ it runs, reads the job's statistics every ``POLL_SECONDS`` and steers it as the 
   switches to the destination and its memory follows on demand (post-copy). Needs userfaultfd for
   the QEMU user on the destination.
 
+Steering starts with the second pass over memory (``memory_iteration`` 2: what the first one left dirty):
+the first pass sends everything once, which says nothing of convergence, and a post-copy switch asked
+during it was seen to wedge libvirt 9.0's API call (the migration then ran on in pre-copy).
+
 ``auto_converge`` lets QEMU throttle the guest's vCPUs while pre-copy does not converge;
 ``bandwidth`` caps the transfer in MiB/s. ``progress(stats)`` is called with each reading.
 """
@@ -31,6 +35,8 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import 
 
 POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
 POLL_SECONDS = 0.25
+# the pre-copy iteration whose first reading sets what remains to compare the later ones with
+FIRST_STEERED_ITERATION = 2
 # minimal_downtime's steps of allowed downtime, in ms, and how many iterations a step is given
 DOWNTIME_STEPS = (100, 150, 200, 300, 400, 500)
 STALL_STEPS = 3
@@ -118,32 +124,48 @@ class _Steering:
             return
         self.events.append("allowed downtime %d ms" % ms)
 
-    def see(self, reading):
-        """One reading: steer at each new pre-copy iteration that did not shrink what remains."""
+    def decide(self, reading):
+        """What one reading calls for, decided without libvirt: None, ("downtime", ms), ("postcopy", why) or
+        ("abort", why). A new pre-copy iteration that did not shrink what remains by a tenth stalls."""
         iteration = reading.get("memory_iteration")
-        if iteration is None or iteration == self.iteration or self.postcopy:
-            return
+        # iteration 0 is the set-up and 1 the first pass over all of memory: nothing to steer by yet
+        if iteration is None or iteration < FIRST_STEERED_ITERATION or iteration == self.iteration or self.postcopy:
+            return None
         self.iteration = iteration
         remaining = reading.get("data_remaining_mib") or 0
         if self.best_remaining is None or remaining < self.best_remaining * 0.9:
             self.best_remaining = remaining
-            return
+            return None
         self.stalled += 1
         if self.policy == "post_copy":
+            return ("postcopy", "switched to post-copy at iteration %d (%.1f MiB remaining)" % (iteration, remaining))
+        if self.policy == "minimal_downtime":
+            if self.step + 1 < len(DOWNTIME_STEPS):
+                self.step += 1
+                return ("downtime", DOWNTIME_STEPS[self.step])
+            if self.stalled >= len(DOWNTIME_STEPS) - 1 + STALL_STEPS:
+                return ("abort", "pre-copy did not converge with %d ms of allowed downtime (%.1f MiB remaining at "
+                                 "iteration %d)" % (DOWNTIME_STEPS[-1], remaining, iteration))
+        return None
+
+    def see(self, reading):
+        """One reading: what ``decide`` says, done."""
+        action = self.decide(reading)
+        if action is None:
+            return
+        kind, value = action
+        if kind == "downtime":
+            self._downtime(value)
+        elif kind == "abort":
+            self.abort_reason = value
+        else:
             try:
                 self.dom.migrateStartPostCopy(0)
             except libvirt.libvirtError as exc:
                 self.abort_reason = "could not switch to post-copy: %s" % _message(exc)
                 return
             self.postcopy = True
-            self.events.append("switched to post-copy at iteration %d (%.1f MiB remaining)" % (iteration, remaining))
-        elif self.policy == "minimal_downtime":
-            if self.step + 1 < len(DOWNTIME_STEPS):
-                self.step += 1
-                self._downtime(DOWNTIME_STEPS[self.step])
-            elif self.stalled >= len(DOWNTIME_STEPS) - 1 + STALL_STEPS:
-                self.abort_reason = ("pre-copy did not converge with %d ms of allowed downtime (%.1f MiB remaining "
-                                     "at iteration %d)" % (DOWNTIME_STEPS[-1], remaining, iteration))
+            self.events.append(value)
 
 
 def destination_xml(xml):
