@@ -17,8 +17,9 @@ it runs, reads the job's statistics every ``POLL_SECONDS`` and steers it as the 
   the QEMU user on the destination.
 
 Steering starts with the second pass over memory (``memory_iteration`` 2: what the first one left dirty):
-the first pass sends everything once, which says nothing of convergence, and a post-copy switch asked
-during it was seen to wedge libvirt 9.0's API call (the migration then ran on in pre-copy).
+the first pass sends everything once, which says nothing of convergence. (A post-copy migration steered
+from the set-up's reading once switched during the first pass, and ran on in pre-copy for minutes while the
+run's own libvirt calls waited: the switch is never asked that early now.)
 
 ``auto_converge`` lets QEMU throttle the guest's vCPUs while pre-copy does not converge;
 ``bandwidth`` caps the transfer in MiB/s. ``progress(stats)`` is called with each reading.
