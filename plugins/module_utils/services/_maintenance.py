@@ -117,9 +117,9 @@ class HostMaintenance(_operation.Operation):
         holders(cur, row)
         moves, blocking = plan_drain(cur, row, row["cluster_id"])
         if blocking:
+            who = "VM %s" % blocking[0][0] if len(blocking) == 1 else "VMs %s" % ", ".join(n for n, _why in blocking)
             raise ConflictError("Cannot put host %s into maintenance: %s cannot leave it: %s" % (
-                name, "VM %s" % blocking[0][0] if len(blocking) == 1 else "VMs %s" % ", ".join(n for n, _ in blocking),
-                "; ".join("VM %s: %s" % (n, why) for n, why in blocking)))
+                name, who, "; ".join("VM %s: %s" % (n, why) for n, why in blocking)))
         if row["status"] == "Maintenance" and not moves:
             plan.outcome = Outcome(False, resource=_host.view(row))
             return
@@ -135,20 +135,20 @@ class HostMaintenance(_operation.Operation):
                        datacenter=row["datacenter"])
         _jobs.note(cur, plan.job["id"], {"previous_status": row["status"],
                                          "previous_reason": row["status_reason"] or "",
-                                         "vms": [n for n, _ in moves]})
+                                         "vms": [n for n, _where in moves]})
         host_rows.set_job(cur, row["id"], plan.job["id"])
         draining = "draining: %d VMs to migrate" % len(moves) if moves else ""
         host_rows.update(cur, row["id"], {"status": "PreparingForMaintenance", "status_reason": draining,
                                           "status_changed_at": _rows.now(cur)})
         _events.record(cur, "HOST_MAINTENANCE_STARTED", "Host %s is going into maintenance%s" % (
-            name, ": VMs %s migrate" % ", ".join(n for n, _ in moves) if moves else ""),
+            name, ": VMs %s migrate" % ", ".join(n for n, _where in moves) if moves else ""),
             object_type="host", object_id=row["id"], object_name=name, datacenter=row["datacenter"],
             cluster=row["cluster"], host=name, job_id=plan.job["id"])
 
     def act(self, plan):
         """The VMs migrate; those that came (or stayed) on the host meanwhile are drained in one more round."""
         plan.moved, plan.failed = {}, {}
-        names = [n for n, _ in plan.moves]
+        names = [n for n, _where in plan.moves]
         count = {"total": len(names)}
 
         def done(name, outcome, error):
@@ -172,7 +172,7 @@ class HostMaintenance(_operation.Operation):
             if blocking:
                 plan.failed.update(blocking)
                 break
-            names = [n for n, _ in moves]
+            names = [n for n, _where in moves]
             count["total"] += len(names)
         if plan.failed or names:
             left = dict(plan.failed, **{n: "it came to the host while it was drained" for n in names
@@ -199,7 +199,7 @@ class HostMaintenance(_operation.Operation):
             object_type="host", object_id=row["id"], object_name=row["name"], datacenter=row["datacenter"],
             cluster=row["cluster"], host=row["name"], job_id=plan.job["id"], details={"migrated": dict(moved)})
         actions = ["migrate VM %s to %s" % m for m in
-                   sorted(moved, key=lambda m: [n for n, _ in plan.moves].index(m[0])
+                   sorted(moved, key=lambda m: [n for n, _where in plan.moves].index(m[0])
                           if m[0] in dict(plan.moves) else len(plan.moves))]
         actions.append("status %s -> Maintenance" % plan.row["status"])
         return Outcome(True, {"status": plan.row["status"]}, {"status": "Maintenance"},
