@@ -34,8 +34,8 @@ $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn $(CURDIR) $@
 
-# One pytest run over the three folders: one summary line for the whole suite. Two workers: each of the two
-# labs' tests is a group (the largest, so each worker starts with one of them), the other tests fill in.
+# One pytest run over the three folders: one summary line for the whole suite. Two workers: the lab
+# tests (one group, one worker: their labs share this machine's two cores) run beside the others.
 pytest:
 	$(BIN)/pytest -n 2 --dist loadgroup --durations=25 tests/unit tests/integration tests/lab
 

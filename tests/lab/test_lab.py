@@ -41,8 +41,8 @@ GIB = 1024 ** 3
 TOOL_ARGS = ("--state-dir", STATE_DIR, "--prefix", "vptest", "--bridge", "vptest0", "--subnet", "10.79.0.0/24",
              "--data-subnet", "10.80.0.0/24", "--engine", "--without-systemd", "hv2")
 
-# one pytest-xdist worker runs the tests of this lab, which its module-scoped fixture builds once; the other lab
-# (test_resources.py) is another group, which the other worker starts with at the same time
+# one pytest-xdist worker runs every lab test, first of all (the group is the largest): two labs at once fight
+# over two cores and made the whole run slower (each module's lab is built once, by its own fixture)
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab")]
 
 

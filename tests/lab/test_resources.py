@@ -35,9 +35,9 @@ ISCSI = {"portal": "10.84.0.2:3260", "target": "iqn.2026-11.dev.virtplane.lab:vp
 MIB = 1024 ** 2
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
-# one pytest-xdist worker runs the tests of this lab, which its module-scoped fixture builds once; the other lab
-# (test_lab.py) is another group, which the other worker starts with at the same time
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab-resources")]
+# one pytest-xdist worker runs every lab test, first of all (the group is the largest): two labs at once fight
+# over two cores and made the whole run slower (each module's lab is built once, by its own fixture)
+pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab")]
 
 
 def lab_tool(*args):
