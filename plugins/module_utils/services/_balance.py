@@ -12,11 +12,7 @@ lists them with their reasons.
 from __future__ import annotations
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError
-from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
-    validate_name,
-    validate_range,
-    validate_timeout,
-)
+from ansible_collections.virtplane.kvm.plugins.module_utils._validation import validate_name
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate, _operation
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec
@@ -27,12 +23,7 @@ class BalanceSpec(Spec):
 
     def validate(self):
         validate_name("cluster", self.cluster)
-        self.migration_timeout = 600 if self.migration_timeout is None else self.migration_timeout
-        validate_range("migration_timeout", self.migration_timeout, 1, 86400, "seconds")
-        self.timeout = 15 if self.timeout is None else self.timeout
-        validate_timeout("timeout", self.timeout)
-        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
-        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        _migrate.validate_timeouts(self)
 
 
 def _action(move):

@@ -69,12 +69,17 @@ class MigrateSpec(Spec):
         if self.cancel and (self.host is not None or self.policy is not None or self.bandwidth is not None):
             raise ValidationError("cancel", "cancels the VM's running migration: host, policy and bandwidth do not go "
                                             "with it")
-        self.migration_timeout = 600 if self.migration_timeout is None else self.migration_timeout
-        validate_range("migration_timeout", self.migration_timeout, 1, 86400, "seconds")
-        self.timeout = 15 if self.timeout is None else self.timeout
-        validate_timeout("timeout", self.timeout)
-        self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
-        validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
+        validate_timeouts(self)
+
+
+def validate_timeouts(spec):
+    """A spec's migration_timeout, timeout and wait_timeout, with their defaults: every spec that migrates."""
+    spec.migration_timeout = 600 if spec.migration_timeout is None else spec.migration_timeout
+    validate_range("migration_timeout", spec.migration_timeout, 1, 86400, "seconds")
+    spec.timeout = 15 if spec.timeout is None else spec.timeout
+    validate_timeout("timeout", spec.timeout)
+    spec.wait_timeout = 60 if spec.wait_timeout is None else spec.wait_timeout
+    validate_range("wait_timeout", spec.wait_timeout, 0, 3600, "seconds")
 
 
 def ensure(engine, spec, check_mode=False):
