@@ -18,7 +18,12 @@ CPU_MODES = ("host-model", "host-passthrough")
 SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
 MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
 
-HOST_STATES = ("present", "refreshed", "maintenance", "active", "absent")
+HOST_STATES = ("present", "refreshed", "maintenance", "active", "fenced", "absent")
+# how a host is fenced: the fence-agents programs (fence_ipmilan, fence_redfish), an SSH soft fence (libvirtd
+# restarted: the host recovers, it is not proven dead), the lab's power controller; none
+FENCE_AGENTS = ("ipmilan", "redfish", "ssh", "lab", "none")
+# what the monitor moves off a host that became NonOperational
+RESILIENCE_POLICIES = ("migrate", "ha_only", "none")
 HOST_DOMAIN_TYPES = ("auto", "kvm", "qemu")
 
 STORAGE_TYPES = ("dir", "posixfs", "nfs", "logical", "iscsi", "rbd")

@@ -54,3 +54,7 @@ class SchemaVersionError(VirtplaneError):
 
 class HypervisorError(VirtplaneError):
     """A hypervisor host (libvirt) refused or failed a request."""
+
+
+class FenceError(VirtplaneError):
+    """A fence agent could not power a host off or say whether it is off; never carries a credential."""

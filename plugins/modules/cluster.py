@@ -87,6 +87,15 @@ options:
     description:
       - Keep enough free capacity in the cluster to restart the HA VMs of its largest host.
     type: bool
+  resilience_policy:
+    description:
+      - What the monitor (M(virtplane.kvm.reconcile), the monitor service) moves off a host that answers but became
+        V(NonOperational) (it lost a required network or a storage domain) - V(migrate) every running VM,
+        V(ha_only) its HA VMs, V(none) nothing. Defaults to V(migrate) when the cluster is created.
+      - The VMs live-migrate to the hosts the scheduler picks, under the cluster's O(migration_policy), at most
+        O(migration_max_parallel) at once. A VM no host can take stays, and the next pass tries again.
+    type: str
+    choices: [migrate, ha_only, none]
   state:
     description:
       - V(present) creates or updates the cluster, V(absent) removes it.
@@ -134,6 +143,7 @@ cluster:
     migration_bandwidth_mbps: 5000
     migration_max_parallel: 2
     ha_reservation: false
+    resilience_policy: migrate
     hosts: [hv1, hv2]
 actions:
   description: What was done (or would be done in check mode).
@@ -162,6 +172,7 @@ def main():
         migration_bandwidth_mbps=dict(type="int"),
         migration_max_parallel=dict(type="int"),
         ha_reservation=dict(type="bool"),
+        resilience_policy=dict(type="str", choices=list(_choices.RESILIENCE_POLICIES)),
         state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
     ), supports_check_mode=True)
     module.ensure(_cluster, _cluster.ClusterSpec, "cluster")

@@ -133,11 +133,66 @@ options:
         V(NonOperational) or V(NonResponsive), with the reason) again. For a host that is not in maintenance
         it is the same as V(refreshed). VMs do not come back by themselves; see
         M(virtplane.kvm.cluster_balance).
-      - V(refreshed), V(maintenance) and V(active) take no settings.
+      - V(fenced) powers the host off through its fence agent (O(fence)) and waits until the agent reports it
+        off; the host is V(NonResponsive), recorded fenced, its HA VMs restart on other hosts (one monitor pass,
+        as M(virtplane.kvm.reconcile) runs it) and its other VMs are V(Down) with the reason. Refused for a host
+        without an agent that powers it off. A host its agent reports off that is recorded fenced is not
+        changed. Check mode asks the agent for the host's power state and changes nothing.
+      - V(refreshed), V(maintenance), V(active) and V(fenced) take no settings.
       - V(absent) removes the host from the engine.
     type: str
-    choices: [present, refreshed, maintenance, active, absent]
+    choices: [present, refreshed, maintenance, active, fenced, absent]
     default: present
+  fence:
+    description:
+      - How the engine fences the host when it stops answering (the monitor, M(virtplane.kvm.reconcile)) or when
+        asked (O(state=fenced)). Omitted, the host keeps what it has.
+      - Before anything is written, in check mode too, the agent must be able to run on the engine host and the
+        power controller must answer a status query with the credentials given; otherwise the task fails with the
+        agent's words, the password masked.
+    type: dict
+    suboptions:
+      agent:
+        description:
+          - V(ipmilan) and V(redfish) run the fence-agents programs C(fence_ipmilan) and C(fence_redfish), which
+            must be installed on the engine host; the options go to them on standard input, never on a command
+            line.
+          - V(lab) is the lab's power controller (Redfish's system power over HTTP), which kills the lab host's
+            processes.
+          - V(ssh) is a soft fence, libvirtd restarted over SSH with O(fence.options.identity_file); it helps a
+            host whose libvirtd hung but proves nothing, so no VM of the host is restarted elsewhere because of it.
+          - V(none) removes the host's fencing.
+        type: str
+        choices: [ipmilan, redfish, ssh, lab, none]
+        required: true
+      address:
+        description: The power controller's address (BMC, Redfish service, lab gateway), or the host's for V(ssh).
+        type: str
+      port:
+        description: Its port; 623 (ipmilan), 443 (redfish), 3143 (lab), 22 (ssh) when omitted.
+        type: int
+      username:
+        description: The user the agent logs in as.
+        type: str
+      password:
+        description:
+          - The agent's password. Kept in the engine database apart from the host's row, never shown in results,
+            diffs, events or messages.
+        type: str
+      options:
+        description:
+          - V(ipmilan) takes C(lanplus) (default true) and C(privlvl) (V(user), V(operator), V(administrator));
+            V(redfish) C(systems_uri) and C(ssl_insecure); V(lab) C(system) (the lab host's name, the host's own
+            by default); V(ssh) C(identity_file), a key file on the engine host.
+        type: dict
+  storage_leases:
+    description:
+      - Whether the host's libvirt takes a lease for each disk it opens (virtlockd, as the
+        C(virtplane.kvm.hypervisor) role configures it, with its lockspace on shared storage). Where it does, an HA
+        VM of a host that stops answering and cannot be fenced is tried on another host, and that host's lock
+        manager refuses it for as long as the silent host still holds the disks - so it starts only once that
+        host is really gone, and never twice.
+    type: bool
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -166,6 +221,25 @@ EXAMPLES = r"""
   virtplane.kvm.host:
     name: hv2
     state: active
+  delegate_to: engine1
+
+- name: Fence hv3 through its BMC (IPMI), its disks under virtlockd leases
+  virtplane.kvm.host:
+    name: hv3
+    cluster: prod
+    libvirt_uri: qemu+tls://hv3.example.com/system
+    fence:
+      agent: ipmilan
+      address: hv3-bmc.example.com
+      username: fence
+      password: "{{ vault_hv3_bmc_password }}"
+    storage_leases: true
+  delegate_to: engine1
+
+- name: Power hv3 off now; its HA VMs restart elsewhere
+  virtplane.kvm.host:
+    name: hv3
+    state: fenced
   delegate_to: engine1
 
 - name: Remove a host that was decommissioned
@@ -239,6 +313,15 @@ def main():
         schedulable_memory=dict(type="str"),
         schedulable_cpus=dict(type="int"),
         state=dict(type="str", choices=list(_choices.HOST_STATES), default="present"),
+        fence=dict(type="dict", options=dict(
+            agent=dict(type="str", choices=list(_choices.FENCE_AGENTS), required=True),
+            address=dict(type="str"),
+            port=dict(type="int"),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            options=dict(type="dict"),
+        )),
+        storage_leases=dict(type="bool"),
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True)

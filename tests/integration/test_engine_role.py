@@ -1,7 +1,10 @@
 """The engine role on this machine: PostgreSQL from the distribution, the database, idempotence."""
 
 import os
+import socket
 import stat
+import subprocess
+import time
 
 from tests.support.playbook import run_play
 
@@ -26,8 +29,28 @@ def test_wrong_type_is_refused_by_the_argument_spec():
 
 
 def test_deploys_postgresql_and_the_engine_then_changes_nothing():
+    try:
+        _deploys_and_changes_nothing()
+    finally:  # the monitor this machine got is the test's: it goes with it
+        subprocess.run(["/usr/local/sbin/virtplane-monitor-service", "stop"], check=False, capture_output=True)
+
+
+def _deploys_and_changes_nothing():
     run = run_play([ROLE, {"name": "summary", "virtplane.kvm.engine_info": {}}])
     assert run.rc == 0, run.output[-3000:]
+    # no systemd here: the monitor runs under virtplane-monitor-service, and is the active one
+    status = subprocess.run(["/usr/local/sbin/virtplane-monitor-service", "status"], capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.strip() == "virtplane-monitor running", status
+    lease = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-At", "-d", "virtplane", "-c",
+                            "SELECT holder FROM monitor_lease WHERE expires_at > clock_timestamp()"],
+                           capture_output=True, text=True, cwd="/tmp")
+    for _attempt in range(50):
+        if lease.stdout.strip():
+            break
+        time.sleep(0.2)
+        lease = subprocess.run(lease.args, capture_output=True, text=True, cwd="/tmp")
+    assert lease.stdout.strip().split(":")[0] == socket.gethostname(), (lease.stdout, lease.stderr)
+    assert stat.S_IMODE(os.stat("/etc/virtplane/monitor.json").st_mode) == 0o600
     assert run["summary"]["schema_version"] >= 1
     secret = "/etc/virtplane/engine-db/password"
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.support.engine import engine_write
 from tests.support.playbook import run_play, start_plays
 
 BASE = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
@@ -65,7 +66,7 @@ def cluster(engine_options, sql, tmp_path):
     assert run.rc == 0, run.output[-3000:]
     # what a start on hv1 and the host module would have recorded (hv1's libvirt runs web from its node file;
     # maintenance comes with the host module's drain; a network and a pool the hosts lost)
-    _engine_write(engine_options, [
+    engine_write(engine_options, [
         "UPDATE vm_runtime SET status = 'Up', run_host_id = (SELECT id FROM host WHERE name = 'hv1'),"
         " reserved_memory_mib = 256, reserved_vcpus = 1 WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')",
         "UPDATE host SET status = 'Maintenance', status_reason = 'kept out by an administrator' WHERE name = 'hv2'",
@@ -76,18 +77,6 @@ def cluster(engine_options, sql, tmp_path):
     active = sql("SELECT h.name, sh.active FROM storage_domain_host sh JOIN host h ON h.id = sh.host_id ORDER BY 1")
     assert [r["name"] for r in active if not r["active"]] == ["hv4"], active
     return engine_options
-
-
-def _engine_write(engine_options, statements):
-    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
-
-    engine = _db.connect(engine_options)
-    try:
-        with engine.transaction() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        engine.close()
 
 
 MAINTENANCE = "host is Maintenance (kept out by an administrator)"
@@ -147,7 +136,7 @@ def test_every_refusal_comes_before_anything_moves_in_check_mode_as_for_real(clu
 def test_a_failed_migration_leaves_the_vm_on_its_source_and_the_engine_says_so(cluster, sql):
     """The test driver cannot migrate: the attempt fails after the reservation, the VM still runs on hv1, and the
     engine takes the reservation on hv2 back."""
-    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
     run = run_play([migrate("web", task="check", host="hv2")], engine=cluster, check=True)
     assert run["check"]["changed"] and run["check"]["actions"] == ["migrate from hv1 to hv2 (minimal_downtime)"]
     assert run["check"]["vm"]["host"] == "hv2"
@@ -187,11 +176,11 @@ def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
         with engine.transaction() as cur:
             return {h.name: h.committed_mib for h in _placing.scheduler_for(engine, cur, cluster_id).hosts}
 
-    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
     assert committed()["hv1"] == 256 and committed()["hv2"] == 0  # the snapshot this connection keeps
     reserve = ("UPDATE vm_runtime SET migrating_to_host_id = (SELECT id FROM host WHERE name = 'hv2'),"
                " status = 'MigratingFrom' WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')")
-    _engine_write(cluster, [reserve])
+    engine_write(cluster, [reserve])
     assert (committed()["hv1"], committed()["hv2"]) == (256, 256)
     # a disk of a migrating VM is not grown (its image is open on a host, and no guest there can be asked)
     grow = {"name": "grow", "ignore_errors": True, "virtplane.kvm.disk": {
@@ -201,11 +190,11 @@ def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
         assert run["grow"]["msg"] == ("Cannot grow disk 'web-data': VM web is MigratingFrom; grow it when the VM is "
                                       "Up or Down"), run["grow"]
     # failed: the destination's room goes back
-    _engine_write(cluster, ["UPDATE vm_runtime SET migrating_to_host_id = NULL, status = 'Up'"
+    engine_write(cluster, ["UPDATE vm_runtime SET migrating_to_host_id = NULL, status = 'Up'"
                             " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
     assert (committed()["hv1"], committed()["hv2"]) == (256, 0)
     # done: the VM's room moves to the destination
-    _engine_write(cluster, [reserve, "UPDATE vm_runtime SET run_host_id = migrating_to_host_id,"
+    engine_write(cluster, [reserve, "UPDATE vm_runtime SET run_host_id = migrating_to_host_id,"
                             " migrating_to_host_id = NULL, status = 'Up' WHERE vm_id = (SELECT id FROM vm"
                             " WHERE name = 'web')"])
     assert (committed()["hv1"], committed()["hv2"]) == (0, 256)
@@ -262,7 +251,7 @@ def test_a_drain_that_cannot_happen_is_refused_naming_each_vm_before_anything_mo
     assert _state(sql) == before
 
     # a VM that does not run there as Up blocks it too, with its status; every blocking VM is named
-    _engine_write(cluster, [
+    engine_write(cluster, [
         "UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
         "UPDATE vm_runtime SET status = 'Paused', status_reason = 'paused by its guest', reserved_memory_mib = 256,"
         " reserved_vcpus = 1, run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
@@ -305,7 +294,7 @@ def test_a_host_in_maintenance_is_out_of_placement_until_active_again(cluster, s
 def test_a_drain_that_fails_half_way_puts_the_host_back_and_the_vm_stays(cluster, sql):
     """The test driver cannot migrate: the drain reserves, its migration fails, the host is Up again and web still
     runs on hv1 (the lab drains for real)."""
-    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
     run = run_play([host("hv1", state="maintenance")], engine=cluster, check=True)
     assert run["hv1"]["actions"] == ["migrate VM web (to hv2, as things are now)", "status Up -> Maintenance"]
     run = run_play([host("hv1", state="maintenance")], engine=cluster)
@@ -332,7 +321,7 @@ def test_a_balancing_pass_moves_what_its_host_no_longer_suits(cluster, sql):
         assert run["balance"]["changed"] is False and run["balance"]["balance"]["migrations"] == [], run["balance"]
     # web's host hv1 no longer suits it (pinned to hv2 now): check mode plans the move with its reason; db, pinned
     # there too but Paused on hv1, cannot migrate, and is not proposed (a pass could never make it)
-    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
+    engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
                             "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name IN ('web', 'db')",
                             "UPDATE vm_runtime SET status = 'Paused', reserved_memory_mib = 256, reserved_vcpus = 1,"
                             " run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
@@ -355,7 +344,7 @@ def test_a_planned_move_of_a_vm_that_has_left_its_host_is_not_made(cluster, engi
     another run) is not moved from where it is now."""
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate
 
-    _engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
+    engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'"])
     results = _migrate.migrate_many(engine, [("web", "hv2", "hv3"), ("db", None, "hv1")], 2)
     for name in ("web", "db"):
         outcome, error = results[name]

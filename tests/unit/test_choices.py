@@ -28,6 +28,8 @@ def test_every_stored_choice_is_one_the_database_accepts():
     assert set(_choices.HOST_DOMAIN_TYPES) <= _check_values("domain_type_setting")
     assert set(_choices.JOB_STATUSES) <= _check_values("status")
     assert set(_choices.VM_STATUSES) == set(_schema.VM_STATUSES)
+    assert set(_choices.FENCE_AGENTS) - {"none"} == _check_values("fence_agent")
+    assert set(_choices.RESILIENCE_POLICIES) == _check_values("resilience_policy")
     assert set(_choices.AFFINITY_RULES) - {"none"} <= _check_values("vm_rule") & _check_values("host_rule")
 
 

@@ -35,6 +35,7 @@ def _modules(layer):
     ("engine", ("services", "virt", "scheduler")),
     ("virt", ("services", "engine", "scheduler")),
     ("scheduler", ("services", "engine", "virt")),
+    ("fence", ("services", "engine", "virt", "scheduler")),
 ])
 def test_lower_layers_never_import_upper_ones(layer, forbidden):
     for name, path in _modules(layer).items():

@@ -61,6 +61,8 @@ ENGINE_DEFAULTS = {
 LOCK_SCHEMA = 7301
 LOCK_CLUSTER = 7302
 LOCK_DATACENTER = 7303
+# one monitor pass at a time (a session lock, held for the pass: the service's and the reconcile module's)
+LOCK_MONITOR = 7304
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.$-]{0,62}")

@@ -22,6 +22,10 @@ Migration = collections.namedtuple("Migration", "version description sql")
 
 HOST_STATUSES = ("Installing", "Up", "NonResponsive", "Maintenance", "PreparingForMaintenance",
                  "NonOperational")
+# from schema 19 on: a host that stopped answering, within its grace period
+HOST_STATUSES_HA = HOST_STATUSES + ("Connecting",)
+FENCE_AGENTS = ("ipmilan", "redfish", "ssh", "lab")
+RESILIENCE_POLICIES = ("migrate", "ha_only", "none")
 VM_STATUSES = ("Down", "WaitForLaunch", "PoweringUp", "Up", "PoweringDown", "Paused", "Suspended",
                "MigratingFrom", "MigratingTo", "NotResponding", "RestartingHA", "Unknown")
 SCHEDULING_POLICIES = ("none", "evenly_distributed", "power_saving", "vm_evenly_distributed")
@@ -733,6 +737,45 @@ CREATE TRIGGER placement_vm_runtime_update
     EXECUTE FUNCTION placement_runtime_changed();
 """
 
+# High availability: the monitor's view of each host (Connecting within a grace period, when it stopped
+# answering, when it was fenced), how a host is fenced, the HA restart of a VM (attempts and when the next is
+# due), each cluster's resilience policy, and the lease the active monitor holds
+_HIGH_AVAILABILITY = f"""
+ALTER TABLE host DROP CONSTRAINT host_status_check;
+ALTER TABLE host ADD CONSTRAINT host_status_check CHECK (status IN {_in(HOST_STATUSES_HA)});
+ALTER TABLE host ADD COLUMN fence_agent text CHECK (fence_agent IN {_in(FENCE_AGENTS)});
+ALTER TABLE host ADD COLUMN fence_options jsonb NOT NULL DEFAULT '{{}}'::jsonb;
+ALTER TABLE host ADD COLUMN storage_leases boolean NOT NULL DEFAULT false;
+ALTER TABLE host ADD COLUMN unreachable_since timestamptz;
+ALTER TABLE host ADD COLUMN fenced_at timestamptz;
+-- domains the host runs that are no VM of the engine's (reported when they appear)
+ALTER TABLE host ADD COLUMN unmanaged_domains jsonb NOT NULL DEFAULT '[]'::jsonb;
+-- a fence agent's password or token: apart, so that no query of host rows ever carries it
+CREATE TABLE host_fence_secret (
+    host_id     uuid PRIMARY KEY REFERENCES host (id) ON DELETE CASCADE,
+    secret      text NOT NULL CHECK (secret !~ '[[:cntrl:]]' AND length(secret) <= 1024)
+);
+ALTER TABLE cluster ADD COLUMN resilience_policy text NOT NULL DEFAULT 'migrate'
+    CHECK (resilience_policy IN {_in(RESILIENCE_POLICIES)});
+ALTER TABLE vm_runtime DROP CONSTRAINT vm_runtime_check;
+ALTER TABLE vm_runtime ADD CONSTRAINT vm_runtime_check
+    CHECK (status IN ('Down', 'Suspended', 'RestartingHA') OR run_host_id IS NOT NULL);
+ALTER TABLE vm_runtime ADD COLUMN ha_attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE vm_runtime ADD COLUMN ha_next_at timestamptz;
+ALTER TABLE vm_runtime ADD COLUMN ha_since timestamptz;
+ALTER TABLE vm_runtime ADD COLUMN ha_from_host text;
+CREATE INDEX vm_runtime_ha_idx ON vm_runtime (ha_next_at) WHERE status = 'RestartingHA';
+CREATE TABLE monitor_lease (
+    name        text PRIMARY KEY,
+    holder      text,
+    epoch       bigint NOT NULL DEFAULT 0,
+    acquired_at timestamptz,
+    renewed_at  timestamptz,
+    expires_at  timestamptz
+);
+INSERT INTO monitor_lease (name) VALUES ('monitor');
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -754,6 +797,8 @@ MIGRATIONS = (
     Migration(16, "host CPU counters and a day of host loads", _HOST_LOAD_HISTORY),
     Migration(17, "the VM runtime's placement log written in its trigger", _PLACEMENT_TRIGGER_INLINE),
     Migration(18, "live migrations, and the reservation of a migrating VM on the host it goes to", _MIGRATIONS),
+    Migration(19, "high availability: host monitoring and fencing, HA restarts, resilience, the monitor's lease",
+              _HIGH_AVAILABILITY),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

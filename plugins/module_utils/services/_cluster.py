@@ -31,10 +31,11 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
 
 FIELDS = ("description", "cpu_model", "scheduling_policy", "scheduling_params", "memory_overcommit_percent",
           "cpu_overcommit_ratio", "migration_policy", "migration_bandwidth_mbps", "migration_max_parallel",
-          "ha_reservation")
+          "ha_reservation", "resilience_policy")
 DEFAULTS = {"description": "", "cpu_model": None, "scheduling_policy": "evenly_distributed",
             "memory_overcommit_percent": 100, "cpu_overcommit_ratio": 4.0, "migration_policy": "minimal_downtime",
-            "migration_bandwidth_mbps": None, "migration_max_parallel": 2, "ha_reservation": False}
+            "migration_bandwidth_mbps": None, "migration_max_parallel": 2, "ha_reservation": False,
+            "resilience_policy": "migrate"}
 RANGES = {"memory_overcommit_percent": (100, 400), "cpu_overcommit_ratio": (1, 64),
           "migration_bandwidth_mbps": (1, 1000000), "migration_max_parallel": (1, 16)}
 

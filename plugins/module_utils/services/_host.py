@@ -73,7 +73,7 @@ def validate_address(field, value):
 
 
 class HostSpec(Spec):
-    FIELDS = SETTINGS + ("name", "timeout", "state", "wait_timeout")
+    FIELDS = SETTINGS + ("name", "timeout", "state", "wait_timeout", "fence", "storage_leases")
 
     def validate(self):
         validate_name("name", self.name)
@@ -113,9 +113,20 @@ def view(row):
     memory, cpus = capacity(row)
     result["capacity"] = {"memory_mib": memory, "cpus": cpus}
     result.update(id=plain(row.get("id")), name=row["name"], datacenter=row.get("datacenter"),
-                  last_seen_at=plain(row.get("last_seen_at")),
+                  last_seen_at=plain(row.get("last_seen_at")), fence=fence_view(row),
+                  storage_leases=bool(row.get("storage_leases")), fenced_at=plain(row.get("fenced_at")),
+                  unmanaged_domains=list(row.get("unmanaged_domains") or []),
                   status_changed_at=plain(row.get("status_changed_at")))
     return result
+
+
+def fence_view(row):
+    """What a result shows of a host's fencing (never its secret)."""
+    if not row.get("fence_agent"):
+        return {"agent": "none"}
+    options = dict(row.get("fence_options") or {})
+    return {"agent": row["fence_agent"], "address": options.get("address"), "port": options.get("port"),
+            "username": options.get("username"), "options": options.get("options") or {}}
 
 
 def ensure(engine, spec, check_mode=False):

@@ -23,9 +23,15 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_CLUSTER, LOCK_DATACENTER
 from ansible_collections.virtplane.kvm.plugins.module_utils.scheduler import _placement
-from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _migrate, _operation, _realize
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import (
+    _fencing,
+    _host,
+    _migrate,
+    _operation,
+    _realize,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm as vms
-from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome
+from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, merge_outcomes
 
 IN_MAINTENANCE = ("Maintenance", "PreparingForMaintenance")
 # how long a migration of a drain may take (each; vm_migrate's default)
@@ -33,10 +39,23 @@ MIGRATION_TIMEOUT = 600
 
 
 def ensure(engine, spec, check_mode=False):
-    """The host module's service: maintenance here, every other state in ``services._host``."""
+    """The host module's service: maintenance here, fencing in ``services._fencing``, every other state in
+    ``services._host``."""
+    _fencing.refuse_with_state(spec)
+    if spec.state == "fenced":
+        return _fencing.fence_now(engine, spec, check_mode)
     if spec.state == "maintenance":
         return _operation.run(engine, HostMaintenance(engine, check_mode, spec))
-    return _host.ensure(engine, spec, check_mode)
+    fencing = spec.fence is not None or spec.storage_leases is not None
+    if fencing:
+        _fencing.apply(engine, spec, True)  # refused before the host is registered or changed
+    outcome = _host.ensure(engine, spec, check_mode)
+    if fencing:
+        settings = _fencing.apply(engine, spec, check_mode)
+        outcome = merge_outcomes(outcome, settings)
+        if outcome.resource:
+            outcome.resource.update(settings.after)
+    return outcome
 
 
 def drain_order(rows):

@@ -1196,6 +1196,7 @@ class VmStart(_VmOperation):
     """Place, reserve under the cluster's lock, create the transient domain with no lock, confirm Up."""
 
     action = "vm.start"
+    startable = ("Down",)  # the statuses a start takes a VM from
     pipelined = True  # starts of one data center wait for each other's reservation: the fewer round trips the better
 
     def observe(self, plan):
@@ -1220,7 +1221,7 @@ class VmStart(_VmOperation):
         if row["status"] == "Up":
             plan.outcome = Outcome(False, {}, {}, view(row), [])
             return
-        if row["status"] != "Down":
+        if row["status"] not in self.startable:
             raise ConflictError("Cannot start VM '%s': it is %s" % (row["name"], row["status"]))
         bad = [d["name"] for d in row["disks"] if d["status"] != "ok"]
         if bad:
@@ -1454,6 +1455,9 @@ def _recover(engine, job, record, look=None):
             how = record(cur, row, found, running)
         _jobs.end(cur, job["id"], "aborted", {"recovered_by": _jobs.OWNER})
     return how
+
+
+recover_with = _recover  # for the services whose VM operations recover the same way (an HA restart)
 
 
 @_operation.recovery("vm.start")

@@ -29,6 +29,12 @@ left in it is killed after --stop-timeout seconds. A host that died (its process
 this machine rebooted) is booted again from its own root by the next `up`, with what was installed
 and configured in it.
 
+The lab's power controller (the proxy's process, <gateway>:3143) is the lab hosts' BMC: it speaks the part
+of Redfish a fence agent uses - GET /redfish/v1/Systems/<host> (PowerState On/Off) and POST
+/redfish/v1/Systems/<host>/Actions/ComputerSystem.Reset with ResetType ForceOff, which kills every process of
+the host (SIGKILL to PID 1 of its PID namespace) - with HTTP basic authentication (user root, the password in
+STATE_DIR/power.secret, mode 0600). Hosts are powered on again by `up`.
+
 Everything the lab creates is recorded in STATE_DIR/lab.json, and nothing else is touched: a
 bridge, namespace or directory of the same name that the lab did not create is refused.
 Output: one JSON object on stdout {"changed", "actions", "hosts", ...}; exit 1 with
@@ -36,15 +42,18 @@ Output: one JSON object on stdout {"changed", "actions", "hosts", ...}; exit 1 w
 """
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import http.client
 import http.server
 import ipaddress
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -79,6 +88,8 @@ HOST_MIB = 900
 # A mirror is a plain http:// URL of a host name or address (apt checks the signatures, not the transport).
 MIRROR = re.compile(r"http://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 PROXY_PORT = 3142
+POWER_PORT = 3143
+POWER_SECRET = "power.secret"
 # What one lab keeps for the next lab of this machine (another state directory, or this one made
 # again): base roots (base/<recipe hash>, the BASE_CACHE_KEEP most recently used) and the packages the
 # hosts downloaded through the proxy (apt/, each dropped when no lab asked for it in PACKAGE_CACHE_DAYS).
@@ -487,20 +498,141 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 shutil.copyfileobj(handle, self.wfile, 65536)
 
 
-class PackageProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
+class LoggingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """A threaded HTTP server of the lab's that logs a timestamped line per request."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, allowed, caches, log=None):
-        self.allowed = set(allowed)
-        self.caches = caches
+    def __init__(self, address, handler, log=None):
         self._log = log
-        super().__init__(address, ProxyHandler)
+        super().__init__(address, handler)
 
     def log(self, line):
         if self._log:
             self._log.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
             self._log.flush()
+
+
+class PackageProxy(LoggingServer):
+    def __init__(self, address, allowed, caches, log=None):
+        self.allowed = set(allowed)
+        self.caches = caches
+        super().__init__(address, ProxyHandler, log)
+
+
+class PowerHandler(http.server.BaseHTTPRequestHandler):
+    """The lab hosts' power controller: Redfish's system power, as much of it as a fence agent uses."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "virtplane-lab-power"
+    timeout = 30
+    PREFIX = "/redfish/v1/Systems"
+
+    def log_message(self, fmt, *args):
+        self.server.log("power %s %s" % (self.address_string(), fmt % args))
+
+    def _send(self, code, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(code)
+        if code == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="virtplane-lab"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self):
+        try:
+            with open(os.path.join(self.server.state_dir, POWER_SECRET)) as handle:
+                secret = handle.read().strip()
+        except OSError:
+            return False
+        header = self.headers.get("Authorization") or ""
+        expected = "Basic " + base64.b64encode(("root:%s" % secret).encode()).decode()
+        return bool(secret) and hmac.compare_digest(header.encode(), expected.encode())
+
+    def _host(self, name):
+        try:
+            with open(os.path.join(self.server.state_dir, "lab.json")) as handle:
+                hosts = json.load(handle).get("hosts") or []
+        except (OSError, ValueError):
+            return None
+        return next((h for h in hosts if h.get("name") == name and h.get("role") != "engine"), None)
+
+    def _system(self):
+        """The host a request names, or None once the answer (401, 404) is sent."""
+        if not self._authorized():
+            self._send(401, {"error": "authentication required"})
+            return None, None
+        rest = self.path.split("?", 1)[0][len(self.PREFIX):].strip("/").split("/")
+        host = self._host(rest[0]) if rest and rest[0] else None
+        if not self.path.startswith(self.PREFIX + "/") or host is None:
+            self._send(404, {"error": "no such system"})
+            return None, None
+        return host, rest[1:]
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        if self.path.rstrip("/") in ("/redfish/v1", self.PREFIX):
+            if not self._authorized():
+                self._send(401, {"error": "authentication required"})
+                return
+            self._send(200, {"Systems": {"@odata.id": self.PREFIX}} if self.path.rstrip("/") == "/redfish/v1"
+                       else {"Members": []})
+            return
+        host, rest = self._system()
+        if host is None:
+            return
+        if rest:
+            self._send(404, {"error": "no such resource"})
+            return
+        self._send(200, {"Id": host["name"], "PowerState": "On" if alive(host.get("pid"), host.get("started"))
+                         else "Off", "Actions": {"#ComputerSystem.Reset": {
+                             "target": "%s/%s/Actions/ComputerSystem.Reset" % (self.PREFIX, host["name"]),
+                             "ResetType@Redfish.AllowableValues": ["ForceOff"]}}})
+
+    def do_POST(self):  # noqa: N802
+        host, rest = self._system()
+        if host is None:
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(min(length, 4096)) or b"{}")
+        except ValueError:
+            body = {}
+        if rest != ["Actions", "ComputerSystem.Reset"] or body.get("ResetType") != "ForceOff":
+            self._send(400, {"error": "the lab powers hosts off only (ResetType ForceOff); its up action boots them"})
+            return
+        if alive(host.get("pid"), host.get("started")):
+            os.kill(host["pid"], signal.SIGKILL)  # PID 1 of the host's PID namespace: every process of it goes
+            deadline = time.time() + 10
+            while alive(host.get("pid"), host.get("started")) and time.time() < deadline:
+                time.sleep(0.05)
+        self.server.log("power: %s is off" % host["name"])
+        self._send(204)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_CONNECT = lambda self: self._send(  # noqa: E731, N815
+        405, {"error": "not supported"})
+
+
+class PowerServer(LoggingServer):
+    def __init__(self, address, state_dir, log=None):
+        self.state_dir = state_dir
+        super().__init__(address, PowerHandler, log)
+
+
+def serve_power(args):
+    """`power`: the power controller alone (the lab runs it in the proxy's process), until killed; it writes
+    the port it serves on to STATE_DIR/power.ready."""
+    try:
+        server = PowerServer((args.listen, args.port), args.state_dir, log=sys.stdout)
+    except OSError as exc:
+        print("port %d of %s cannot be had: %s" % (args.port, args.listen, exc.strerror or exc), flush=True)
+        return 1
+    with open(os.path.join(args.state_dir, "power.ready"), "w") as handle:
+        handle.write(str(server.server_address[1]))
+    server.serve_forever()
+    return 0
 
 
 def mirror_netlocs(*mirrors):
@@ -539,7 +671,14 @@ def serve_proxy(args):
     except OSError as exc:
         print("port %d of %s cannot be had: %s" % (PROXY_PORT, args.listen, exc.strerror or exc), flush=True)
         return 1
-    server.log("serving on %s:%d for %s" % (args.listen, PROXY_PORT, ", ".join(sorted(server.allowed))))
+    try:
+        power = PowerServer((args.listen, POWER_PORT), args.state_dir, log=sys.stdout)
+    except OSError as exc:
+        print("port %d of %s cannot be had: %s" % (POWER_PORT, args.listen, exc.strerror or exc), flush=True)
+        return 1
+    threading.Thread(target=power.serve_forever, name="power", daemon=True).start()
+    server.log("serving on %s:%d for %s; the power controller on port %d" % (
+        args.listen, PROXY_PORT, ", ".join(sorted(server.allowed)), POWER_PORT))
     # bound and about to serve: what the lab waits for (a connect alone could reach another program)
     with open(os.path.join(args.state_dir, "proxy.ready"), "w") as handle:
         handle.write(str(os.getpid()))
@@ -847,6 +986,9 @@ class Lab:
         if not os.path.exists(design["key"]):
             self.act("create the lab SSH key", run, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
                      "virtplane-lab", "-f", design["key"])
+        secret = os.path.join(self.state_dir, POWER_SECRET)
+        if not os.path.exists(secret):
+            self.act("create the power controller's password", self._make_power_secret, secret)
         for sub in ("", "images", "lockspace"):
             path = os.path.join(design["shared_dir"], sub).rstrip("/")
             if not os.path.isdir(path):
@@ -878,6 +1020,12 @@ class Lab:
         self._remove_old_bases(design)
         self._save()
         return self.report(design)
+
+    @staticmethod
+    def _make_power_secret(path):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
 
     def _make_state_dir(self):
         os.makedirs(self.state_dir, 0o755, exist_ok=True)
@@ -1708,7 +1856,9 @@ class Lab:
             result.update(bridge=design["bridge"], data_bridge=design["bridge2"], key=design["key"],
                           shared_dir=design["shared_dir"], gateway=design["gateway"].split("/")[0],
                           data_gateway=design["gateway2"].split("/")[0], base_root=design["base"]["dir"],
-                          package_proxy="%s:%d" % (design["gateway"].split("/")[0], PROXY_PORT))
+                          package_proxy="%s:%d" % (design["gateway"].split("/")[0], PROXY_PORT),
+                          power_controller="%s:%d" % (design["gateway"].split("/")[0], POWER_PORT),
+                          power_secret=os.path.join(self.state_dir, POWER_SECRET))
             iscsi = design["iscsi"]
             result["iscsi"] = {"portal": iscsi["portal"], "target": iscsi["target"], "luns": iscsi["luns"],
                                "initiator_acl": iscsi["acl"], "netns": design["storage"]["netns"],
@@ -1718,7 +1868,7 @@ class Lab:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("action", choices=["up", "down", "proxy"])
+    parser.add_argument("action", choices=["up", "down", "proxy", "power"])
     parser.add_argument("--state-dir", default="/var/lib/virtplane-lab")
     parser.add_argument("--hosts", type=int, default=2)
     parser.add_argument("--engine", action="store_true", help="also a host named engine1, at .10")
@@ -1738,11 +1888,14 @@ def main(argv=None):
     parser.add_argument("--stop-timeout", type=int, default=15, help="seconds a host may take to power off")
     parser.add_argument("--host-memory", type=int, default=1024,
                         help="MiB of this machine's memory the lab counts for each host it boots")
-    parser.add_argument("--listen", help="(proxy) the address to serve on")
+    parser.add_argument("--listen", help="(proxy, power) the address to serve on")
+    parser.add_argument("--port", type=int, default=POWER_PORT, help="(power) the port to serve on (0: any)")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.action == "proxy":
         return serve_proxy(args)
+    if args.action == "power":
+        return serve_power(args)
     lab = None
     try:
         with run_lock(args.state_dir):

@@ -1,0 +1,227 @@
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fence agents: how the engine powers off a host it cannot reach, and learns that it is off.
+
+A host proven off (its power controller says so after a power-off) runs nothing any more: its HA VMs may
+start elsewhere. Agents:
+
+- ``ipmilan``, ``redfish``: the standard fence-agents programs (``fence_ipmilan``, ``fence_redfish``) where
+  they are installed on the engine host. Their options go on standard input, never on the command line, so
+  the password is not in the process list.
+- ``lab``: the lab's power controller, which speaks the part of Redfish a fence agent uses (a system's
+  ``PowerState``, ``ComputerSystem.Reset`` with ``ForceOff``) over HTTP with a password; it kills the lab
+  host's processes.
+- ``ssh``: a soft fence — libvirtd restarted over SSH. It brings back a host whose libvirtd hung; it never
+  proves a host dead (its power is not controlled), so it is no ground for restarting its VMs elsewhere.
+
+This layer knows neither the engine nor libvirt. Every message is made from what the agent says with the
+secret masked, so a credential never reaches a result, an event or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import FenceError
+
+POWER_AGENTS = ("ipmilan", "redfish", "lab")  # agents that prove a host off
+PROGRAMS = {"ipmilan": "fence_ipmilan", "redfish": "fence_redfish"}
+PACKAGES = {"ipmilan": "fence-agents (Debian) or fence-agents-ipmilan (EL)",
+            "redfish": "fence-agents (Debian) or fence-agents-redfish (EL)"}
+DEFAULT_PORTS = {"ipmilan": 623, "redfish": 443, "lab": 3143, "ssh": 22}
+# the options each agent takes beyond address, port, username and password
+AGENT_OPTIONS = {"ipmilan": ("lanplus", "privlvl"), "redfish": ("systems_uri", "ssl_insecure"),
+                 "lab": ("system",), "ssh": ("identity_file",)}
+OFF_TIMEOUT = 30  # seconds a power-off may take to be confirmed
+
+
+def _masked(text, secret):
+    text = " / ".join(line.strip() for line in (text or "").splitlines() if line.strip())
+    if secret:
+        text = text.replace(secret, "********")
+    return text[:300]
+
+
+class Agent:
+    """One host's fence agent: ``status()`` says 'on', 'off' (or 'unknown'); ``off()`` returns once the host is
+    confirmed off; ``soft()`` recovers a host without powering it off (agents that can)."""
+
+    proves_death = True
+
+    def __init__(self, agent, host, address, port=None, username=None, secret=None, options=None, timeout=10):
+        self.agent, self.host, self.address = agent, host, address
+        self.port = port or DEFAULT_PORTS[agent]
+        self.username, self.secret = username, secret
+        self.options = dict(options or {})
+        self.timeout = timeout
+
+    @property
+    def where(self):
+        return "%s agent at %s:%d" % (self.agent, self.address, self.port)
+
+    def fail(self, what):
+        return FenceError("Fence agent of host %s (%s): %s" % (self.host, self.where, what))
+
+    def off(self):
+        self._off()
+        deadline = time.monotonic() + OFF_TIMEOUT
+        while True:
+            state = self.status()
+            if state == "off":
+                return
+            if time.monotonic() > deadline:
+                raise self.fail("the host was told to power off, but is still %s after %d s" % (state, OFF_TIMEOUT))
+            time.sleep(0.5)
+
+    def soft(self):
+        raise self.fail("this agent has no soft fence")
+
+    def status(self):
+        raise NotImplementedError
+
+    def _off(self):
+        raise NotImplementedError
+
+
+class LabAgent(Agent):
+    """The lab's power controller: Redfish's system power over plain HTTP, HTTP basic authentication."""
+
+    def _request(self, path, body=None):
+        url = "http://%s:%d/redfish/v1/Systems/%s%s" % (self.address, self.port,
+                                                          self.options.get("system") or self.host, path)
+        request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                         method="GET" if body is None else "POST")
+        token = base64.b64encode(("%s:%s" % (self.username or "root", self.secret or "")).encode()).decode()
+        request.add_header("Authorization", "Basic " + token)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http only
+                text = response.read().decode("utf-8", "replace")
+                return json.loads(text) if text.strip() else {}
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise self.fail("the power controller refused the credentials (HTTP 401)")
+            if exc.code == 404:
+                raise self.fail("the power controller knows no system %s (HTTP 404)"
+                                % (self.options.get("system") or self.host))
+            raise self.fail("the power controller answered HTTP %d" % exc.code)
+        except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise self.fail("no power controller answers: %s" % _masked(str(reason), self.secret))
+
+    def status(self):
+        state = str(self._request("").get("PowerState", "")).lower()
+        return state if state in ("on", "off") else "unknown"
+
+    def _off(self):
+        self._request("/Actions/ComputerSystem.Reset", {"ResetType": "ForceOff"})
+
+
+class ProgramAgent(Agent):
+    """fence_ipmilan / fence_redfish, options on standard input (fence-agents' own interface)."""
+
+    def program(self):
+        path = shutil.which(PROGRAMS[self.agent])
+        if path is None:
+            raise self.fail("the program %s is not installed on the engine host (package %s)"
+                            % (PROGRAMS[self.agent], PACKAGES[self.agent]))
+        return path
+
+    def _run(self, action):
+        lines = ["action=%s" % action, "ip=%s" % self.address, "ipport=%d" % self.port]
+        if self.username:
+            lines.append("username=%s" % self.username)
+        if self.secret:
+            lines.append("password=%s" % self.secret)
+        if self.agent == "ipmilan":
+            if self.options.get("lanplus", True):
+                lines.append("lanplus=1")
+            if self.options.get("privlvl"):
+                lines.append("privlvl=%s" % self.options["privlvl"])
+        else:
+            if self.options.get("systems_uri"):
+                lines.append("systems_uri=%s" % self.options["systems_uri"])
+            if self.options.get("ssl_insecure"):
+                lines.append("ssl_insecure=1")
+        try:
+            done = subprocess.run([self.program()], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                                  timeout=self.timeout + 20, check=False)
+        except subprocess.TimeoutExpired:
+            raise self.fail("%s did not answer within %d s" % (PROGRAMS[self.agent], self.timeout + 20))
+        return done.returncode, _masked(done.stderr or done.stdout, self.secret)
+
+    def status(self):
+        code, said = self._run("status")
+        if code == 0:
+            return "on"
+        if code == 2:
+            return "off"
+        raise self.fail("status failed: %s" % (said or "exit status %d" % code))
+
+    def _off(self):
+        code, said = self._run("off")
+        if code != 0:
+            raise self.fail("power-off failed: %s" % (said or "exit status %d" % code))
+
+
+class SshAgent(Agent):
+    """The soft fence: libvirtd restarted over SSH (systemd, or the hypervisor role's virtplane-service)."""
+
+    proves_death = False
+
+    def _ssh(self, command):
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=%d" % self.timeout,
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-p", str(self.port)]
+        if self.options.get("identity_file"):
+            argv += ["-i", self.options["identity_file"]]
+        argv += ["%s@%s" % (self.username or "root", self.address), command]
+        if shutil.which("ssh") is None:
+            raise self.fail("the program ssh is not installed on the engine host (package openssh-client)")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout + 30, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise self.fail("ssh did not finish within %d s" % (self.timeout + 30))
+        if done.returncode != 0:
+            raise self.fail("ssh failed: %s" % (_masked(done.stderr, self.secret) or "exit status %d"
+                                                % done.returncode))
+        return done.stdout
+
+    def status(self):
+        self._ssh("true")
+        return "unknown"  # the host answers; whether it runs VMs is libvirt's to say
+
+    def soft(self):
+        self._ssh("if [ -d /run/systemd/system ]; then systemctl restart libvirtd; "
+                  "else virtplane-service restart libvirtd || /usr/local/sbin/virtplane-service restart libvirtd; fi")
+
+    def off(self):
+        raise self.fail("an SSH soft fence restarts libvirtd; it cannot power the host off")
+
+
+def agent(name, host, config, secret=None, timeout=10):
+    """The agent named ``name`` for ``host`` with ``config`` (address, port, username, options)."""
+    kind = {"lab": LabAgent, "ssh": SshAgent, "ipmilan": ProgramAgent, "redfish": ProgramAgent}[name]
+    return kind(name, host, config.get("address"), config.get("port"), config.get("username"), secret,
+                config.get("options"), timeout)
+
+
+def installed(name):
+    """Why the agent ``name`` cannot run on this (the engine) host, or None."""
+    if name in PROGRAMS and shutil.which(PROGRAMS[name]) is None:
+        return "the program %s is not installed on the engine host (package %s)" % (PROGRAMS[name], PACKAGES[name])
+    if name == "ssh" and shutil.which("ssh") is None:
+        return "the program ssh is not installed on the engine host (package openssh-client)"
+    return None
+
+
+def readable_file(path):
+    return os.path.isfile(path) and os.access(path, os.R_OK)
