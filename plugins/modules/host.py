@@ -159,7 +159,7 @@ options:
             line.
           - V(lab) is the lab's power controller (Redfish's system power over HTTP), which kills the lab host's
             processes.
-          - V(ssh) is a soft fence, libvirtd restarted over SSH with O(fence.options.identity_file); it helps a
+          - V(ssh) is a soft fence, libvirtd restarted over SSH with C(identity_file) in O(fence.options); it helps a
             host whose libvirtd hung but proves nothing, so no VM of the host is restarted elsewhere because of it.
           - V(none) removes the host's fencing.
         type: str

@@ -9,8 +9,8 @@ module: reconcile
 short_description: Run the virtplane monitor's pass now - host health, VMs, fencing, HA restarts
 version_added: 0.5.0
 description:
-  - Runs one pass (or O(passes)) of the engine's monitor, as the monitor service runs one every few seconds - for
-    AWX schedules where no monitor service runs, and to act at once after a change.
+  - Runs one pass (or O(rounds) passes) of the engine's monitor, as the monitor service runs one every few
+    seconds - for AWX schedules where no monitor service runs, and to act at once after a change.
   - Every host is asked at once for its running domains, each answer bounded by O(probe_timeout). A host that
     does not answer is V(Connecting); still silent O(grace) seconds later, V(NonResponsive), and the VMs recorded
     on it V(Unknown). A host that answers again is V(Up) (or V(NonOperational)) again. Each transition is an
@@ -29,7 +29,7 @@ description:
     O(wait_timeout) seconds for the one under way.
   - A pass records what the hosts say as it asks them, so the module does not run in check mode.
 options:
-  passes:
+  rounds:
     description:
       - How many passes, O(grace) seconds apart; two passes take a host that stopped answering to V(NonResponsive).
     type: int
@@ -59,13 +59,15 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: none
+    description: A pass records what the hosts say as it asks them; in check mode the task is skipped.
   diff_mode:
     support: none
+    description: What a pass saw change and did is in RV(actions).
   idempotent:
     support: partial
-    details: A pass changes something only where the hosts differ from the engine's record.
+    description: A pass changes something only where the hosts differ from the engine's record.
 author:
-  - virtplane.kvm contributors
+  - virtplane.kvm maintainers (@virtplane)
 """
 
 EXAMPLES = r"""
@@ -73,9 +75,9 @@ EXAMPLES = r"""
   virtplane.kvm.reconcile:
   delegate_to: engine1
 
-- name: Two passes, so that a host that stopped answering is NonResponsive (and fenced) by the end
+- name: Two rounds, so that a host that stopped answering is NonResponsive (and fenced) by the end
   virtplane.kvm.reconcile:
-    passes: 2
+    rounds: 2
     grace: 3
 """
 
@@ -102,7 +104,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services import _mon
 
 def main():
     module = EngineModule(dict(
-        passes=dict(type="int", default=1),
+        rounds=dict(type="int", default=1),
         grace=dict(type="int", default=4),
         probe_timeout=dict(type="int", default=5),
         lease_wait=dict(type="int", default=300),

@@ -191,12 +191,12 @@ def test_a_migrating_vm_holds_its_room_on_both_hosts(cluster, sql, engine):
                                       "Up or Down"), run["grow"]
     # failed: the destination's room goes back
     engine_write(cluster, ["UPDATE vm_runtime SET migrating_to_host_id = NULL, status = 'Up'"
-                            " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
+                           " WHERE vm_id = (SELECT id FROM vm WHERE name = 'web')"])
     assert (committed()["hv1"], committed()["hv2"]) == (256, 0)
     # done: the VM's room moves to the destination
     engine_write(cluster, [reserve, "UPDATE vm_runtime SET run_host_id = migrating_to_host_id,"
-                            " migrating_to_host_id = NULL, status = 'Up' WHERE vm_id = (SELECT id FROM vm"
-                            " WHERE name = 'web')"])
+                           " migrating_to_host_id = NULL, status = 'Up' WHERE vm_id = (SELECT id FROM vm"
+                           " WHERE name = 'web')"])
     assert (committed()["hv1"], committed()["hv2"]) == (0, 256)
 
 
@@ -322,10 +322,10 @@ def test_a_balancing_pass_moves_what_its_host_no_longer_suits(cluster, sql):
     # web's host hv1 no longer suits it (pinned to hv2 now): check mode plans the move with its reason; db, pinned
     # there too but Paused on hv1, cannot migrate, and is not proposed (a pass could never make it)
     engine_write(cluster, ["UPDATE host SET status = 'Up', status_reason = '' WHERE name = 'hv2'",
-                            "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name IN ('web', 'db')",
-                            "UPDATE vm_runtime SET status = 'Paused', reserved_memory_mib = 256, reserved_vcpus = 1,"
-                            " run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
-                            " WHERE vm_id = (SELECT id FROM vm WHERE name = 'db')"])
+                           "UPDATE vm SET spec = jsonb_set(spec, '{hosts}', '[\"hv2\"]') WHERE name IN ('web', 'db')",
+                           "UPDATE vm_runtime SET status = 'Paused', reserved_memory_mib = 256, reserved_vcpus = 1,"
+                           " run_host_id = (SELECT id FROM host WHERE name = 'hv1')"
+                           " WHERE vm_id = (SELECT id FROM vm WHERE name = 'db')"])
     run = run_play([balance()], engine=cluster, check=True)
     assert run["balance"]["changed"]
     assert run["balance"]["actions"] == ["migrate VM web from hv1 to hv2: its host hv1 no longer suits it: the VM is "

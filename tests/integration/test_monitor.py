@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.support.engine import engine_write
-from tests.support.playbook import ROOT, ensure_collection_link, run_play
+from tests.support.engine import engine_write, start_monitor
+from tests.support.playbook import ROOT, run_play
 
 LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
 PASSWORD = "s3cret-Pa55+word"
@@ -58,16 +58,16 @@ def cluster(engine_options, sql, tmp_path):
     paths = {name: tmp_path / ("%s.xml" % name) for name in ("hv1", "hv2")}
     for path in paths.values():
         node(path)
-    hosts = [{"name": "host " + name, "virtplane.kvm.host": {"name": name, "cluster": "prod",
-                                                            "libvirt_uri": "test://%s" % path}}
+    hosts = [{"name": "host " + name,
+              "virtplane.kvm.host": {"name": name, "cluster": "prod", "libvirt_uri": "test://%s" % path}}
              for name, path in paths.items()]
     run = run_play(BASE + hosts + [vm("web", 10), vm("api", 5), vm("batch"), vm("db")], engine=engine_options)
     assert run.rc == 0, run.output[-3000:]
     ids = {r["name"]: str(r["id"]) for r in sql("SELECT name, id FROM vm")}
     node(paths["hv1"], [(name, ids[name]) for name in ("web", "api", "batch")])
-    engine_write(engine_options, ["UPDATE vm_runtime SET status = 'Up', reserved_memory_mib = 256, reserved_vcpus = 1,"
-                            " run_host_id = (SELECT id FROM host WHERE name = 'hv1') WHERE vm_id = '%s'" % ids[n]
-                            for n in ("web", "api", "batch")])
+    engine_write(engine_options, [
+        "UPDATE vm_runtime SET status = 'Up', reserved_memory_mib = 256, reserved_vcpus = 1, run_host_id ="
+        " (SELECT id FROM host WHERE name = 'hv1') WHERE vm_id = '%s'" % ids[n] for n in ("web", "api", "batch")])
     return {"paths": paths, "ids": ids, "tmp": tmp_path}
 
 
@@ -114,18 +114,18 @@ def test_a_host_that_stops_answering_is_connecting_then_nonresponsive_and_up_aga
     assert sql("SELECT status_reason FROM host WHERE name = 'hv2'")[0]["status_reason"].startswith("cannot connect")
     # still within its grace: Connecting; two passes a second apart with a grace of 1 s: NonResponsive
     assert reconcile(engine_options, grace=30)["reconcile"]["hosts"]["hv2"] == "Connecting"
-    gone = reconcile(engine_options, grace=1, passes=2)
+    gone = reconcile(engine_options, grace=1, rounds=2)
     assert gone["reconcile"]["hosts"]["hv2"] == "NonResponsive", gone
     node(cluster["paths"]["hv2"])
     back = reconcile(engine_options)
     assert back["reconcile"]["hosts"]["hv2"] == "Up" and "host hv2: NonResponsive -> Up" in back["actions"], back
     events = [r["message"] for r in sql("SELECT message FROM event WHERE code = 'HOST_STATUS_CHANGED' AND"
                                         " host_name = 'hv2' ORDER BY occurred_at, id")]
-    assert [e.split(":")[0] for e in events[-3:]] == ["Host hv2 is Connecting", "Host hv2 is NonResponsive",
-                                                       "Host hv2 is Up"], events
+    expected = ["Host hv2 is Connecting", "Host hv2 is NonResponsive", "Host hv2 is Up"]
+    assert [e.split(":")[0] for e in events[-3:]] == expected, events
     # hv1's VMs were never touched: it answered all along
-    assert {n: r["status"] for n, r in runtime(sql).items()} == {"web": "Up", "api": "Up", "batch": "Up",
-                                                                  "db": "Down"}
+    expected = {"web": "Up", "api": "Up", "batch": "Up", "db": "Down"}
+    assert {n: r["status"] for n, r in runtime(sql).items()} == expected
 
 
 def test_vms_that_died_or_were_started_behind_the_engines_back_are_recorded(engine_options, cluster, sql):
@@ -164,7 +164,7 @@ def test_a_dead_host_is_fenced_and_its_ha_vms_restart_elsewhere_by_priority(engi
     assert PASSWORD not in configured.output
     # hv1 dies: its libvirt is gone, its power controller still says On until it is fenced
     cluster["paths"]["hv1"].unlink()
-    result = reconcile(engine_options, grace=1, passes=2)
+    result = reconcile(engine_options, grace=1, rounds=2)
     assert not result.get("failed"), result
     assert power["sleepers"]["hv1"].wait(5) == -signal.SIGKILL  # powered off: every process of the host killed
     assert power["sleepers"]["hv2"].poll() is None
@@ -189,9 +189,29 @@ def test_a_dead_host_is_fenced_and_its_ha_vms_restart_elsewhere_by_priority(engi
     assert PASSWORD not in json.dumps(sql("SELECT * FROM event"), default=str)
 
 
+def test_a_host_its_power_controller_reports_off_needs_no_grace(engine_options, cluster, sql, power):
+    run = run_play([{"name": "fence", "virtplane.kvm.host": {"name": "hv1", "fence": fence_of(power["port"])}}],
+                   engine=engine_options)
+    assert run["fence"]["changed"], run.output[-2000:]
+    # hv1 loses its power: its libvirt is gone and its power controller says Off
+    power["sleepers"]["hv1"].kill()
+    power["sleepers"]["hv1"].wait()
+    cluster["paths"]["hv1"].unlink()
+    result = reconcile(engine_options, grace=300)  # one pass, however long the grace
+    assert result["reconcile"]["hosts"]["hv1"] == "NonResponsive", result
+    assert result["actions"][:3] == ["host hv1: Up -> Connecting (%s)" % result["actions"][0].split("(", 1)[1][:-1],
+                                     "host hv1: Connecting -> NonResponsive", "host hv1: fenced by its lab agent"]
+    vms = runtime(sql)
+    assert {n: (vms[n]["status"], vms[n]["host"]) for n in ("web", "api", "batch")} == {
+        "web": ("Up", "hv2"), "api": ("Up", "hv2"), "batch": ("Down", None)}, vms
+    reason = sql("SELECT message FROM event WHERE code = 'HOST_STATUS_CHANGED' AND message LIKE"
+                 " 'Host hv1 is NonResponsive%%'")[0]["message"]
+    assert "its power controller reports it off" in reason
+
+
 def test_a_host_that_cannot_be_fenced_is_not_presumed_dead_until_fenced_by_hand(engine_options, cluster, sql, power):
     cluster["paths"]["hv1"].unlink()
-    result = reconcile(engine_options, grace=1, passes=2)
+    result = reconcile(engine_options, grace=1, rounds=2)
     assert result["reconcile"]["hosts"]["hv1"] == "NonResponsive", result
     vms = runtime(sql)
     assert {n: (vms[n]["status"], vms[n]["host"]) for n in ("web", "api", "batch")} == {
@@ -223,8 +243,8 @@ BAD_FENCE = [
     ("no program", {"agent": "ipmilan", "address": "10.0.0.5", "password": "x"},
      "Invalid value for 'fence.agent': ipmilan cannot fence from here: the program fence_ipmilan is not installed on "
      "the engine host"),
-    ("no address", {"agent": "lab", "password": "x"}, "Invalid value for 'fence.address': the lab agent needs the "
-                                                       "address of the host's power controller"),
+    ("no address", {"agent": "lab", "password": "x"},
+     "Invalid value for 'fence.address': the lab agent needs the address of the host's power controller"),
     ("address metachar", {"agent": "lab", "address": "10.0.0.5;reboot"}, "Invalid value for 'fence.address': "),
     ("address newline", {"agent": "lab", "address": "10.0.0.5\n"}, "Invalid value for 'fence.address': "),
     ("port zero", {"agent": "lab", "address": "10.0.0.5", "port": 0}, "Invalid value for 'fence.port': 0 is outside"),
@@ -267,13 +287,7 @@ def test_bad_fence_input_is_refused_naming_the_field_before_anything_changes(eng
 
 
 def _monitor_service(engine_options, tmp_path, name):
-    config = tmp_path / ("%s.json" % name)
-    config.write_text(json.dumps({"engine": engine_options}))
-    env = dict(os.environ, PYTHONPATH=ensure_collection_link())
-    return subprocess.Popen([sys.executable, "-c", "import sys; from ansible_collections.virtplane.kvm.plugins."
-                             "module_utils.services import _monitor; sys.exit(_monitor.main(sys.argv[1:]))",
-                             "--config", str(config), "--interval", "1", "--grace", "2", "--lease-ttl", "4"],
-                            stdout=open(tmp_path / ("%s.log" % name), "w"), stderr=subprocess.STDOUT, env=env)
+    return start_monitor(engine_options, tmp_path, name, "--interval", "1", "--grace", "2", "--lease-ttl", "4")
 
 
 def _wait(predicate, timeout, what):
@@ -313,9 +327,9 @@ def test_one_monitor_is_active_and_the_standby_takes_over_when_it_dies(engine_op
                                                      " ORDER BY occurred_at, id")]
         assert len(epochs) == 2 and epochs[1] > epochs[0]
         # each transition was recorded once, by whichever monitor was active
-        changes = [r["message"].split(":")[0] for r in sql("SELECT message FROM event WHERE code ="
-                                                            " 'HOST_STATUS_CHANGED' AND host_name = 'hv2'"
-                                                            " ORDER BY occurred_at, id")]
+        changes = [r["message"].split(":")[0] for r in sql(
+            "SELECT message FROM event WHERE code = 'HOST_STATUS_CHANGED' AND host_name = 'hv2'"
+            " ORDER BY occurred_at, id")]
         assert changes == ["Host hv2 is Connecting", "Host hv2 is NonResponsive", "Host hv2 is Up"], changes
         standby.send_signal(signal.SIGTERM)
         assert standby.wait(15) == 0
@@ -338,7 +352,7 @@ def test_a_monitor_refuses_a_schema_it_does_not_know(engine_options, tmp_path):
 RECONCILE_REFUSALS = [
     ("grace negative", {"grace": -1}, "Invalid value for 'grace': -1 is outside 0-600 seconds"),
     ("grace huge", {"grace": 10 ** 15}, "Invalid value for 'grace': "),
-    ("passes zero", {"passes": 0}, "Invalid value for 'passes': 0 is outside 1-100"),
+    ("rounds zero", {"rounds": 0}, "Invalid value for 'rounds': 0 is outside 1-100"),
     ("probe newline", {"probe_timeout": "5\n"}, "Invalid value for 'probe_timeout': "),
     ("lease wait", {"lease_wait": 3601}, "Invalid value for 'lease_wait': 3601 is outside 0-3600 seconds"),
     ("wait text", {"wait_timeout": "1e3"}, "Invalid value for 'wait_timeout': '1e3' is not a whole number"),
@@ -355,3 +369,24 @@ def test_reconcile_refuses_bad_settings_and_is_skipped_in_check_mode(engine_opti
     checked = run_play([{"name": "pass", "virtplane.kvm.reconcile": {}}], engine=engine_options, check=True)
     assert checked["pass"]["_status"] == "skipped", checked["pass"]
     assert host_status(sql) == {"hv1": "Up", "hv2": "Up"}
+
+
+@pytest.mark.parametrize("policy, moved", [("migrate", ["api", "batch", "web"]), ("ha_only", ["api", "web"]),
+                                           ("none", [])])
+def test_a_nonoperational_hosts_vms_leave_it_as_the_clusters_resilience_policy_says(
+        engine_options, cluster, sql, policy, moved):
+    run = run_play([{"name": "policy", "virtplane.kvm.cluster": {"name": "prod", "resilience_policy": policy}}],
+                   engine=engine_options)
+    assert run["policy"]["cluster"]["resilience_policy"] == policy
+    engine_write(engine_options, ["UPDATE host SET status = 'NonOperational', status_reason = 'lost network app'"
+                                  " WHERE name = 'hv1'"])
+    result = reconcile(engine_options)
+    assert not result.get("failed"), result
+    # each chosen VM is asked to live-migrate to the scheduler's choice (libvirt's test driver cannot migrate:
+    # each attempt fails, and the VM stays where it runs)
+    tried = sorted(a.split()[1][:-1] for a in result["actions"] if "off its NonOperational host" in a)
+    assert tried == moved, result["actions"]
+    assert sql("SELECT count(*) AS n FROM migration")[0]["n"] == len(moved)
+    vms = runtime(sql)
+    assert {n: (vms[n]["status"], vms[n]["host"]) for n in ("web", "api", "batch")} == {
+        n: ("Up", "hv1") for n in ("web", "api", "batch")}, vms

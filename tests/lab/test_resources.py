@@ -1203,6 +1203,186 @@ def test_a_host_with_three_vms_is_drained_and_the_maintenance_playbook_rolls_ove
         assert run.rc == 0, run.output[-3000:]
 
 
+def _power():
+    """The lab's power controller, as a host's fence agent."""
+    with open(os.path.join(STATE_DIR, "power.secret")) as handle:
+        return {"agent": "lab", "address": "10.83.0.1", "password": handle.read().strip()}
+
+
+def _lab_pid(host):
+    with open(os.path.join(STATE_DIR, "lab.json")) as handle:
+        return next(h["pid"] for h in json.load(handle)["hosts"] if h["name"] == host)
+
+
+def _openers(path):
+    """The processes (of every lab host: they share this machine's kernel) that hold ``path`` open."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == path:
+                    found.add(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+def _runtime(sql_lab, names):
+    return {r["name"]: r for r in sql_lab(
+        "SELECT v.name, r.status, r.status_reason, h.name AS host FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
+        " LEFT JOIN host h ON h.id = r.run_host_id WHERE v.name = ANY(%s)", list(names))}
+
+
+def _until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError("%s: not within %d s" % (what, timeout))
+
+
+def _answers(namespace, address):
+    return subprocess.run(["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
+                          capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def monitors(dc, tmp_path_factory):
+    """Two monitor services of the lab's engine (on this machine, as the engine role would run them on two engine
+    hosts): one active, the other standing by."""
+    from tests.support.engine import start_monitor
+
+    logs = tmp_path_factory.mktemp("monitors")
+    procs = [start_monitor(dc["engine"], logs, name, "--interval", "1", "--grace", "2", "--lease-ttl", "5")
+             for name in ("first", "second")]
+    yield {"procs": procs, "logs": logs}
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _ha_vm(name, address, host, priority=None, peer="192.168.100.250"):
+    spec = lab_vm(name, address, peer, host, disks=[{"name": name + "-data", "storage_domain": "shared",
+                                                     "size": "16MiB"}])
+    if priority is not None:
+        spec["ha"] = {"enabled": True, "priority": priority}
+    return spec
+
+
+def test_a_host_cut_off_from_the_engine_is_not_presumed_dead_until_fenced(dc, sql_lab, monitors):
+    """hv2, with no fence agent, loses the engine's network while its HA VM runs on: NonResponsive, and every try
+    to start the VM elsewhere is refused by the lock manager (hv2 holds its disk's lease), so it never runs twice;
+    fenced by hand, hv2 is powered off and the VM restarts on another host and answers ping."""
+    spec = _ha_vm("cut", "192.168.100.71", "hv2", priority=1)
+    image = os.path.join(SHARED, "cut-data.qcow2")
+    bridge = sql_lab("SELECT bridge FROM logical_network WHERE name = 'app'")[0]["bridge"]
+    pinger = "%s-hv3" % PREFIX
+    try:
+        in_host(KEY, HOSTS["hv2"], "rm -f /var/lib/virtplane/local/cut-console.log")
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": spec},
+                                {"name": "unpin", "virtplane.kvm.vm": dict(spec, host=[])},
+                                {"name": "no fencing", "virtplane.kvm.host": {"name": "hv2",
+                                                                              "fence": {"agent": "none"}}}])
+        assert run.rc == 0, run.output[-3000:]
+        wait_for_console(console_of("hv2", "cut"), "VIRTPLANE-GUEST-READY", 120)
+        subprocess.run(["ip", "-n", pinger, "addr", "add", "192.168.100.250/24", "dev", bridge], check=True)
+        _until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping")
+        qemu = _openers(image)
+        assert len(qemu) == 1
+
+        # the engine's network goes; the VXLAN segment (eth1) stays, so the guest keeps answering its peers
+        subprocess.run(["ip", "-n", "%s-hv2" % PREFIX, "link", "set", "eth0", "down"], check=True)
+        _until(lambda: sql_lab("SELECT 1 FROM host WHERE name = 'hv2' AND status = 'NonResponsive'"), 40,
+               "hv2 NonResponsive")
+        refused = _until(lambda: sql_lab("SELECT message FROM event WHERE code = 'VM_HA_RESTART_FAILED' AND"
+                                         " vm_name = 'cut'")[1:], 60, "two refused restarts")
+        assert all("lock" in r["message"].lower() or "busy" in r["message"].lower() for r in refused), refused
+        assert _openers(image) == qemu and _answers(pinger, "192.168.100.71")  # the one guest, running on
+        assert [r["host"] for r in sql_lab("SELECT host_name AS host FROM event WHERE code = 'VM_HA_RESTARTED'"
+                                           " AND vm_name = 'cut'")] == []
+        unproven = sql_lab("SELECT message FROM event WHERE code = 'HA_LEASE_WAIT' AND host_name = 'hv2'")
+        assert unproven, "the wait for hv2's leases is reported"
+
+        # fenced by hand: the lab's power controller kills hv2, its leases go with it, the VM starts elsewhere
+        run = engine_tasks(dc, [{"name": "agent", "virtplane.kvm.host": {"name": "hv2", "fence": _power()}},
+                                {"name": "fence", "virtplane.kvm.host": {"name": "hv2", "state": "fenced"}}])
+        assert run.rc == 0, run.output[-3000:]
+        assert _power()["password"] not in run.output
+        moved = _until(lambda: (_runtime(sql_lab, ["cut"])["cut"]["status"] == "Up"
+                                and _runtime(sql_lab, ["cut"])["cut"]["host"] != "hv2"
+                                and _runtime(sql_lab, ["cut"])["cut"]), 90, "cut restarted elsewhere")
+        wait_for_console(console_of(moved["host"], "cut"), "VIRTPLANE-GUEST-READY", 120)
+        _until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping on %s" % moved["host"])
+        assert len(_openers(image)) == 1 and _openers(image) != qemu
+    finally:
+        subprocess.run(["ip", "-n", pinger, "addr", "del", "192.168.100.250/24", "dev", bridge], check=False,
+                       capture_output=True)
+
+
+def test_a_dead_hosts_ha_vms_answer_ping_elsewhere_while_the_standby_monitor_takes_over(dc, sql_lab, monitors):
+    """hv1 runs two HA VMs and one that is not; the active monitor is killed, then hv1 (its QEMU, libvirtd, sshd:
+    every process of the host). The standby takes over, fences hv1 through the lab's power controller and the
+    HA VMs restart on hv3, the higher priority first, and answer ping; the other VM is Down with the reason; no
+    disk is ever opened by two QEMUs."""
+    vms = [_ha_vm("ha1", "192.168.100.72", "hv1", priority=10), _ha_vm("ha2", "192.168.100.73", "hv1", priority=5),
+           _ha_vm("plain", "192.168.100.74", "hv1")]
+    names = [v["name"] for v in vms]
+    images = {n: os.path.join(SHARED, "%s-data.qcow2" % n) for n in names}
+    bridge = sql_lab("SELECT bridge FROM logical_network WHERE name = 'app'")[0]["bridge"]
+    pinger = "%s-hv3" % PREFIX
+    try:
+        for name in names:
+            in_host(KEY, HOSTS["hv1"], "rm -f /var/lib/virtplane/local/%s-console.log" % name)
+        run = engine_tasks(dc, [{"name": "start", "virtplane.kvm.vm": {"vms": vms}},
+                                {"name": "unpin", "virtplane.kvm.vm": {"vms": [dict(v, host=[]) for v in vms]}},
+                                {"name": "fencing", "loop": ["hv1", "hv3"],
+                                 "virtplane.kvm.host": {"name": "{{ item }}", "fence": _power()}}])
+        assert run.rc == 0, run.output[-3000:]
+        for name in names:
+            wait_for_console(console_of("hv1", name), "VIRTPLANE-GUEST-READY", 120)
+        subprocess.run(["ip", "-n", pinger, "addr", "add", "192.168.100.250/24", "dev", bridge], check=True)
+        for address in ("192.168.100.72", "192.168.100.73", "192.168.100.74"):
+            _until(lambda address=address: _answers(pinger, address), 30, "%s answers ping" % address)
+
+        holder = sql_lab("SELECT holder, epoch FROM monitor_lease")[0]
+        active = next(p for p in monitors["procs"] if holder["holder"].split(":")[1] == str(p.pid))
+        active.kill()
+        active.wait()
+        os.kill(_lab_pid("hv1"), signal.SIGKILL)  # hv1 dies: PID 1 of its PID namespace, and all of it with it
+        killed = time.monotonic()
+
+        def restarted():
+            found = _runtime(sql_lab, ["ha1", "ha2"])
+            return all(r["status"] == "Up" and r["host"] == "hv3" for r in found.values()) and found
+        _until(restarted, 120, "ha1 and ha2 Up on hv3")
+        for name, address in (("ha1", "192.168.100.72"), ("ha2", "192.168.100.73")):
+            _until(lambda address=address: _answers(pinger, address), 60, "%s answers ping on hv3" % name)
+        took = time.monotonic() - killed
+        plain = _runtime(sql_lab, ["plain"])["plain"]
+        assert (plain["status"], plain["host"]) == ("Down", None)
+        assert plain["status_reason"] == "host hv1 was fenced (powered off by its lab agent)"
+        lease = sql_lab("SELECT holder, epoch FROM monitor_lease")[0]
+        assert lease["holder"] != holder["holder"] and lease["epoch"] > holder["epoch"], (holder, lease)
+        assert [r["vm_name"] for r in sql_lab("SELECT vm_name FROM event WHERE code = 'VM_HA_RESTARTED' AND"
+                                              " vm_name IN ('ha1', 'ha2') ORDER BY occurred_at, id")] == ["ha1", "ha2"]
+        for name in ("ha1", "ha2"):
+            assert len(_openers(images[name])) == 1, name
+        assert _openers(images["plain"]) == set()
+        fenced = sql_lab("SELECT message FROM event WHERE code = 'HOST_FENCED' AND host_name = 'hv1'")
+        assert len(fenced) == 1 and "by the monitor" in fenced[0]["message"], fenced
+        print("failover: HA VMs answered ping on hv3 %.1f s after hv1 died" % took)
+    finally:
+        subprocess.run(["ip", "-n", pinger, "addr", "del", "192.168.100.250/24", "dev", bridge], check=False,
+                       capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def sql_lab(engine_options_module):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
+from tests.support.playbook import ensure_collection_link
+
 
 def engine_write(engine_options, statements):
     """Run ``statements`` in one transaction on the engine database of ``engine_options``."""
@@ -14,3 +21,16 @@ def engine_write(engine_options, statements):
                 cur.execute(statement)
     finally:
         engine.close()
+
+
+def start_monitor(engine_options, directory, name, *args):
+    """A monitor service (virtplane-monitor, as the engine role runs it) on ``engine_options``, its log in
+    ``directory``/``name``.log; ``args``: its settings (``--interval 1`` ...)."""
+    config = os.path.join(str(directory), "%s.json" % name)
+    with open(config, "w") as handle:
+        json.dump({"engine": engine_options}, handle)
+    env = dict(os.environ, PYTHONPATH=ensure_collection_link())
+    with open(os.path.join(str(directory), "%s.log" % name), "w") as log:
+        return subprocess.Popen([sys.executable, "-c", "import sys; from ansible_collections.virtplane.kvm.plugins."
+                                 "module_utils.services import _monitor; sys.exit(_monitor.main(sys.argv[1:]))",
+                                 "--config", config, *args], stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -75,14 +75,18 @@ def set_fencing(cur, host_id, agent, options, secret_value):
         cur.execute("INSERT INTO host_fence_secret (host_id, secret) VALUES (%s, %s)", (host_id, secret_value))
 
 
+# a VM's row as the services read it, with when its runtime last changed
+_SELECT = vm_rows.SELECT.replace("SELECT v.*,", "SELECT v.*, r.updated_at AS runtime_updated_at,", 1)
+
+
 def vms_on(cur, host_id):
     """The VMs the engine records on the host (running there, or held there since it stopped answering)."""
-    cur.execute(vm_rows.SELECT + " WHERE r.run_host_id = %s ORDER BY v.ha_priority DESC, v.name", (host_id,))
+    cur.execute(_SELECT + " WHERE r.run_host_id = %s ORDER BY v.ha_priority DESC, v.name", (host_id,))
     return cur.fetchall()
 
 
 def vms_by_ids(cur, ids):
-    cur.execute(vm_rows.SELECT + " WHERE v.id = ANY(%s::uuid[])", (list(ids),))
+    cur.execute(_SELECT + " WHERE v.id = ANY(%s::uuid[])", (list(ids),))
     return {str(r["id"]): r for r in cur.fetchall()}
 
 
@@ -129,6 +133,12 @@ def ha_state(cur, vm_id):
     cur.execute("SELECT ha_attempts, ha_from_host, COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - ha_since), 0)::float"
                 " AS waited FROM vm_runtime WHERE vm_id = %s", (vm_id,))
     return cur.fetchone()
+
+
+def due_now(cur, host_name):
+    """The HA restarts of VMs that left this host are due at once (it was fenced: their leases are free)."""
+    cur.execute("UPDATE vm_runtime SET ha_next_at = clock_timestamp() WHERE status = 'RestartingHA'"
+                " AND ha_from_host = %s", (host_name,))
 
 
 def give_up_ha(cur, vm_id, reason):

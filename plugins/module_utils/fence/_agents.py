@@ -21,13 +21,12 @@ secret masked, so a credential never reaches a result, an event or a log.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import FenceError
 
@@ -94,27 +93,30 @@ class LabAgent(Agent):
     """The lab's power controller: Redfish's system power over plain HTTP, HTTP basic authentication."""
 
     def _request(self, path, body=None):
-        url = "http://%s:%d/redfish/v1/Systems/%s%s" % (self.address, self.port,
-                                                          self.options.get("system") or self.host, path)
-        request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                         method="GET" if body is None else "POST")
+        system = self.options.get("system") or self.host
         token = base64.b64encode(("%s:%s" % (self.username or "root", self.secret or "")).encode()).decode()
-        request.add_header("Authorization", "Basic " + token)
-        request.add_header("Content-Type", "application/json")
+        headers = {"Authorization": "Basic " + token, "Content-Type": "application/json"}
+        connection = http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http only
-                text = response.read().decode("utf-8", "replace")
-                return json.loads(text) if text.strip() else {}
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                raise self.fail("the power controller refused the credentials (HTTP 401)")
-            if exc.code == 404:
-                raise self.fail("the power controller knows no system %s (HTTP 404)"
-                                % (self.options.get("system") or self.host))
-            raise self.fail("the power controller answered HTTP %d" % exc.code)
-        except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise self.fail("no power controller answers: %s" % _masked(str(reason), self.secret))
+            connection.request("GET" if body is None else "POST", "/redfish/v1/Systems/%s%s" % (system, path),
+                               body=None if body is None else json.dumps(body), headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as exc:
+            said = _masked(str(exc) or exc.__class__.__name__, self.secret)
+            raise self.fail("no power controller answers: %s" % said)
+        finally:
+            connection.close()
+        if response.status == 401:
+            raise self.fail("the power controller refused the credentials (HTTP 401)")
+        if response.status == 404:
+            raise self.fail("the power controller knows no system %s (HTTP 404)" % system)
+        if response.status >= 300:
+            raise self.fail("the power controller answered HTTP %d" % response.status)
+        try:
+            return json.loads(text) if text.strip() else {}
+        except ValueError:
+            raise self.fail("the power controller's answer is no JSON")
 
     def status(self):
         state = str(self._request("").get("PowerState", "")).lower()

@@ -199,8 +199,7 @@ def fence_now(engine, spec, check_mode):
 
 
 def refuse_with_state(spec):
-    if spec.state in ("maintenance", "active", "fenced", "absent") and (spec.fence is not None or
-                                                                      spec.storage_leases is not None):
+    settings = spec.fence is not None or spec.storage_leases is not None
+    if spec.state in ("maintenance", "active", "fenced", "absent") and settings:
         raise ValidationError("state", "%s takes a host as it is; set fence and storage_leases with state present"
                               % spec.state)
-

@@ -219,15 +219,16 @@ class Monitor:
     def _pass(self):
         with self.engine.transaction() as cur:
             hosts = rows.hosts(cur)
-        probed = self.probes.probe([h for h in hosts if h["status"] in WATCHED + ("Maintenance",
-                                                                                   "PreparingForMaintenance")])
+            probed_at = rows.now(cur)  # what changed in the engine after this is newer than what the hosts say
+        watched = WATCHED + ("Maintenance", "PreparingForMaintenance")
+        probed = self.probes.probe([h for h in hosts if h["status"] in watched])
         for host in hosts:
             if host["id"] not in probed:
                 continue
             domains, reason = probed[host["id"]]
             try:
                 if reason is None:
-                    self._answered(host, domains)
+                    self._answered(host, domains, probed_at)
                 else:
                     self._silent(host, reason)
             except LostLease:
@@ -247,7 +248,7 @@ class Monitor:
 
     # -- a host that answered ------------------------------------------------------------------------------------
 
-    def _answered(self, host, domains):
+    def _answered(self, host, domains, probed_at):
         self.fence_tried.pop(host["id"], None)
         self.unproven.discard(host["id"])
         with self.engine.transaction() as cur:
@@ -265,14 +266,19 @@ class Monitor:
                 self._act("host %s: %s -> %s" % (row["name"], row["status"], status))
             elif row["unreachable_since"] is not None:
                 changes["unreachable_since"] = None
-            host_rows.update(cur, row["id"], changes) if len(changes) > 1 else host_rows.seen(cur, row["id"])
-            self._reconcile_vms(cur, row, domains)
+            if len(changes) > 1:
+                host_rows.update(cur, row["id"], changes)
+            else:
+                host_rows.seen(cur, row["id"])
+            self._reconcile_vms(cur, row, domains, probed_at)
 
-    def _reconcile_vms(self, cur, host, domains):
+    def _reconcile_vms(self, cur, host, domains, probed_at):
+        """What the host said (``domains``, asked from ``probed_at`` on) against what the engine records; a VM whose
+        runtime changed since then (a start, a migration that ended) is newer than the answer, and left alone."""
         recorded = {r["name"]: r for r in rows.vms_on(cur, host["id"])}
         for name, vm in recorded.items():
-            if vm["job_id"] is not None or vm["status"] not in rows.ON_HOST:
-                continue  # a run is working on it: its own confirm records what happened
+            if vm["job_id"] is not None or vm["status"] not in rows.ON_HOST or vm["runtime_updated_at"] >= probed_at:
+                continue  # a run is working on it (its own confirm records what happened), or it just changed
             if name in domains and domains[name]["uuid"] == str(vm["id"]):
                 if vm["status"] in ("Unknown", "NotResponding"):
                     vm_rows.set_runtime(cur, vm["id"], status="Up", status_reason="")
@@ -297,7 +303,7 @@ class Monitor:
             vm = known.get(domain_uuid)
             if vm is None or vm["name"] != name:
                 continue
-            if vm["job_id"] is not None:
+            if vm["job_id"] is not None or vm["runtime_updated_at"] >= probed_at:
                 continue
             if vm["status"] in ("Down", "RestartingHA"):
                 self._found_behind_back(cur, vm, host)
@@ -336,7 +342,22 @@ class Monitor:
 
     # -- a host that did not answer -------------------------------------------------------------------------------
 
+    def _powered_off(self, host):
+        """Whether the host's power controller says it is off (a host whose power is off needs no grace: it runs
+        nothing). Asked with no lock held, once the host is silent; any doubt is a no."""
+        if host["fence_agent"] not in _agents.POWER_AGENTS or host["status"] not in ("Up", "NonOperational",
+                                                                                     "Connecting"):
+            return False
+        with self.engine.transaction() as cur:
+            secret = rows.secret(cur, host["id"])
+        try:
+            return _agents.agent(host["fence_agent"], host["name"], dict(host["fence_options"] or {}), secret,
+                                 timeout=3).status() == "off"
+        except FenceError:
+            return False
+
     def _silent(self, host, reason):
+        off = self._powered_off(host)
         with self.engine.transaction() as cur:
             self.guard(cur)
             self.engine.lock(cur, LOCK_DATACENTER, host["datacenter"])
@@ -349,13 +370,15 @@ class Monitor:
                                                   "status_changed_at": now, "unreachable_since": now})
                 _realize.record_status_change(cur, row, row["status"], "Connecting", reason)
                 self._act("host %s: %s -> Connecting (%s)" % (row["name"], row["status"], reason))
-                if self.grace > 0:
+                if self.grace > 0 and not off:
                     return
                 row = host_rows.by_id(cur, host["id"], lock=True)
             if row["status"] == "Connecting":
                 since = row["unreachable_since"] or now
-                if (now - since).total_seconds() < self.grace:
+                if (now - since).total_seconds() < self.grace and not off:
                     return
+                if off:
+                    reason = "%s; its power controller reports it off" % reason
                 host_rows.update(cur, row["id"], {"status": "NonResponsive", "status_reason": reason,
                                                   "status_changed_at": now})
                 _realize.record_status_change(cur, row, "Connecting", "NonResponsive",
@@ -373,8 +396,8 @@ class Monitor:
 
     def _fence_or_wait(self, host, vms):
         tried = self.fence_tried.get(host["id"])
-        if host["fence_agent"] in _agents.POWER_AGENTS and (tried is None or time.monotonic() - tried >
-                                                             FENCE_RETRY_SECONDS):
+        due = tried is None or time.monotonic() - tried > FENCE_RETRY_SECONDS
+        if host["fence_agent"] in _agents.POWER_AGENTS and due:
             try:
                 fence(self.engine, host, "the monitor", guard=self.guard)
                 self._act("host %s: fenced by its %s agent" % (host["name"], host["fence_agent"]))
@@ -450,8 +473,8 @@ class Monitor:
             if error is not None:
                 self._act("VM %s: not moved off its NonOperational host: %s" % (name, str(error).splitlines()[0]))
             elif outcome is not None and outcome.changed:
-                self._act("VM %s: moved off its NonOperational host to %s" % (name, (outcome.resource or {})
-                                                                               .get("host")))
+                went = (outcome.resource or {}).get("host")
+                self._act("VM %s: moved off its NonOperational host to %s" % (name, went))
 
     # -- HA restarts ----------------------------------------------------------------------------------------------
 
@@ -535,6 +558,7 @@ def fence(engine, host, by, guard=None):
                                           "status_changed_at": now, "fenced_at": now,
                                           "unreachable_since": row["unreachable_since"] or now})
         restart, down = _vms_fenced(cur, row, how)
+        rows.due_now(cur, row["name"])  # those that waited for its leases go now
         _events.record(cur, "HOST_FENCED", "Host %s was fenced: %s in %.1f s, by %s; HA restart of %s; Down: %s"
                        % (row["name"], how, time.monotonic() - started, by, ", ".join(restart) or "no VM",
                           ", ".join(down) or "no VM"), severity="warning", object_type="host",
@@ -636,11 +660,11 @@ def holder_name():
 
 
 class ReconcileSpec(Spec):
-    FIELDS = ("passes", "grace", "probe_timeout", "lease_wait", "wait_timeout")
+    FIELDS = ("rounds", "grace", "probe_timeout", "lease_wait", "wait_timeout")
 
     def validate(self):
-        self.passes = 1 if self.passes is None else self.passes
-        validate_range("passes", self.passes, 1, 100)
+        self.rounds = 1 if self.rounds is None else self.rounds
+        validate_range("rounds", self.rounds, 1, 100)
         self.grace = 4 if self.grace is None else self.grace
         self.probe_timeout = 5 if self.probe_timeout is None else self.probe_timeout
         self.lease_wait = 300 if self.lease_wait is None else self.lease_wait
@@ -651,7 +675,7 @@ class ReconcileSpec(Spec):
 
 
 def ensure(engine, spec, check_mode=False):
-    """The ``reconcile`` module: ``passes`` monitor passes now, ``grace`` seconds apart (a host that stops
+    """The ``reconcile`` module: ``rounds`` monitor passes now, ``grace`` seconds apart (a host that stops
     answering is Connecting after the first, NonResponsive after one ``grace`` later)."""
     if check_mode:
         raise ConflictError("reconcile records what the hosts say as it asks them: it does not run in check mode")
@@ -659,7 +683,7 @@ def ensure(engine, spec, check_mode=False):
                       lease_wait=spec.lease_wait, lease_ttl=max(10, spec.grace + 2))
     results, actions = None, []
     try:
-        for number in range(spec.passes):
+        for number in range(spec.rounds):
             if number:
                 time.sleep(max(spec.grace, 1))
             results = monitor.run_pass(spec.wait_timeout)
@@ -669,9 +693,10 @@ def ensure(engine, spec, check_mode=False):
     return Outcome(bool(actions), None, None, dict(results, actions=actions), actions)
 
 
-def serve(engine, interval=2, grace=4, probe_timeout=5, lease_wait=300, lease_ttl=10, log=print, stop=None):
+def serve(engine, interval=2, grace=4, probe_timeout=5, lease_wait=300, lease_ttl=10, log=None, stop=None):
     """The monitor service: a pass every ``interval`` seconds while it holds the lease; a standby otherwise."""
     stop = stop or threading.Event()
+    log = log or (lambda line: None)
     monitor = Monitor(engine, holder_name(), interval, grace, probe_timeout, lease_wait, lease_ttl, log)
     with engine.transaction() as cur:
         rows.keep_alive(cur, lease_ttl)
@@ -696,7 +721,6 @@ def serve(engine, interval=2, grace=4, probe_timeout=5, lease_wait=300, lease_tt
     return 0
 
 
-
 def main(argv=None, log=None):
     """The monitor service: ``virtplane-monitor [--config FILE] [--interval N] [--grace N] [--probe-timeout N]
     [--lease-wait N] [--lease-ttl N]``. FILE (JSON, default /etc/virtplane/monitor.json when it exists) holds
@@ -705,6 +729,7 @@ def main(argv=None, log=None):
     import argparse
     import json
     import signal
+    import sys
 
     from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
         EngineConnectionError,
@@ -713,7 +738,8 @@ def main(argv=None, log=None):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
 
     def say(line):
-        print("%s virtplane-monitor: %s" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line), flush=True)
+        sys.stdout.write("%s virtplane-monitor: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
+        sys.stdout.flush()
     log = log or say
     parser = argparse.ArgumentParser(prog="virtplane-monitor", description="The virtplane engine's monitor")
     parser.add_argument("--config", default=None)

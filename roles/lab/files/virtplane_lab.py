@@ -611,8 +611,10 @@ class PowerHandler(http.server.BaseHTTPRequestHandler):
         self.server.log("power: %s is off" % host["name"])
         self._send(204)
 
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_CONNECT = lambda self: self._send(  # noqa: E731, N815
-        405, {"error": "not supported"})
+    def do_PUT(self):  # noqa: N802
+        self._send(405, {"error": "not supported"})
+
+    do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_CONNECT = do_PUT  # noqa: N815
 
 
 class PowerServer(LoggingServer):
