@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.engine import engine_write, start_monitor
+from tests.support.engine import engine_write, start_monitor, until
 from tests.support.playbook import ROOT, run_play
 
 LAB_TOOL = os.path.join(ROOT, "roles", "lab", "files", "virtplane_lab.py")
@@ -290,21 +290,11 @@ def _monitor_service(engine_options, tmp_path, name):
     return start_monitor(engine_options, tmp_path, name, "--interval", "1", "--grace", "2", "--lease-ttl", "4")
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError("%s within %d s" % (what, timeout))
-
-
 def test_one_monitor_is_active_and_the_standby_takes_over_when_it_dies(engine_options, cluster, sql, tmp_path):
     active = _monitor_service(engine_options, tmp_path, "first")
     standby = None
     try:
-        holder = _wait(lambda: (sql("SELECT holder FROM monitor_lease WHERE expires_at > clock_timestamp()")
+        holder = until(lambda: (sql("SELECT holder FROM monitor_lease WHERE expires_at > clock_timestamp()")
                                 or [{}])[0].get("holder"), 20, "a monitor holds the lease")
         standby = _monitor_service(engine_options, tmp_path, "second")
         time.sleep(3)
@@ -312,17 +302,17 @@ def test_one_monitor_is_active_and_the_standby_takes_over_when_it_dies(engine_op
         assert sql("SELECT count(*) AS n FROM event WHERE code = 'MONITOR_ACTIVE'")[0]["n"] == 1
         # the active monitor watches: hv2 goes, and it sees it
         cluster["paths"]["hv2"].unlink()
-        _wait(lambda: host_status(sql)["hv2"] == "NonResponsive", 20, "hv2 NonResponsive")
+        until(lambda: host_status(sql)["hv2"] == "NonResponsive", 20, "hv2 NonResponsive")
         active.kill()
         active.wait()
         killed = time.time()
-        other = _wait(lambda: (sql("SELECT holder FROM monitor_lease WHERE holder <> %s AND expires_at >"
+        other = until(lambda: (sql("SELECT holder FROM monitor_lease WHERE holder <> %s AND expires_at >"
                                    " clock_timestamp()", holder) or [{}])[0].get("holder"), 30, "the standby active")
         took = time.time() - killed
         assert took < 30 and other.split(":")[1] == str(standby.pid), (took, other)
         # and it watches: hv2 comes back
         node(cluster["paths"]["hv2"])
-        _wait(lambda: host_status(sql)["hv2"] == "Up", 20, "hv2 Up again under the standby")
+        until(lambda: host_status(sql)["hv2"] == "Up", 20, "hv2 Up again under the standby")
         epochs = [r["details"]["epoch"] for r in sql("SELECT details FROM event WHERE code = 'MONITOR_ACTIVE'"
                                                      " ORDER BY occurred_at, id")]
         assert len(epochs) == 2 and epochs[1] > epochs[0]

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _storage
+from tests.support.engine import start_monitor, until
 from tests.support.lab import heartbeats, host_file, in_host, read_console, wait_for_console
 from tests.support.playbook import ROOT, run_plays, start_plays
 
@@ -1237,16 +1238,6 @@ def _runtime(sql_lab, names):
         " LEFT JOIN host h ON h.id = r.run_host_id WHERE v.name = ANY(%s)", list(names))}
 
 
-def _until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError("%s: not within %d s" % (what, timeout))
-
-
 def _answers(namespace, address):
     return subprocess.run(["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
                           capture_output=True, check=False).returncode == 0
@@ -1256,8 +1247,6 @@ def _answers(namespace, address):
 def monitors(dc, tmp_path_factory):
     """Two monitor services of the lab's engine (on this machine, as the engine role would run them on two engine
     hosts): one active, the other standing by."""
-    from tests.support.engine import start_monitor
-
     logs = tmp_path_factory.mktemp("monitors")
     procs = [start_monitor(dc["engine"], logs, name, "--interval", "1", "--grace", "2", "--lease-ttl", "5")
              for name in ("first", "second")]
@@ -1293,16 +1282,16 @@ def test_a_host_cut_off_from_the_engine_is_not_presumed_dead_until_fenced(dc, sq
         assert run.rc == 0, run.output[-3000:]
         wait_for_console(console_of("hv2", "cut"), "VIRTPLANE-GUEST-READY", 120)
         subprocess.run(["ip", "-n", pinger, "addr", "add", "192.168.100.250/24", "dev", bridge], check=True)
-        _until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping")
+        until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping")
         qemu = _openers(image)
         assert len(qemu) == 1
 
         # the engine's network goes; the VXLAN segment (eth1) stays, so the guest keeps answering its peers
         subprocess.run(["ip", "-n", "%s-hv2" % PREFIX, "link", "set", "eth0", "down"], check=True)
-        _until(lambda: sql_lab("SELECT 1 FROM host WHERE name = 'hv2' AND status = 'NonResponsive'"), 40,
-               "hv2 NonResponsive")
-        refused = _until(lambda: sql_lab("SELECT message FROM event WHERE code = 'VM_HA_RESTART_FAILED' AND"
-                                         " vm_name = 'cut'")[1:], 60, "two refused restarts")
+        until(lambda: sql_lab("SELECT 1 FROM host WHERE name = 'hv2' AND status = 'NonResponsive'"), 40,
+              "hv2 NonResponsive")
+        refused = until(lambda: sql_lab("SELECT message FROM event WHERE code = 'VM_HA_RESTART_FAILED' AND"
+                                        " vm_name = 'cut'")[1:], 60, "two refused restarts")
         assert all("lock" in r["message"].lower() or "busy" in r["message"].lower() for r in refused), refused
         assert _openers(image) == qemu and _answers(pinger, "192.168.100.71")  # the one guest, running on
         assert [r["host"] for r in sql_lab("SELECT host_name AS host FROM event WHERE code = 'VM_HA_RESTARTED'"
@@ -1315,11 +1304,13 @@ def test_a_host_cut_off_from_the_engine_is_not_presumed_dead_until_fenced(dc, sq
                                 {"name": "fence", "virtplane.kvm.host": {"name": "hv2", "state": "fenced"}}])
         assert run.rc == 0, run.output[-3000:]
         assert _power()["password"] not in run.output
-        moved = _until(lambda: (_runtime(sql_lab, ["cut"])["cut"]["status"] == "Up"
-                                and _runtime(sql_lab, ["cut"])["cut"]["host"] != "hv2"
-                                and _runtime(sql_lab, ["cut"])["cut"]), 90, "cut restarted elsewhere")
+
+        def restarted():
+            row = _runtime(sql_lab, ["cut"])["cut"]
+            return row["status"] == "Up" and row["host"] != "hv2" and row
+        moved = until(restarted, 90, "cut restarted elsewhere")
         wait_for_console(console_of(moved["host"], "cut"), "VIRTPLANE-GUEST-READY", 120)
-        _until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping on %s" % moved["host"])
+        until(lambda: _answers(pinger, "192.168.100.71"), 30, "cut answers ping on %s" % moved["host"])
         assert len(_openers(image)) == 1 and _openers(image) != qemu
     finally:
         subprocess.run(["ip", "-n", pinger, "addr", "del", "192.168.100.250/24", "dev", bridge], check=False,
@@ -1349,7 +1340,7 @@ def test_a_dead_hosts_ha_vms_answer_ping_elsewhere_while_the_standby_monitor_tak
             wait_for_console(console_of("hv1", name), "VIRTPLANE-GUEST-READY", 120)
         subprocess.run(["ip", "-n", pinger, "addr", "add", "192.168.100.250/24", "dev", bridge], check=True)
         for address in ("192.168.100.72", "192.168.100.73", "192.168.100.74"):
-            _until(lambda address=address: _answers(pinger, address), 30, "%s answers ping" % address)
+            until(lambda address=address: _answers(pinger, address), 30, "%s answers ping" % address)
 
         holder = sql_lab("SELECT holder, epoch FROM monitor_lease")[0]
         active = next(p for p in monitors["procs"] if holder["holder"].split(":")[1] == str(p.pid))
@@ -1361,9 +1352,9 @@ def test_a_dead_hosts_ha_vms_answer_ping_elsewhere_while_the_standby_monitor_tak
         def restarted():
             found = _runtime(sql_lab, ["ha1", "ha2"])
             return all(r["status"] == "Up" and r["host"] == "hv3" for r in found.values()) and found
-        _until(restarted, 120, "ha1 and ha2 Up on hv3")
+        until(restarted, 120, "ha1 and ha2 Up on hv3")
         for name, address in (("ha1", "192.168.100.72"), ("ha2", "192.168.100.73")):
-            _until(lambda address=address: _answers(pinger, address), 60, "%s answers ping on hv3" % name)
+            until(lambda address=address: _answers(pinger, address), 60, "%s answers ping on hv3" % name)
         took = time.monotonic() - killed
         plain = _runtime(sql_lab, ["plain"])["plain"]
         assert (plain["status"], plain["host"]) == ("Down", None)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from tests.support.playbook import ensure_collection_link
 
@@ -34,3 +35,14 @@ def start_monitor(engine_options, directory, name, *args):
         return subprocess.Popen([sys.executable, "-c", "import sys; from ansible_collections.virtplane.kvm.plugins."
                                  "module_utils.services import _monitor; sys.exit(_monitor.main(sys.argv[1:]))",
                                  "--config", config, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def until(predicate, timeout, what, step=0.3):
+    """What ``predicate()`` returns once it is true, asked every ``step`` seconds; fails naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(step)
+    raise AssertionError("%s: not within %d s" % (what, timeout))

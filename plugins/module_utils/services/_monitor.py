@@ -35,6 +35,7 @@ epoch tells a deposed monitor that it was deposed.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import socket
 import threading
@@ -50,7 +51,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
     VirtplaneError,
 )
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import validate_range
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _monitor as rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _vms as vm_rows
@@ -180,6 +181,37 @@ class Monitor:
             self.log("lease lost: standing by")
         self.epoch = None
         return False
+
+    @contextlib.contextmanager
+    def keeping(self):
+        """While a pass runs (an HA restart may take a while), the lease is renewed every third of its time, on a
+        connection of its own; a renewal that finds the lease gone stops, and the pass's next write finds out."""
+        stop = threading.Event()
+
+        def renew():
+            conn = None
+            try:
+                while not stop.wait(self.lease_ttl / 3.0):
+                    try:
+                        if conn is None:
+                            conn = _db.connect_raw(self.engine.options)
+                        with conn.transaction(), conn.cursor() as cur:
+                            if not rows.renew(cur, self.holder, self.epoch, self.lease_ttl):
+                                return
+                    except (_db.DatabaseError, VirtplaneError):
+                        if conn is not None:
+                            conn.close()
+                            conn = None
+            finally:
+                if conn is not None:
+                    conn.close()
+        thread = threading.Thread(target=renew, name="virtplane-monitor-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(5)
 
     def guard(self, cur):
         """In every transaction that records what this monitor decided: it is still the active one."""
@@ -706,7 +738,8 @@ def serve(engine, interval=2, grace=4, probe_timeout=5, lease_wait=300, lease_tt
             started = time.monotonic()
             try:
                 if monitor.lead():
-                    monitor.run_pass(wait_timeout=lease_ttl)
+                    with monitor.keeping():
+                        monitor.run_pass(wait_timeout=lease_ttl)
             except LostLease as exc:
                 log(str(exc))
                 monitor.epoch = None
@@ -735,7 +768,6 @@ def main(argv=None, log=None):
         EngineConnectionError,
         SchemaVersionError,
     )
-    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db
 
     def say(line):
         sys.stdout.write("%s virtplane-monitor: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
