@@ -41,12 +41,13 @@ from bench.migration import bridge_of, guest, ns, play, remove  # noqa: E402
 
 
 def openers(path):
-    """Processes (of every lab host: they share this machine's kernel) that hold ``path`` open."""
+    """Processes (of every lab host: they share this machine's kernel) that hold ``path`` open; seen from here, a lab
+    host's file is under its root (``<state dir>/hosts/<host>/root/<path>``)."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             for fd in os.listdir("/proc/%s/fd" % pid):
-                if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == path:
+                if os.readlink("/proc/%s/fd/%s" % (pid, fd)).endswith(path):
                     found.add(int(pid))
         except OSError:
             continue
@@ -124,6 +125,9 @@ def one_run(names, addresses, images, source, target):
                 return
         seconds[name] = round(time.monotonic() - killed, 2)
 
+    unseen = [n for n, path in images.items() if len(openers(path)) != 1]
+    if unseen:  # the watch below would count nothing: say so rather than report no double start
+        raise SystemExit("the disks of %s are not seen open by one process each before the run" % ", ".join(unseen))
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     os.kill(lab_pid(source), 9)

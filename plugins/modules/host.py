@@ -284,6 +284,10 @@ host:
     numa_cells: [{id: 0, memory_mib: 31992, cpus: 8}]
     hardware_uuid: 4c4c4544-0042-3510-8052-b3c04f4e3232
     hostname: hv1.example.com
+    fence: {agent: ipmilan, address: hv1-bmc.example.com, port: 623, username: fence, options: {}}
+    storage_leases: true
+    fenced_at: null
+    unmanaged_domains: []
 actions:
   description:
     - What was done (or would be done in check mode), status transitions included.

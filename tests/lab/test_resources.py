@@ -1216,7 +1216,8 @@ def _lab_pid(host):
 
 
 def _openers(path):
-    """The processes (of every lab host: they share this machine's kernel) that hold ``path`` open."""
+    """The processes (of every lab host: they share this machine's kernel) that hold ``path`` open. Seen from here, a
+    lab host's file is under its root (``<state dir>/hosts/<host>/root/<path>``)."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -1225,7 +1226,7 @@ def _openers(path):
             continue
         for fd in fds:
             try:
-                if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == path:
+                if os.readlink("/proc/%s/fd/%s" % (pid, fd)).endswith(path):
                     found.add(int(pid))
             except OSError:
                 continue

@@ -34,7 +34,6 @@ epoch tells a deposed monitor that it was deposed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import socket
@@ -84,20 +83,25 @@ def validate_settings(interval=2, grace=4, probe_timeout=5, lease_wait=300, leas
 class Probes:
     """The monitor's own libvirt connections, one per host, kept between passes; each probe bounded in time.
 
-    A probe that does not answer in time leaves its connection behind (a libvirt call cannot be interrupted);
-    the next probe of that host opens a new one."""
+    A probe that does not answer in time is left to its thread (a libvirt call cannot be interrupted) with its
+    connection; until it returns, that host is not asked again and counts as silent, so a host that hangs costs
+    the others one ``timeout`` once, not at every pass."""
 
     def __init__(self, allow_test_driver, timeout):
         self.allow_test_driver = allow_test_driver
         self.timeout = timeout
         self._conns = {}
+        self._pending = {}  # host id -> the probe still blocked in libvirt
+        self._lock = threading.Lock()
 
     def _probe(self, host):
-        conn = self._conns.get(host["id"])
+        with self._lock:
+            conn = self._conns.get(host["id"])
         if conn is None or conn[0] != host["libvirt_uri"]:
             conn = (host["libvirt_uri"], _client.open_connection(host["libvirt_uri"], self.timeout,
                                                                  self.allow_test_driver, readonly=True))
-            self._conns[host["id"]] = conn
+            with self._lock:
+                self._conns[host["id"]] = conn
         try:
             return {d.name(): {"uuid": d.UUIDString(), "state": d.state()[0]} for d in conn[1].listAllDomains(0)}
         except Exception as exc:
@@ -108,30 +112,47 @@ class Probes:
                 # a test-driver host is its node file, read at each connect: kept, it would never change
                 self.forget(host["id"])
 
+    def _run(self, host, outcome, done):
+        try:
+            outcome["domains"] = self._probe(host)
+        except VirtplaneError as exc:
+            outcome["error"] = str(exc)
+        except Exception as exc:  # whatever one host does, the others are still watched
+            outcome["error"] = _client.safe_message(str(exc))
+        finally:
+            done.set()
+
     def probe(self, hosts):
-        """{host id: (domains, None) or (None, reason)} for every host, within ``timeout`` (plus the connect)."""
-        if not hosts:
-            return {}
+        """{host id: (domains, None) or (None, reason)} for every host, all asked at once, within ``timeout``."""
+        started = {}
+        for host in hosts:
+            waiting = self._pending.get(host["id"])
+            if waiting is not None and not waiting[1].is_set():
+                continue  # its last probe is still blocked: not asked again
+            outcome, done = {}, threading.Event()
+            threading.Thread(target=self._run, args=(host, outcome, done), name="virtplane-probe",
+                             daemon=True).start()
+            started[host["id"]] = (outcome, done)
+        deadline = time.monotonic() + self.timeout + 1
         results = {}
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(hosts)))
-        futures = {pool.submit(self._probe, h): h for h in hosts}
-        done, _pending = concurrent.futures.wait(futures, timeout=2 * self.timeout + 1)
-        for future, host in futures.items():
-            if future in done:
-                try:
-                    results[host["id"]] = (future.result(), None)
-                except VirtplaneError as exc:
-                    results[host["id"]] = (None, str(exc))
-                except Exception as exc:  # whatever one host does, the others are still watched
-                    results[host["id"]] = (None, _client.safe_message(str(exc)))
+        for host in hosts:
+            if host["id"] not in started:
+                results[host["id"]] = (None, "libvirt did not answer within %d s (its probe is still waiting)"
+                                       % self.timeout)
+                continue
+            outcome, done = started[host["id"]]
+            if done.wait(max(0.0, deadline - time.monotonic())):
+                self._pending.pop(host["id"], None)
+                results[host["id"]] = (outcome.get("domains"), outcome.get("error"))
             else:
-                self.forget(host["id"], close=False)  # still blocked in libvirt: left to its thread
+                self._pending[host["id"]] = (outcome, done)
+                self.forget(host["id"], close=False)  # blocked in libvirt: the next probe opens another
                 results[host["id"]] = (None, "libvirt did not answer within %d s" % self.timeout)
-        pool.shutdown(wait=False)
         return results
 
     def forget(self, host_id, close=True):
-        conn = self._conns.pop(host_id, None)
+        with self._lock:
+            conn = self._conns.pop(host_id, None)
         if conn is not None and close:
             try:
                 conn[1].close()
