@@ -189,10 +189,11 @@ options:
     type: bool
   ha:
     description:
-      - High availability. When the VM's host dies and is fenced (the engine's monitor, M(virtplane.kvm.reconcile)),
-        the VM is started again on another host the scheduler picks (V(RestartingHA) meanwhile), the higher
-        O(ha.priority) first, retried with backoff; when the VM dies or is destroyed outside the engine on a host
-        that answers, it is started again too. A VM that is not HA is recorded V(Down) with the reason instead.
+      - High availability. When the VM's host dies and is fenced (the engine's monitor,
+        M(virtplane.kvm.reconcile)), the VM is started again on another host the scheduler picks
+        (V(RestartingHA) meanwhile), the higher O(ha.priority) first, retried with backoff; when the VM dies or
+        is destroyed outside the engine on a host that answers, it is started again too. A VM that is not HA is
+        recorded V(Down) with the reason instead.
       - A host that cannot be fenced is not presumed dead; the VM is then started elsewhere only once its disks'
         storage leases are free (see M(virtplane.kvm.host) O(virtplane.kvm.host#module:storage_leases)), never
         twice. A VM pinned (O(host)) to its failed host alone stays waiting.
@@ -417,7 +418,16 @@ options:
               reads it through libvirt (M(virtplane.kvm.vm_info) with O(virtplane.kvm.vm_info#module:console_log=true)).
           type: bool
         ha:
-          description: High availability (restart elsewhere when the host fails).
+          description:
+            - High availability. When the VM's host dies and is fenced (the engine's monitor,
+              M(virtplane.kvm.reconcile)), the VM is started again on another host the scheduler picks
+              (V(RestartingHA) meanwhile), the higher O(ha.priority) first, retried with backoff; when the VM
+              dies or is destroyed outside the engine on a host that answers, it is started again too. A VM that
+              is not HA is recorded V(Down) with the reason instead.
+            - A host that cannot be fenced is not presumed dead; the VM is then started elsewhere only once its
+              disks' storage leases are free (see M(virtplane.kvm.host)
+              O(virtplane.kvm.host#module:storage_leases)), never twice. A VM pinned (O(host)) to its failed
+              host alone stays waiting.
           type: dict
           suboptions:
             enabled:

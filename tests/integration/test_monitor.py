@@ -250,7 +250,10 @@ BAD_FENCE = [
     ("port zero", {"agent": "lab", "address": "10.0.0.5", "port": 0}, "Invalid value for 'fence.port': 0 is outside"),
     ("port huge", {"agent": "lab", "address": "10.0.0.5", "port": 10 ** 12}, "Invalid value for 'fence.port': "),
     ("password newline", {"agent": "lab", "address": "10.0.0.5", "password": "abc\ndef"},
-     "Invalid value for 'fence.password': must be text of at most 1024 characters without control characters"),
+     "Invalid value for 'fence.password': must be text of 1 to 1024 characters without control characters or line "
+     "breaks"),
+    ("password line separator", {"agent": "lab", "address": "10.0.0.5", "password": "abc\u2028def"},
+     "Invalid value for 'fence.password': must be text of 1 to 1024 characters"),
     ("ssh password", {"agent": "ssh", "address": "10.0.0.5", "password": "x"},
      "Invalid value for 'fence.password': the ssh agent logs in with a key"),
     ("unknown option", {"agent": "lab", "address": "10.0.0.5", "options": {"command": "rm -rf /"}},
@@ -307,7 +310,7 @@ def test_one_monitor_is_active_and_the_standby_takes_over_when_it_dies(engine_op
         active.wait()
         killed = time.time()
         other = until(lambda: (sql("SELECT holder FROM monitor_lease WHERE holder <> %s AND expires_at >"
-                                   " clock_timestamp()", holder) or [{}])[0].get("holder"), 30, "the standby active")
+                                   " clock_timestamp()", holder) or [{}])[0].get("holder"), 60, "the standby active")
         took = time.time() - killed
         assert took < 30 and other.split(":")[1] == str(standby.pid), (took, other)
         # and it watches: hv2 comes back
@@ -380,3 +383,50 @@ def test_a_nonoperational_hosts_vms_leave_it_as_the_clusters_resilience_policy_s
     vms = runtime(sql)
     assert {n: (vms[n]["status"], vms[n]["host"]) for n in ("web", "api", "batch")} == {
         n: ("Up", "hv1") for n in ("web", "api", "batch")}, vms
+
+
+def test_a_vm_that_moved_outside_the_engine_is_found_where_it_went_and_never_started_twice(
+        engine_options, cluster, sql):
+    ids = cluster["ids"]
+    # web went to hv2 behind the engine's back; api runs on both hosts at once; batch stays on hv1
+    node(cluster["paths"]["hv1"], [("api", ids["api"]), ("batch", ids["batch"])])
+    node(cluster["paths"]["hv2"], [("web", ids["web"]), ("api", ids["api"])])
+    result = reconcile(engine_options)
+    assert not result.get("failed"), result
+    vms = runtime(sql)
+    assert (vms["web"]["status"], vms["web"]["host"]) == ("Up", "hv2"), vms["web"]
+    assert (vms["api"]["status"], vms["api"]["host"]) == ("Up", "hv1"), vms["api"]  # recorded where it was
+    assert "VM web: found on hv2 (moved outside the engine)" in result["actions"]
+    assert "VM api: runs on hv1, hv2 at once" in result["actions"]
+    assert not [a for a in result["actions"] if "RestartingHA" in a or "restarted" in a or "Down" in a]
+    assert sql("SELECT count(*) AS n FROM job WHERE action = 'vm.ha_restart'")[0]["n"] == 0
+    reconcile(engine_options, rounds=2, grace=0)
+    # said once by each monitor (the service runs one for good; each module run is one), not at every pass
+    assert len(sql("SELECT 1 FROM event WHERE code = 'VM_RUNS_TWICE'")) == 2
+    assert {r["status"] for r in runtime(sql).values() if r["name"] != "db"} == {"Up"}
+
+
+def test_a_host_fenced_once_is_fenced_again_after_it_came_back(engine_options, cluster, sql, power):
+    ids = cluster["ids"]
+    run = run_play([{"name": "fence", "virtplane.kvm.host": {"name": "hv1", "fence": fence_of(power["port"])}}],
+                   engine=engine_options)
+    assert run["fence"]["changed"], run.output[-2000:]
+    cluster["paths"]["hv1"].unlink()
+    first = reconcile(engine_options, grace=1, rounds=2)
+    assert "host hv1: fenced by its lab agent" in first["actions"], first["actions"]
+    # hv1 comes back (booted again): Up, no longer fenced; db starts there
+    node(cluster["paths"]["hv1"], [("db", ids["db"])])
+    node(cluster["paths"]["hv2"], [("web", ids["web"]), ("api", ids["api"])])
+    engine_write(engine_options, [
+        "UPDATE vm_runtime SET status = 'Up', reserved_memory_mib = 256, reserved_vcpus = 1, run_host_id ="
+        " (SELECT id FROM host WHERE name = 'hv1') WHERE vm_id = '%s'" % ids["db"]])
+    back = reconcile(engine_options)
+    assert back["reconcile"]["hosts"]["hv1"] == "Up", back
+    assert sql("SELECT fenced_at, unreachable_since FROM host WHERE name = 'hv1'") == [
+        {"fenced_at": None, "unreachable_since": None}]
+    # and it dies again: fenced again, db (not HA) Down
+    cluster["paths"]["hv1"].unlink()
+    second = reconcile(engine_options, grace=1, rounds=2)
+    assert "host hv1: fenced by its lab agent" in second["actions"], second["actions"]
+    assert len(sql("SELECT 1 FROM event WHERE code = 'HOST_FENCED' AND host_name = 'hv1'")) == 2
+    assert runtime(sql)["db"]["status"] == "Down"

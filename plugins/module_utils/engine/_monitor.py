@@ -90,20 +90,36 @@ def vms_by_ids(cur, ids):
     return {str(r["id"]): r for r in cur.fetchall()}
 
 
+# storage whose disks are files every host opens by one path: virtlockd leases them in its shared lockspace
+# (network disks - iSCSI through QEMU's libiscsi, RBD - and local directories take no lease there)
+LEASED_TYPES = ("posixfs", "nfs")
+
+
 def shared_leased_disks(cur, vm_id):
-    """How many of the VM's disks are on storage every host sees (their leases are in a shared lockspace)."""
+    """How many of the VM's disks are files on shared storage, which virtlockd leases."""
     cur.execute("SELECT count(*) AS n FROM vm_disk vd JOIN disk k ON k.id = vd.disk_id"
-                " JOIN storage_domain s ON s.id = k.storage_domain_id WHERE vd.vm_id = %s AND s.type <> 'dir'",
-                (vm_id,))
+                " JOIN storage_domain s ON s.id = k.storage_domain_id WHERE vd.vm_id = %s AND s.type = ANY(%s)",
+                (vm_id, list(LEASED_TYPES)))
     return cur.fetchone()["n"]
+
+
+def cluster_leased(cur, cluster_id):
+    """Whether every host of the cluster takes storage leases: wherever the VM is tried, its lock manager asks."""
+    cur.execute("SELECT bool_and(storage_leases) AS all FROM host WHERE cluster_id = %s", (cluster_id,))
+    return bool(cur.fetchone()["all"])
 
 
 def ha_due(cur):
     """VMs waiting for an HA restart whose next attempt is due, the higher priority first."""
-    cur.execute("SELECT v.name, v.ha_priority, r.ha_attempts, r.ha_since, r.ha_from_host,"
+    cur.execute("SELECT v.id, v.name, v.ha_priority, r.ha_attempts, r.ha_since, r.ha_from_host,"
                 " clock_timestamp() - r.ha_since AS waited FROM vm v JOIN vm_runtime r ON r.vm_id = v.id"
-                " WHERE r.status = 'RestartingHA' AND r.job_id IS NULL AND r.ha_next_at IS NOT NULL"
-                " AND r.ha_next_at <= clock_timestamp() ORDER BY v.ha_priority DESC, r.ha_since, v.name")
+                " WHERE (r.status = 'RestartingHA' AND r.job_id IS NULL AND r.ha_next_at IS NOT NULL"
+                " AND r.ha_next_at <= clock_timestamp())"
+                # a restart whose run died (its job expired): due too, for its recovery
+                " OR EXISTS (SELECT 1 FROM job j WHERE j.id = r.job_id AND j.action = 'vm.ha_restart'"
+                " AND j.status = 'running' AND j.heartbeat_at + j.lease_seconds * interval '1 second'"
+                " < clock_timestamp())"
+                " ORDER BY v.ha_priority DESC, r.ha_since, v.name")
     return cur.fetchall()
 
 
@@ -131,7 +147,8 @@ def mark_ha_since(cur, vm_id):
 def ha_state(cur, vm_id):
     """The VM's HA restart: attempts so far, the host it left, seconds since it left it."""
     cur.execute("SELECT ha_attempts, ha_from_host, COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - ha_since), 0)::float"
-                " AS waited FROM vm_runtime WHERE vm_id = %s", (vm_id,))
+                " AS waited, status = 'RestartingHA' AND job_id IS NULL AND ha_next_at <= clock_timestamp() AS due"
+                " FROM vm_runtime WHERE vm_id = %s", (vm_id,))
     return cur.fetchone()
 
 

@@ -776,6 +776,27 @@ CREATE TABLE monitor_lease (
 INSERT INTO monitor_lease (name) VALUES ('monitor');
 """
 
+# Whoever changes a host's status (the monitor, a host check, an activation), its silence and its fence follow:
+# a host that answers again is no longer fenced, and one that became silent is timed from then
+_HOST_SILENCE = """
+CREATE FUNCTION host_silence() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status NOT IN ('Connecting', 'NonResponsive') THEN
+        NEW.unreachable_since := NULL;
+    ELSIF NEW.unreachable_since IS NULL THEN
+        NEW.unreachable_since := clock_timestamp();
+    END IF;
+    IF NEW.status <> 'NonResponsive' THEN
+        NEW.fenced_at := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER host_silence BEFORE INSERT OR UPDATE OF status ON host FOR EACH ROW EXECUTE FUNCTION host_silence();
+UPDATE host SET fenced_at = NULL WHERE status <> 'NonResponsive';
+UPDATE host SET unreachable_since = NULL WHERE status NOT IN ('Connecting', 'NonResponsive');
+"""
+
 MIGRATIONS = (
     Migration(1, "data centers, clusters and hosts", _CORE),
     Migration(2, "storage, networks, templates, VMs, disks, snapshots and affinity", _RESOURCES),
@@ -799,6 +820,7 @@ MIGRATIONS = (
     Migration(18, "live migrations, and the reservation of a migrating VM on the host it goes to", _MIGRATIONS),
     Migration(19, "high availability: host monitoring and fencing, HA restarts, resilience, the monitor's lease",
               _HIGH_AVAILABILITY),
+    Migration(20, "a host's silence and fence end when it answers again", _HOST_SILENCE),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -42,9 +42,11 @@ OFF_TIMEOUT = 30  # seconds a power-off may take to be confirmed
 
 
 def _masked(text, secret):
-    text = " / ".join(line.strip() for line in (text or "").splitlines() if line.strip())
+    """What an agent said, on one line, the secret masked first (before any line is split or cut)."""
+    text = text or ""
     if secret:
         text = text.replace(secret, "********")
+    text = " / ".join(line.strip() for line in text.splitlines() if line.strip())
     return text[:300]
 
 
@@ -114,9 +116,12 @@ class LabAgent(Agent):
         if response.status >= 300:
             raise self.fail("the power controller answered HTTP %d" % response.status)
         try:
-            return json.loads(text) if text.strip() else {}
+            answer = json.loads(text) if text.strip() else {}
         except ValueError:
-            raise self.fail("the power controller's answer is no JSON")
+            answer = None
+        if not isinstance(answer, dict):
+            raise self.fail("the power controller's answer is no JSON object")
+        return answer
 
     def status(self):
         state = str(self._request("").get("PowerState", "")).lower()
@@ -157,6 +162,8 @@ class ProgramAgent(Agent):
                                   timeout=self.timeout + 20, check=False)
         except subprocess.TimeoutExpired:
             raise self.fail("%s did not answer within %d s" % (PROGRAMS[self.agent], self.timeout + 20))
+        except (OSError, ValueError) as exc:
+            raise self.fail("%s cannot run: %s" % (PROGRAMS[self.agent], _masked(str(exc), self.secret)))
         return done.returncode, _masked(done.stderr or done.stdout, self.secret)
 
     def status(self):
@@ -192,6 +199,8 @@ class SshAgent(Agent):
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise self.fail("ssh did not finish within %d s" % (self.timeout + 30))
+        except (OSError, ValueError) as exc:
+            raise self.fail("ssh cannot run: %s" % _masked(str(exc), self.secret))
         if done.returncode != 0:
             raise self.fail("ssh failed: %s" % (_masked(done.stderr, self.secret) or "exit status %d"
                                                 % done.returncode))

@@ -13,6 +13,7 @@ secret is kept in a table of its own that no query of host rows reads).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
@@ -29,7 +30,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._validation import (
     validate_pattern,
     validate_range,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _events
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _events
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _hosts as host_rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _monitor as rows
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine._db import LOCK_DATACENTER
@@ -40,7 +41,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services._common imp
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SYSTEMS_URI = re.compile(r"/[A-Za-z0-9/._-]{0,255}")
 _PRIVILEGES = ("user", "operator", "administrator")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate(fence):
@@ -67,9 +67,10 @@ def validate(fence):
         validate_pattern("fence.username", username, _USER, "a user name (letters, digits, '.', '_', '@', '-')")
     secret = fence.get("password")
     if secret is not None:
-        if not isinstance(secret, str) or _CONTROL.search(secret) or len(secret) > 1024:
-            raise ValidationError("fence.password", "must be text of at most 1024 characters without control "
-                                  "characters")
+        if not isinstance(secret, str) or not secret or len(secret) > 1024 or any(
+                unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in secret):
+            raise ValidationError("fence.password", "must be text of 1 to 1024 characters without control "
+                                  "characters or line breaks")
         if agent == "ssh":
             raise ValidationError("fence.password", "the ssh agent logs in with a key (fence.options.identity_file),"
                                   " never a password")
@@ -181,20 +182,28 @@ def fence_now(engine, spec, check_mode):
         return Outcome(True, before, {"status": "NonResponsive", "power": "off", "fenced": True},
                        {"name": row["name"], "status": "NonResponsive", "power": "off"},
                        ["power off host %s through its %s agent" % (row["name"], row["fence_agent"])])
-    try:
-        _restart, down = _monitor.fence(engine, host, "run %s" % _events.actor())
-    except FenceError as exc:
-        raise ConflictError("Cannot fence host %s: %s" % (row["name"], exc))
     actions = ["power off host %s through its %s agent" % (row["name"], row["fence_agent"])]
-    actions += ["VM %s Down" % name for name in down]
-    monitor = _monitor.Monitor(engine, None, probe_timeout=spec.timeout if spec.timeout <= 120 else 120)
+    monitor = _monitor.Monitor(engine, None, probe_timeout=min(spec.timeout, 120))
     try:
-        result = monitor.run_pass(spec.wait_timeout)
+        # under the pass lock: no pass that asked the host before its power went off records it Up after
+        with monitor.holding_pass(max(spec.wait_timeout, 30)):
+            try:
+                _restart, down = _monitor.fence(engine, host, "run %s" % _events.actor())
+            except FenceError as exc:
+                raise ConflictError("Cannot fence host %s: %s" % (row["name"], exc))
+            actions += ["VM %s Down" % name for name in down]
+            try:  # the HA restarts; the fence stands whatever they do (the monitor retries them)
+                result = monitor.pass_held()
+                actions += [a for a in result["actions"] if a.startswith("VM ")]
+            except _db.DatabaseError:
+                raise
+            except Exception as exc:  # the host is off and recorded so: the task reports the restarts' trouble
+                result = {"hosts": {}, "restarting": []}
+                actions.append("HA restarts left to the monitor: %s" % str(exc).splitlines()[0])
     finally:
         monitor.probes.close()
-    actions += [a for a in result["actions"] if a.startswith("VM ")]
     return Outcome(True, before, {"status": "NonResponsive", "power": "off", "fenced": True},
-                   {"name": row["name"], "status": result["hosts"].get(row["name"]), "power": "off",
+                   {"name": row["name"], "status": result["hosts"].get(row["name"], "NonResponsive"), "power": "off",
                     "restarting": result["restarting"]}, actions)
 
 

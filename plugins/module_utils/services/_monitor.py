@@ -59,10 +59,12 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.fence import _agents
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _migrate, _operation, _realize, _vm
 from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import Outcome, Spec
 from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
+from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _vm as virt_vm
 
 HA_BACKOFF = (1, 2, 4, 8, 16, 30, 60)
 WATCHED = ("Up", "NonOperational", "Connecting", "NonResponsive")
 FENCE_RETRY_SECONDS = 30
+RESILIENCE_RETRY_SECONDS = 60
 
 
 class LostLease(ConflictError):
@@ -103,7 +105,7 @@ class Probes:
             with self._lock:
                 self._conns[host["id"]] = conn
         try:
-            return {d.name(): {"uuid": d.UUIDString(), "state": d.state()[0]} for d in conn[1].listAllDomains(0)}
+            return {name: {"uuid": uuid_} for name, uuid_ in virt_vm.running_domains(conn[1]).items()}
         except Exception as exc:
             self.forget(host["id"])
             raise HypervisorError("cannot list its domains: %s" % _client.safe_message(str(exc)))
@@ -179,6 +181,9 @@ class Monitor:
         self.probes = Probes(engine.allow_test_driver, probe_timeout)
         self.fence_tried = {}  # host id -> when its fencing last failed
         self.unproven = set()  # host ids reported as not provably dead, once per outage
+        self.twice_reported = set()
+        self.resilience_failed = {}  # VM name -> when it last could not move off its NonOperational host
+        self.seen, self.answered, self.names = {}, set(), {}
         self.log = log or (lambda line: None)
         self.actions = []
 
@@ -247,9 +252,9 @@ class Monitor:
 
     # -- one pass ------------------------------------------------------------------------------------------------
 
-    def run_pass(self, wait_timeout=60):
-        """One pass; returns what it saw and did: {"hosts": {name: status}, "actions": [...]}."""
-        self.actions = []
+    @contextlib.contextmanager
+    def holding_pass(self, wait_timeout=60):
+        """The pass lock: no pass of any monitor (or module) runs meanwhile."""
         deadline = time.monotonic() + wait_timeout
         with self.engine.transaction() as cur:
             got = rows.try_pass(cur)
@@ -260,14 +265,26 @@ class Monitor:
             with self.engine.transaction() as cur:
                 got = rows.try_pass(cur)
         try:
+            yield
+        finally:
+            with self.engine.transaction() as cur:
+                rows.end_pass(cur)
+
+    def run_pass(self, wait_timeout=60):
+        """One pass; returns what it saw and did: {"hosts": {name: status}, "actions": [...]}."""
+        with self.holding_pass(wait_timeout):
+            return self.pass_held()
+
+    def pass_held(self):
+        """One pass, the pass lock held by the caller."""
+        self.actions = []
+        try:
             self.engine.hypervisors = None  # this pass's connections for starts: none a dead host left failed
             return self._pass()
         finally:
             if self.engine.hypervisors is not None:
                 self.engine.hypervisors.close()
                 self.engine.hypervisors = None
-            with self.engine.transaction() as cur:
-                rows.end_pass(cur)
 
     def _pass(self):
         with self.engine.transaction() as cur:
@@ -275,6 +292,14 @@ class Monitor:
             probed_at = rows.now(cur)  # what changed in the engine after this is newer than what the hosts say
         watched = WATCHED + ("Maintenance", "PreparingForMaintenance")
         probed = self.probes.probe([h for h in hosts if h["status"] in watched])
+        # every running domain of every host that answered, by UUID: a VM is judged against all of them, so one
+        # that moved outside the engine is found where it went, never taken for dead and started twice
+        self.seen = {}
+        for host_id, (domains, reason) in probed.items():
+            for name, domain in (domains or {}).items() if reason is None else ():
+                self.seen.setdefault(domain["uuid"], []).append((host_id, name))
+        self.answered = {host_id for host_id, (_domains, reason) in probed.items() if reason is None}
+        self.names = {h["id"]: h["name"] for h in hosts}
         for host in hosts:
             if host["id"] not in probed:
                 continue
@@ -286,8 +311,8 @@ class Monitor:
                     self._silent(host, reason)
             except LostLease:
                 raise
-            except VirtplaneError as exc:  # one host's trouble never stops the watch over the others
-                self._act("host %s: %s" % (host["name"], exc))
+            except Exception as exc:  # one host's trouble, whatever it is, never stops the watch over the others
+                self._act("host %s: %s" % (host["name"], _client.safe_message(str(exc)) or exc.__class__.__name__))
         self._restart_due()
         self._resilience([h for h in hosts if h["id"] in probed and probed[h["id"]][1] is None])
         with self.engine.transaction() as cur:
@@ -340,7 +365,13 @@ class Monitor:
                                    vm=name)
                     self._act("VM %s: %s -> Up on %s" % (name, vm["status"], host["name"]))
                 continue
-            self._died(cur, vm, host)
+            elsewhere = [h for h, n in self.seen.get(str(vm["id"]), ()) if h != host["id"] and n == name]
+            if len(elsewhere) == 1:
+                self._moved(cur, vm, host, elsewhere[0])
+            elif elsewhere:
+                self._twice(cur, vm, [self.names[h] for h in elsewhere])
+            else:
+                self._died(cur, vm, host)
         ids = {d["uuid"]: n for n, d in domains.items() if n not in recorded}
         known = rows.vms_by_ids(cur, [i for i in ids if _is_uuid(i)])
         unmanaged = sorted(n for u, n in ids.items() if known.get(u) is None or known[u]["name"] != n)
@@ -358,13 +389,34 @@ class Monitor:
                 continue
             if vm["job_id"] is not None or vm["runtime_updated_at"] >= probed_at:
                 continue
-            if vm["status"] in ("Down", "RestartingHA"):
+            where = [h for h, n in self.seen.get(domain_uuid, ()) if n == name]
+            if len(where) > 1:
+                self._twice(cur, vm, [self.names[h] for h in where])
+            elif vm["status"] in ("Down", "RestartingHA"):
                 self._found_behind_back(cur, vm, host)
-            elif vm["run_host_id"] is not None and vm["run_host_id"] != host["id"]:
-                _events.record(cur, "VM_RUNS_TWICE", "VM %s runs on host %s although the engine records it on "
-                               "host %s" % (name, host["name"], vm["host"]), severity="error", object_type="vm",
-                               object_id=vm["id"], object_name=name, host=host["name"], vm=name)
-                self._act("VM %s: also on %s" % (name, host["name"]))
+            elif vm["run_host_id"] is not None and vm["run_host_id"] not in self.answered:
+                self._moved(cur, vm, {"name": vm["host"]}, host["id"])
+            # recorded on a host that answered without it: that host's turn records where it went
+
+    def _moved(self, cur, vm, host, there):
+        """The VM runs on host ``there`` (an id), not on ``host`` where the engine had it: recorded there."""
+        vm_rows.set_runtime(cur, vm["id"], run_host_id=there, status="Up", status_reason="moved outside the engine")
+        _events.record(cur, "VM_FOUND", "VM %s runs on host %s, not on host %s where the engine had it: recorded "
+                       "there" % (vm["name"], self.names[there], host["name"]), severity="warning",
+                       object_type="vm", object_id=vm["id"], object_name=vm["name"], host=self.names[there],
+                       vm=vm["name"])
+        self._act("VM %s: found on %s (moved outside the engine)" % (vm["name"], self.names[there]))
+
+    def _twice(self, cur, vm, where):
+        """The VM runs on several hosts at once: reported (once), nothing else done."""
+        key = (str(vm["id"]), tuple(sorted(where)))
+        if key in self.twice_reported:
+            return
+        self.twice_reported.add(key)
+        _events.record(cur, "VM_RUNS_TWICE", "VM %s runs on hosts %s at once, started outside the engine"
+                       % (vm["name"], ", ".join(sorted(where))), severity="error", object_type="vm",
+                       object_id=vm["id"], object_name=vm["name"], vm=vm["name"])
+        self._act("VM %s: runs on %s at once" % (vm["name"], ", ".join(sorted(where))))
 
     def _died(self, cur, vm, host):
         name = vm["name"]
@@ -443,7 +495,16 @@ class Monitor:
                                             status_reason="host %s does not answer" % row["name"])
             elif row["status"] != "NonResponsive":
                 return
+            elif row["fenced_at"] is None and not off and row["unreachable_since"] is not None \
+                    and (now - row["unreachable_since"]).total_seconds() < self.grace:
+                return  # made NonResponsive by a host check: its grace is counted all the same
             vms = [v for v in rows.vms_on(cur, row["id"]) if v["job_id"] is None]
+            if row["fenced_at"] is not None and vms:
+                # VMs a run held when the host was fenced, back on it when the run ended: as the others
+                _vms_fenced(cur, row, "fenced at %s" % row["fenced_at"].strftime("%H:%M:%S"))
+                rows.due_now(cur, row["name"])
+                self._act("host %s: VMs left on it after its fence handled" % row["name"])
+                return
         if row["fenced_at"] is None and vms:
             self._fence_or_wait(row, vms)
 
@@ -470,10 +531,12 @@ class Monitor:
             self.guard(cur)
             self.engine.lock(cur, LOCK_DATACENTER, host["datacenter"])
             leased, waiting = [], []
+            # every host of the cluster takes leases, or the one the VM is tried on might not ask
+            leases = host["storage_leases"] and rows.cluster_leased(cur, host["cluster_id"])
             for vm in rows.vms_on(cur, host["id"]):
                 if vm["job_id"] is not None:
                     continue
-                if vm["ha_enabled"] and host["storage_leases"] and rows.shared_leased_disks(cur, vm["id"]):
+                if vm["ha_enabled"] and leases and rows.shared_leased_disks(cur, vm["id"]):
                     leased.append(vm)
                 else:
                     waiting.append(vm["name"])
@@ -512,6 +575,9 @@ class Monitor:
                         or row["job_id"] is not None:
                     continue
                 for vm in rows.vms_on(cur, host["id"]):
+                    failed = self.resilience_failed.get(vm["name"])
+                    if failed is not None and time.monotonic() - failed < RESILIENCE_RETRY_SECONDS:
+                        continue  # it could not move a moment ago: not tried (and recorded) at every pass
                     if vm["status"] == "Up" and vm["job_id"] is None and (
                             host["resilience_policy"] == "migrate" or vm["ha_enabled"]):
                         moves.append((vm["name"], None, host["name"]))
@@ -524,6 +590,7 @@ class Monitor:
                                         wait_timeout=0)
         for name, (outcome, error) in sorted(results.items()):
             if error is not None:
+                self.resilience_failed[name] = time.monotonic()
                 self._act("VM %s: not moved off its NonOperational host: %s" % (name, str(error).splitlines()[0]))
             elif outcome is not None and outcome.changed:
                 went = (outcome.resource or {}).get("host")
@@ -535,6 +602,8 @@ class Monitor:
         with self.engine.transaction() as cur:
             due = rows.ha_due(cur)
         for entry in due:
+            if str(entry["id"]) in self.seen:
+                continue  # it runs somewhere after all (found this pass, or twice): nothing to start
             with self.engine.transaction() as cur:
                 self.guard(cur)
             spec = types.SimpleNamespace(name=entry["name"], timeout=self.probe_timeout + 25, wait_timeout=0,
@@ -544,8 +613,27 @@ class Monitor:
                 outcome = _operation.run(self.engine, operation)
                 if outcome.changed:
                     self._act("VM %s: restarted on %s" % (entry["name"], (outcome.resource or {}).get("host")))
+            except LostLease:
+                raise
             except VirtplaneError as exc:
-                self._act("VM %s: HA restart failed: %s" % (entry["name"], str(exc).splitlines()[0]))
+                reason = str(exc).splitlines()[0]
+                self._act("VM %s: HA restart failed: %s" % (entry["name"], reason))
+                self._backoff(entry, reason)
+
+    def _backoff(self, entry, reason):
+        """A restart refused before it was tried (no host can take the VM now): the next attempt waits as after
+        one that failed, with an event; one that failed on a host was already given its wait by its release."""
+        with self.engine.transaction() as cur:
+            self.guard(cur)
+            state = rows.ha_state(cur, entry["id"])
+            if not state or not state["due"]:
+                return
+            attempts = state["ha_attempts"] + 1
+            wait = HA_BACKOFF[min(attempts - 1, len(HA_BACKOFF) - 1)]
+            rows.schedule_ha(cur, entry["id"], wait, attempts, "HA restart attempt %d failed: %s" % (attempts, reason))
+            _events.record(cur, "VM_HA_RESTART_FAILED", "VM %s: HA restart attempt %d failed: %s; retried in %d s"
+                           % (entry["name"], attempts, reason, wait), severity="warning", object_type="vm",
+                           object_id=entry["id"], object_name=entry["name"], vm=entry["name"])
 
 
 def _is_uuid(text):
@@ -606,6 +694,8 @@ def fence(engine, host, by, guard=None):
             guard(cur)
         engine.lock(cur, LOCK_DATACENTER, host["datacenter"])
         row = host_rows.by_id(cur, host["id"], lock=True)
+        if row is None:  # removed meanwhile: powered off, and nothing of it to record
+            return [], []
         now = rows.now(cur)
         host_rows.update(cur, row["id"], {"status": "NonResponsive", "status_reason": "fenced: %s" % how,
                                           "status_changed_at": now, "fenced_at": now,
@@ -648,6 +738,7 @@ class VmHaRestart(_vm.VmStart):
 
     def reserve(self, cur, plan):
         row = self._row(cur, lock=True)
+        self._claim(cur, row)  # a restart a dead run left is recovered first; a live run's is waited for
         if row["status"] != "RestartingHA" or row["job_id"] is not None:
             plan.outcome = Outcome(False)
             return
@@ -724,7 +815,8 @@ class ReconcileSpec(Spec):
         self.wait_timeout = 60 if self.wait_timeout is None else self.wait_timeout
         validate_range("wait_timeout", self.wait_timeout, 0, 3600, "seconds")
         validate_range("grace", self.grace, 0, 600, "seconds")
-        validate_settings(max(1, self.grace), self.grace, self.probe_timeout, self.lease_wait, max(10, self.grace + 2))
+        # the pass of a module holds no lease: interval and lease_ttl are the service's, not asked here
+        validate_settings(1, self.grace, self.probe_timeout, self.lease_wait, 10)
 
 
 def ensure(engine, spec, check_mode=False):
@@ -732,8 +824,8 @@ def ensure(engine, spec, check_mode=False):
     answering is Connecting after the first, NonResponsive after one ``grace`` later)."""
     if check_mode:
         raise ConflictError("reconcile records what the hosts say as it asks them: it does not run in check mode")
-    monitor = Monitor(engine, None, interval=max(1, spec.grace), grace=spec.grace, probe_timeout=spec.probe_timeout,
-                      lease_wait=spec.lease_wait, lease_ttl=max(10, spec.grace + 2))
+    monitor = Monitor(engine, None, interval=1, grace=spec.grace, probe_timeout=spec.probe_timeout,
+                      lease_wait=spec.lease_wait, lease_ttl=10)
     results, actions = None, []
     try:
         for number in range(spec.rounds):
@@ -764,8 +856,10 @@ def serve(engine, interval=2, grace=4, probe_timeout=5, lease_wait=300, lease_tt
             except LostLease as exc:
                 log(str(exc))
                 monitor.epoch = None
-            except VirtplaneError as exc:
-                log("pass failed: %s" % exc)
+            except _db.DatabaseError:
+                raise  # main connects again
+            except Exception as exc:  # a pass that fails is logged; the next one comes all the same
+                log("pass failed: %s" % (str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__))
             stop.wait(max(0.2, interval - (time.monotonic() - started)))
     finally:
         try:

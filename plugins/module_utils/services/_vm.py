@@ -1519,6 +1519,19 @@ class VmStop(_VmOperation):
             plan.outcome = Outcome(False, {}, {}, view(row), [])
             return
         plan.row = row
+        if row["status"] == "RestartingHA":
+            # it holds no host: stopping it calls its HA restart off (with force only: its host may not be proven
+            # dead, and the VM may run there still)
+            if not self.spec.force:
+                raise ConflictError("Cannot stop VM '%s': it waits for its HA restart (%s); give force: true to "
+                                    "call the restart off" % (row["name"], row["status_reason"]))
+            plan.actions = ["call the HA restart off"]
+            if not self.check_mode:
+                _down(cur, row, "its HA restart was called off")
+                _events.record(cur, "VM_STOPPED", "VM %s: its HA restart was called off" % row["name"],
+                               object_type="vm", object_id=row["id"], object_name=row["name"], vm=row["name"])
+            plan.outcome = Outcome(True, {}, {}, dict(view(row), status="Down", host=None), plan.actions)
+            return
         if row["status"] == "Suspended":
             if not self.spec.force:
                 raise ConflictError("Cannot stop VM '%s': it is suspended, and stopping it discards its memory; "

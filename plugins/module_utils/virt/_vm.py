@@ -58,6 +58,11 @@ def running_names(conn):
     return {dom.name() for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
 
 
+def running_domains(conn):
+    """{name: UUID} of the host's active domains (defined but stopped ones are not running): one call."""
+    return {dom.name(): dom.UUIDString() for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+
+
 @translated()
 def create(conn, xml):
     """Start the transient domain; it runs when this returns."""
