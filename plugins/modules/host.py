@@ -181,9 +181,13 @@ options:
         type: str
       options:
         description:
-          - V(ipmilan) takes C(lanplus) (default true) and C(privlvl) (V(user), V(operator), V(administrator));
-            V(redfish) C(systems_uri) and C(ssl_insecure); V(lab) C(system) (the lab host's name, the host's own
-            by default); V(ssh) C(identity_file), a key file on the engine host.
+          - V(ipmilan) takes C(lanplus) (default true), C(privlvl) (V(user), V(operator), V(administrator)) and
+            C(cipher), the IPMI 2.0 cipher suite (0 to 17; one given spares a BMC that cannot list its suites the
+            lookup); it needs C(ipmitool) on the engine host as well.
+          - V(redfish) takes C(systems_uri), the system's path on a service that powers several (found alone
+            where it powers one), and C(ssl_insecure) (the service's certificate is verified otherwise).
+          - V(lab) takes C(system) (the lab host's name, the host's own by default); V(ssh) C(identity_file), a key
+            file on the engine host.
         type: dict
   storage_leases:
     description:

@@ -5,9 +5,12 @@ a dead host fenced and its HA VMs restarted elsewhere by priority (never one tha
 hand, the fence agent's bad input and wrong credentials (never printed), and two monitor services of which one
 is active and the other takes over when it dies. Guests that really die and restart are in tests/lab."""
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,12 +74,21 @@ def cluster(engine_options, sql, tmp_path):
     return {"paths": paths, "ids": ids, "tmp": tmp_path}
 
 
+def lab_tool():
+    spec = importlib.util.spec_from_file_location("virtplane_lab", LAB_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def power(tmp_path):
-    """The lab's power controller on loopback; its 'lab hosts' are sleeping processes of this test."""
+    """The lab's power controller on loopback, over HTTP and HTTPS; its 'lab hosts' are sleeping processes of
+    this test."""
     state = tmp_path / "power"
     state.mkdir()
     (state / "power.secret").write_text(PASSWORD + "\n")
+    lab_tool().make_power_cert(str(state / "power.pem"), "127.0.0.1")
     sleepers = {name: subprocess.Popen(["sleep", "600"]) for name in ("hv1", "hv2")}
 
     def started(pid):
@@ -86,17 +98,72 @@ def power(tmp_path):
         {"name": name, "role": "hypervisor", "pid": proc.pid, "started": started(proc.pid)}
         for name, proc in sleepers.items()]}))
     server = subprocess.Popen([sys.executable, LAB_TOOL, "power", "--state-dir", str(state), "--listen",
-                               "127.0.0.1", "--port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                               "127.0.0.1", "--port", "0", "--tls-port", "0"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
     ready = state / "power.ready"
     deadline = time.time() + 10
     while not ready.exists() or not ready.read_text().strip():
         assert time.time() < deadline and server.poll() is None, "the power controller did not start"
         time.sleep(0.05)
-    yield {"port": int(ready.read_text()), "sleepers": sleepers}
+    port, tls_port = (int(p) for p in ready.read_text().split())
+    yield {"port": port, "tls_port": tls_port, "sleepers": sleepers}
     server.kill()
     for proc in sleepers.values():
         proc.kill()
         proc.wait()
+
+
+CHASSIS = """#!/bin/sh
+# ipmi_sim's chassis control: <device> get power | <device> set power 0|1; the host is the process in %s
+pid=$(cat %s)
+case "$2 $3" in
+  "get power") state=$(sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null | cut -c1)  # a zombie is off
+               if [ -n "$state" ] && [ "$state" != Z ]; then echo power:1; else echo power:0; fi ;;
+  "set power") if [ "$4" = 0 ]; then kill -9 "$pid" 2>/dev/null; fi; exit 0 ;;
+  *) echo "unsupported: $*"; exit 1 ;;
+esac
+"""
+LAN_CONF = """name "hv1"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 %d
+    priv_limit admin
+    allowed_auths_admin md5
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "%s 0x20"
+  user 2 true "admin" "%s" admin 10 md5
+"""
+
+
+@pytest.fixture
+def bmc(tmp_path, power):
+    """An IPMI BMC on loopback (OpenIPMI's ipmi_sim) whose chassis is power's hv1: a power-off kills it."""
+    state = tmp_path / "bmc"
+    (state / "persist").mkdir(parents=True)
+    (state / "host.pid").write_text(str(power["sleepers"]["hv1"].pid))
+    chassis = state / "chassis"
+    chassis.write_text(CHASSIS % (state / "host.pid", state / "host.pid"))
+    chassis.chmod(0o755)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (state / "lan.conf").write_text(LAN_CONF % (port, chassis, PASSWORD))
+    (state / "bmc.emu").write_text("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n"
+                                   "mc_enable 0x20\n")
+    server = subprocess.Popen(["ipmi_sim", "-n", "-c", str(state / "lan.conf"), "-f", str(state / "bmc.emu"), "-s",
+                               str(state / "persist")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+    status = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(port), "-U", "admin", "-E",
+              "chassis", "power", "status"]
+    environment = dict(os.environ, IPMI_PASSWORD=PASSWORD)
+    until(lambda: server.poll() is not None or subprocess.run(status, env=environment, capture_output=True,
+                                                              check=False).returncode == 0,
+          timeout=15, what="ipmi_sim answering")
+    assert server.poll() is None, "ipmi_sim stopped"
+    yield {"port": port}
+    server.kill()
+    server.wait()
 
 
 def fence_of(port, password=PASSWORD):
@@ -239,10 +306,58 @@ def test_a_host_that_cannot_be_fenced_is_not_presumed_dead_until_fenced_by_hand(
         "web": ("Up", "hv2"), "api": ("Up", "hv2"), "batch": ("Down", None)}, vms
 
 
+def program_fence(kind, power, bmc, password=PASSWORD, **options):
+    if kind == "redfish":
+        options.setdefault("ssl_insecure", True)
+        return {"agent": "redfish", "address": "127.0.0.1", "port": power["tls_port"], "username": "root",
+                "password": password, "options": dict(options, systems_uri="/redfish/v1/Systems/hv1")}
+    return {"agent": "ipmilan", "address": "127.0.0.1", "port": bmc["port"], "username": "admin",
+            "password": password, "options": dict(options, cipher=3)}
+
+
+@pytest.mark.parametrize("kind", ["redfish", "ipmilan"])
+def test_the_fence_agents_programs_check_credentials_and_power_a_host_off(
+        kind, engine_options, cluster, sql, power, bmc):
+    """fence_redfish against the lab's power controller over HTTPS, fence_ipmilan against ipmi_sim: the programs
+    of the fence-agents package, run as the engine runs them."""
+    tasks = [{"name": "wrong", "ignore_errors": True, "virtplane.kvm.host": {
+        "name": "hv1", "fence": program_fence(kind, power, bmc, "not-the-password")}}]
+    if kind == "redfish":  # the service's certificate is verified unless told otherwise
+        tasks.append({"name": "unverified", "ignore_errors": True, "virtplane.kvm.host": {
+            "name": "hv1", "fence": program_fence(kind, power, bmc, ssl_insecure=False)}})
+    refused = run_play(tasks, engine=engine_options)
+    prefix = "Cannot set the fencing of host hv1: Fence agent of host hv1 (%s agent at 127.0.0.1:%d): status failed: " \
+        % (kind, power["tls_port"] if kind == "redfish" else bmc["port"])
+    assert refused["wrong"]["msg"].startswith(prefix), refused["wrong"]["msg"]
+    assert "not-the-password" not in refused.output
+    if kind == "redfish":
+        assert refused["unverified"]["msg"].startswith(prefix) and "CERTIFICATE_VERIFY_FAILED" in \
+            refused["unverified"]["msg"], refused["unverified"]["msg"]
+    assert sql("SELECT fence_agent FROM host WHERE name = 'hv1'")[0]["fence_agent"] is None
+    cluster["paths"]["hv1"].unlink()  # hv1's libvirt is gone as its power will be
+    run = run_play([{"name": "agent", "virtplane.kvm.host": {"name": "hv1", "fence": program_fence(kind, power, bmc)}},
+                    {"name": "fence", "virtplane.kvm.host": {"name": "hv1", "state": "fenced"}}],
+                   engine=engine_options)
+    assert run["agent"]["changed"] and run["fence"]["changed"], run.output[-2000:]
+    assert PASSWORD not in run.output
+    assert power["sleepers"]["hv1"].wait(10) == -signal.SIGKILL
+    assert power["sleepers"]["hv2"].poll() is None
+    [fenced] = sql("SELECT message FROM event WHERE code = 'HOST_FENCED'")
+    assert "powered off by its %s agent" % kind in fenced["message"], fenced
+    vms = runtime(sql)
+    assert {n: (vms[n]["status"], vms[n]["host"]) for n in ("web", "api", "batch")} == {
+        "web": ("Up", "hv2"), "api": ("Up", "hv2"), "batch": ("Down", None)}, vms
+
+
 BAD_FENCE = [
     ("no program", {"agent": "ipmilan", "address": "10.0.0.5", "password": "x"},
      "Invalid value for 'fence.agent': ipmilan cannot fence from here: the program fence_ipmilan is not installed on "
      "the engine host"),
+    ("no ipmitool", {"agent": "ipmilan", "address": "10.0.0.5", "password": "x"},
+     "Invalid value for 'fence.agent': ipmilan cannot fence from here: the program ipmitool, which fence_ipmilan "
+     "runs, is not installed on the engine host (package ipmitool)"),
+    ("cipher", {"agent": "ipmilan", "address": "10.0.0.5", "options": {"cipher": 99}},
+     "Invalid value for 'fence.options.cipher': '99' is no IPMI 2.0 cipher suite (0 to 17)"),
     ("no address", {"agent": "lab", "password": "x"},
      "Invalid value for 'fence.address': the lab agent needs the address of the host's power controller"),
     ("address metachar", {"agent": "lab", "address": "10.0.0.5;reboot"}, "Invalid value for 'fence.address': "),
@@ -272,11 +387,19 @@ BAD_FENCE = [
 
 
 @pytest.mark.parametrize("check", [True, False], ids=["check", "real"])
-def test_bad_fence_input_is_refused_naming_the_field_before_anything_changes(engine_options, cluster, sql, check):
+def test_bad_fence_input_is_refused_naming_the_field_before_anything_changes(engine_options, cluster, sql, check,
+                                                                             tmp_path):
     before = sql("SELECT h.*, (SELECT count(*) FROM host_fence_secret) AS secrets FROM host h ORDER BY name")
     events = sql("SELECT count(*) AS n FROM event")[0]["n"]
     tasks = [{"name": name, "ignore_errors": True, "virtplane.kvm.host": {"name": "hv1", "fence": fence}}
              for name, fence, _message in BAD_FENCE]
+    # an engine host without the fence-agents programs, or with fence_ipmilan but no ipmitool
+    bare, without_ipmitool = tmp_path / "bare", tmp_path / "no-ipmitool"
+    bare.mkdir()
+    without_ipmitool.mkdir()
+    (without_ipmitool / "fence_ipmilan").symlink_to(shutil.which("fence_ipmilan"))
+    tasks[0]["environment"] = {"PATH": str(bare)}
+    tasks[1]["environment"] = {"PATH": str(without_ipmitool)}
     tasks.append({"name": "fenced with settings", "ignore_errors": True,
                   "virtplane.kvm.host": {"name": "hv1", "state": "fenced", "storage_leases": True}})
     run = run_play(tasks, engine=engine_options, check=check)

@@ -1266,6 +1266,25 @@ def _ha_vm(name, address, host, priority=None, peer="192.168.100.250"):
     return spec
 
 
+def test_a_host_whose_libvirtd_stopped_is_soft_fenced_over_ssh_and_comes_back(dc, sql_lab, monitors):
+    """hv2's fence agent is ssh: once its libvirtd stops, the monitor restarts it over SSH (a soft fence) and hv2
+    is Up again, its status changes and the soft fence recorded as events."""
+    fence = {"agent": "ssh", "address": HOSTS["hv2"], "options": {"identity_file": KEY}}
+    run = engine_tasks(dc, [{"name": "ssh", "virtplane.kvm.host": {"name": "hv2", "fence": fence}}])
+    assert run.rc == 0, run.output[-3000:]
+    since = sql_lab("SELECT clock_timestamp() AS t")[0]["t"]
+    in_host(KEY, HOSTS["hv2"], "if [ -d /run/systemd/system ]; then systemctl stop libvirtd; "
+            "else /usr/local/sbin/virtplane-service stop libvirtd; fi")
+    [soft] = until(lambda: sql_lab("SELECT message FROM event WHERE code = 'HOST_SOFT_FENCED' AND host_name = 'hv2'"
+                                   " AND occurred_at > %s", since), 60, "hv2 soft-fenced")
+    assert soft["message"] == "Host hv2: libvirtd restarted over SSH (soft fence)"
+    until(lambda: sql_lab("SELECT 1 FROM host WHERE name = 'hv2' AND status = 'Up'"), 30, "hv2 Up again")
+    changes = [r["message"].split(":")[0] for r in sql_lab(
+        "SELECT message FROM event WHERE code = 'HOST_STATUS_CHANGED' AND host_name = 'hv2' AND occurred_at > %s"
+        " ORDER BY occurred_at, id", since)]
+    assert changes == ["Host hv2 is Connecting", "Host hv2 is NonResponsive", "Host hv2 is Up"], changes
+
+
 def test_a_host_cut_off_from_the_engine_is_not_presumed_dead_until_fenced(dc, sql_lab, monitors):
     """hv2, with no fence agent, loses the engine's network while its HA VM runs on: NonResponsive, and every try
     to start the VM elsewhere is refused by the lock manager (hv2 holds its disk's lease), so it never runs twice;

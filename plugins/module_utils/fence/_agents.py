@@ -36,7 +36,7 @@ PACKAGES = {"ipmilan": "fence-agents (Debian) or fence-agents-ipmilan (EL)",
             "redfish": "fence-agents (Debian) or fence-agents-redfish (EL)"}
 DEFAULT_PORTS = {"ipmilan": 623, "redfish": 443, "lab": 3143, "ssh": 22}
 # the options each agent takes beyond address, port, username and password
-AGENT_OPTIONS = {"ipmilan": ("lanplus", "privlvl"), "redfish": ("systems_uri", "ssl_insecure"),
+AGENT_OPTIONS = {"ipmilan": ("lanplus", "privlvl", "cipher"), "redfish": ("systems_uri", "ssl_insecure"),
                  "lab": ("system",), "ssh": ("identity_file",)}
 OFF_TIMEOUT = 30  # seconds a power-off may take to be confirmed
 
@@ -152,14 +152,18 @@ class ProgramAgent(Agent):
                 lines.append("lanplus=1")
             if self.options.get("privlvl"):
                 lines.append("privlvl=%s" % self.options["privlvl"])
+            if self.options.get("cipher") is not None:
+                lines.append("cipher=%d" % self.options["cipher"])
         else:
             if self.options.get("systems_uri"):
                 lines.append("systems_uri=%s" % self.options["systems_uri"])
             if self.options.get("ssl_insecure"):
                 lines.append("ssl_insecure=1")
         try:
+            # the programs' own Python warnings are no words of the agent's
             done = subprocess.run([self.program()], input="\n".join(lines) + "\n", capture_output=True, text=True,
-                                  timeout=self.timeout + 20, check=False)
+                                  timeout=self.timeout + 20, check=False,
+                                  env=dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning"))
         except subprocess.TimeoutExpired:
             raise self.fail("%s did not answer within %d s" % (PROGRAMS[self.agent], self.timeout + 20))
         except (OSError, ValueError) as exc:
@@ -229,6 +233,8 @@ def installed(name):
     """Why the agent ``name`` cannot run on this (the engine) host, or None."""
     if name in PROGRAMS and shutil.which(PROGRAMS[name]) is None:
         return "the program %s is not installed on the engine host (package %s)" % (PROGRAMS[name], PACKAGES[name])
+    if name == "ipmilan" and shutil.which("ipmitool") is None:
+        return "the program ipmitool, which fence_ipmilan runs, is not installed on the engine host (package ipmitool)"
     if name == "ssh" and shutil.which("ssh") is None:
         return "the program ssh is not installed on the engine host (package openssh-client)"
     return None

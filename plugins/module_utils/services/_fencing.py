@@ -97,6 +97,9 @@ def _options(agent, options):
         elif key == "privlvl":
             if value not in _PRIVILEGES:
                 raise ValidationError(field, "%s is not one of %s" % (shown(value), ", ".join(_PRIVILEGES)))
+        elif key == "cipher":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 17:
+                raise ValidationError(field, "%s is no IPMI 2.0 cipher suite (0 to 17)" % shown(value))
         elif key == "systems_uri":
             validate_pattern(field, value, _SYSTEMS_URI, "an absolute path on the Redfish service")
         elif key == "system":

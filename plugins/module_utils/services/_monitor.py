@@ -507,6 +507,10 @@ class Monitor:
                 return
         if row["fenced_at"] is None and vms:
             self._fence_or_wait(row, vms)
+        elif row["fenced_at"] is None and row["fence_agent"] == "ssh" and row["id"] not in self.fence_tried:
+            # no VM to restart, but a libvirtd restarted may bring the host back all the same
+            self.fence_tried[row["id"]] = time.monotonic()
+            soft_fence(self.engine, row)
 
     def _fence_or_wait(self, host, vms):
         tried = self.fence_tried.get(host["id"])

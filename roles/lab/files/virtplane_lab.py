@@ -33,7 +33,9 @@ The lab's power controller (the proxy's process, <gateway>:3143) is the lab host
 of Redfish a fence agent uses - GET /redfish/v1/Systems/<host> (PowerState On/Off) and POST
 /redfish/v1/Systems/<host>/Actions/ComputerSystem.Reset with ResetType ForceOff, which kills every process of
 the host (SIGKILL to PID 1 of its PID namespace) - with HTTP basic authentication (user root, the password in
-STATE_DIR/power.secret, mode 0600). Hosts are powered on again by `up`.
+STATE_DIR/power.secret, mode 0600). It answers over HTTPS on port 3144 too, with a certificate of its own
+(STATE_DIR/power.pem), for the fence-agents' fence_redfish, which speaks nothing else. Hosts are powered on
+again by `up`.
 
 Everything the lab creates is recorded in STATE_DIR/lab.json, and nothing else is touched: a
 bridge, namespace or directory of the same name that the lab did not create is refused.
@@ -59,6 +61,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import stat
 import subprocess
 import sys
@@ -90,6 +93,8 @@ MIRROR = re.compile(r"http://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 PROXY_PORT = 3142
 POWER_PORT = 3143
 POWER_SECRET = "power.secret"
+POWER_TLS_PORT = 3144
+POWER_CERT = "power.pem"  # the power controller's key and self-signed certificate, for its HTTPS port
 # What one lab keeps for the next lab of this machine (another state directory, or this one made
 # again): base roots (base/<recipe hash>, the BASE_CACHE_KEEP most recently used) and the packages the
 # hosts downloaded through the proxy (apt/, each dropped when no lab asked for it in PACKAGE_CACHE_DAYS).
@@ -552,13 +557,17 @@ class PowerHandler(http.server.BaseHTTPRequestHandler):
         expected = "Basic " + base64.b64encode(("root:%s" % secret).encode()).decode()
         return bool(secret) and hmac.compare_digest(header.encode(), expected.encode())
 
-    def _host(self, name):
+    def _hosts(self):
+        """The lab's hypervisor hosts by name: the systems this controller powers (never the engine)."""
         try:
             with open(os.path.join(self.server.state_dir, "lab.json")) as handle:
                 hosts = json.load(handle).get("hosts") or []
         except (OSError, ValueError):
-            return None
-        return next((h for h in hosts if h.get("name") == name and h.get("role") != "engine"), None)
+            return {}
+        return {h.get("name"): h for h in hosts if h.get("role") != "engine"}
+
+    def _host(self, name):
+        return self._hosts().get(name)
 
     def _system(self):
         """The host a request names, or None once the answer (401, 404) is sent."""
@@ -578,7 +587,7 @@ class PowerHandler(http.server.BaseHTTPRequestHandler):
                 self._send(401, {"error": "authentication required"})
                 return
             self._send(200, {"Systems": {"@odata.id": self.PREFIX}} if self.path.rstrip("/") == "/redfish/v1"
-                       else {"Members": []})
+                       else {"Members": [{"@odata.id": "%s/%s" % (self.PREFIX, name)} for name in self._hosts()]})
             return
         host, rest = self._system()
         if host is None:
@@ -618,22 +627,64 @@ class PowerHandler(http.server.BaseHTTPRequestHandler):
 
 
 class PowerServer(LoggingServer):
-    def __init__(self, address, state_dir, log=None):
+    def __init__(self, address, state_dir, log=None, tls=False):
         self.state_dir = state_dir
         super().__init__(address, PowerHandler, log)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(os.path.join(state_dir, POWER_CERT))
+            # the handshake happens in the request's thread: a client that never speaks holds up no other
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+
+def power_servers(listen, port, tls_port, state_dir, log):
+    """The power controller over HTTP, and over HTTPS when the lab has made its certificate; (server, reason)
+    pairs, reason set when a port cannot be had."""
+    servers = []
+    for number, tls in ((port, False), (tls_port, True)):
+        if tls and not os.path.exists(os.path.join(state_dir, POWER_CERT)):
+            continue
+        try:
+            servers.append(PowerServer((listen, number), state_dir, log=log, tls=tls))
+        except (OSError, ssl.SSLError) as exc:
+            for server in servers:
+                server.server_close()
+            return None, "port %d of %s cannot be had: %s" % (number, listen, getattr(exc, "strerror", None) or exc)
+    return servers, None
+
+
+def make_power_cert(path, address):
+    """A key and a self-signed certificate for ``address`` in one file (mode 0600), for the HTTPS port."""
+    work = path + ".new"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work, 0o700)
+    try:
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-sha256", "-days", "3650", "-subj", "/CN=virtplane-lab-power", "-addext",
+            "subjectAltName=IP:%s" % address, "-keyout", os.path.join(work, "key"), "-out", os.path.join(work, "crt"))
+        descriptor = os.open(os.path.join(work, "pem"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            for part in ("key", "crt"):
+                with open(os.path.join(work, part)) as piece:
+                    handle.write(piece.read())
+        os.replace(os.path.join(work, "pem"), path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def serve_power(args):
     """`power`: the power controller alone (the lab runs it in the proxy's process), until killed; it writes
     the port it serves on to STATE_DIR/power.ready."""
-    try:
-        server = PowerServer((args.listen, args.port), args.state_dir, log=sys.stdout)
-    except OSError as exc:
-        print("port %d of %s cannot be had: %s" % (args.port, args.listen, exc.strerror or exc), flush=True)
+    servers, reason = power_servers(args.listen, args.port, args.tls_port, args.state_dir, sys.stdout)
+    if reason:
+        print(reason, flush=True)
         return 1
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, name="power-tls", daemon=True).start()
+    # "<http port>" or "<http port> <https port>"
     with open(os.path.join(args.state_dir, "power.ready"), "w") as handle:
-        handle.write(str(server.server_address[1]))
-    server.serve_forever()
+        handle.write(" ".join(str(server.server_address[1]) for server in servers))
+    servers[0].serve_forever()
     return 0
 
 
@@ -673,14 +724,15 @@ def serve_proxy(args):
     except OSError as exc:
         print("port %d of %s cannot be had: %s" % (PROXY_PORT, args.listen, exc.strerror or exc), flush=True)
         return 1
-    try:
-        power = PowerServer((args.listen, POWER_PORT), args.state_dir, log=sys.stdout)
-    except OSError as exc:
-        print("port %d of %s cannot be had: %s" % (POWER_PORT, args.listen, exc.strerror or exc), flush=True)
+    powers, reason = power_servers(args.listen, POWER_PORT, POWER_TLS_PORT, args.state_dir, sys.stdout)
+    if reason:
+        print(reason, flush=True)
         return 1
-    threading.Thread(target=power.serve_forever, name="power", daemon=True).start()
-    server.log("serving on %s:%d for %s; the power controller on port %d" % (
-        args.listen, PROXY_PORT, ", ".join(sorted(server.allowed)), POWER_PORT))
+    for power in powers:
+        threading.Thread(target=power.serve_forever, name="power", daemon=True).start()
+    server.log("serving on %s:%d for %s; the power controller on port(s) %s" % (
+        args.listen, PROXY_PORT, ", ".join(sorted(server.allowed)),
+        ", ".join(str(power.server_address[1]) for power in powers)))
     # bound and about to serve: what the lab waits for (a connect alone could reach another program)
     with open(os.path.join(args.state_dir, "proxy.ready"), "w") as handle:
         handle.write(str(os.getpid()))
@@ -991,6 +1043,10 @@ class Lab:
         secret = os.path.join(self.state_dir, POWER_SECRET)
         if not os.path.exists(secret):
             self.act("create the power controller's password", self._make_power_secret, secret)
+        cert = os.path.join(self.state_dir, POWER_CERT)
+        if not os.path.exists(cert):
+            self.act("create the power controller's certificate", make_power_cert, cert,
+                     design["gateway"].split("/")[0])
         for sub in ("", "images", "lockspace"):
             path = os.path.join(design["shared_dir"], sub).rstrip("/")
             if not os.path.isdir(path):
@@ -1860,6 +1916,7 @@ class Lab:
                           data_gateway=design["gateway2"].split("/")[0], base_root=design["base"]["dir"],
                           package_proxy="%s:%d" % (design["gateway"].split("/")[0], PROXY_PORT),
                           power_controller="%s:%d" % (design["gateway"].split("/")[0], POWER_PORT),
+                          power_controller_tls="%s:%d" % (design["gateway"].split("/")[0], POWER_TLS_PORT),
                           power_secret=os.path.join(self.state_dir, POWER_SECRET))
             iscsi = design["iscsi"]
             result["iscsi"] = {"portal": iscsi["portal"], "target": iscsi["target"], "luns": iscsi["luns"],
@@ -1892,6 +1949,8 @@ def main(argv=None):
                         help="MiB of this machine's memory the lab counts for each host it boots")
     parser.add_argument("--listen", help="(proxy, power) the address to serve on")
     parser.add_argument("--port", type=int, default=POWER_PORT, help="(power) the port to serve on (0: any)")
+    parser.add_argument("--tls-port", type=int, default=POWER_TLS_PORT,
+                        help="(power) the HTTPS port, served when STATE_DIR/power.pem exists (0: any)")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.action == "proxy":
