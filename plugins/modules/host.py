@@ -155,8 +155,9 @@ options:
       agent:
         description:
           - V(ipmilan) and V(redfish) run the fence-agents programs C(fence_ipmilan) and C(fence_redfish), which
-            must be installed on the engine host; the options go to them on standard input, never on a command
-            line.
+            must be installed on the engine host (the C(virtplane.kvm.engine) role installs them); the options go
+            to them on standard input, never on their command line (C(fence_ipmilan) hands the password on to
+            C(ipmitool -P), which hides it from the process list where the system lets it).
           - V(lab) is the lab's power controller (Redfish's system power over HTTP), which kills the lab host's
             processes.
           - V(ssh) is a soft fence, libvirtd restarted over SSH with C(identity_file) in O(fence.options); it helps a
@@ -184,8 +185,10 @@ options:
           - V(ipmilan) takes C(lanplus) (default true), C(privlvl) (V(user), V(operator), V(administrator)) and
             C(cipher), the IPMI 2.0 cipher suite (0 to 17; one given spares a BMC that cannot list its suites the
             lookup); it needs C(ipmitool) on the engine host as well.
-          - V(redfish) takes C(systems_uri), the system's path on a service that powers several (found alone
-            where it powers one), and C(ssl_insecure) (the service's certificate is verified otherwise).
+          - V(redfish) needs C(systems_uri), the host's system on the Redfish service (for example
+            C(/redfish/v1/Systems/System.Embedded.1)), since C(fence_redfish) left to itself takes the service's
+            last system, which need not be the host's. It takes C(ssl_insecure) too (the service's certificate
+            is verified otherwise).
           - V(lab) takes C(system) (the lab host's name, the host's own by default); V(ssh) C(identity_file), a key
             file on the engine host.
         type: dict

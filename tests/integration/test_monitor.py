@@ -108,6 +108,7 @@ def power(tmp_path):
     port, tls_port = (int(p) for p in ready.read_text().split())
     yield {"port": port, "tls_port": tls_port, "sleepers": sleepers}
     server.kill()
+    server.wait()
     for proc in sleepers.values():
         proc.kill()
         proc.wait()
@@ -154,16 +155,18 @@ def bmc(tmp_path, power):
     server = subprocess.Popen(["ipmi_sim", "-n", "-c", str(state / "lan.conf"), "-f", str(state / "bmc.emu"), "-s",
                                str(state / "persist")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
-    status = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(port), "-U", "admin", "-E",
-              "chassis", "power", "status"]
-    environment = dict(os.environ, IPMI_PASSWORD=PASSWORD)
-    until(lambda: server.poll() is not None or subprocess.run(status, env=environment, capture_output=True,
-                                                              check=False).returncode == 0,
-          timeout=15, what="ipmi_sim answering")
-    assert server.poll() is None, "ipmi_sim stopped"
-    yield {"port": port}
-    server.kill()
-    server.wait()
+    try:
+        status = ["ipmitool", "-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(port), "-U", "admin", "-E",
+                  "chassis", "power", "status"]
+        environment = dict(os.environ, IPMI_PASSWORD=PASSWORD)
+        until(lambda: server.poll() is not None or subprocess.run(status, env=environment, capture_output=True,
+                                                                  check=False).returncode == 0,
+              timeout=15, what="ipmi_sim answering")
+        assert server.poll() is None, "ipmi_sim stopped (its port taken meanwhile?)"
+        yield {"port": port}
+    finally:
+        server.kill()
+        server.wait()
 
 
 def fence_of(port, password=PASSWORD):
@@ -317,9 +320,10 @@ def program_fence(kind, power, bmc, password=PASSWORD, **options):
 
 @pytest.mark.parametrize("kind", ["redfish", "ipmilan"])
 def test_the_fence_agents_programs_check_credentials_and_power_a_host_off(
-        kind, engine_options, cluster, sql, power, bmc):
+        kind, engine_options, cluster, sql, power, request):
     """fence_redfish against the lab's power controller over HTTPS, fence_ipmilan against ipmi_sim: the programs
     of the fence-agents package, run as the engine runs them."""
+    bmc = request.getfixturevalue("bmc") if kind == "ipmilan" else None
     tasks = [{"name": "wrong", "ignore_errors": True, "virtplane.kvm.host": {
         "name": "hv1", "fence": program_fence(kind, power, bmc, "not-the-password")}}]
     if kind == "redfish":  # the service's certificate is verified unless told otherwise
@@ -358,6 +362,10 @@ BAD_FENCE = [
      "runs, is not installed on the engine host (package ipmitool)"),
     ("cipher", {"agent": "ipmilan", "address": "10.0.0.5", "options": {"cipher": 99}},
      "Invalid value for 'fence.options.cipher': '99' is no IPMI 2.0 cipher suite (0 to 17)"),
+    ("cipher without lanplus", {"agent": "ipmilan", "address": "10.0.0.5", "options": {"cipher": 3, "lanplus": False}},
+     "Invalid value for 'fence.options.cipher': a cipher suite is IPMI 2.0's (lanplus)"),
+    ("redfish without its system", {"agent": "redfish", "address": "10.0.0.5", "options": {"ssl_insecure": True}},
+     "Invalid value for 'fence.options.systems_uri': the redfish agent needs the path of the host's system"),
     ("no address", {"agent": "lab", "password": "x"},
      "Invalid value for 'fence.address': the lab agent needs the address of the host's power controller"),
     ("address metachar", {"agent": "lab", "address": "10.0.0.5;reboot"}, "Invalid value for 'fence.address': "),

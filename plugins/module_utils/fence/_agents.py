@@ -6,8 +6,9 @@ A host proven off (its power controller says so after a power-off) runs nothing 
 start elsewhere. Agents:
 
 - ``ipmilan``, ``redfish``: the standard fence-agents programs (``fence_ipmilan``, ``fence_redfish``) where
-  they are installed on the engine host. Their options go on standard input, never on the command line, so
-  the password is not in the process list.
+  they are installed on the engine host. Their options go on standard input, never on their command line
+  (fence_ipmilan hands the password on to ipmitool's ``-P``, which hides it from the process list where the
+  system lets it).
 - ``lab``: the lab's power controller, which speaks the part of Redfish a fence agent uses (a system's
   ``PowerState``, ``ComputerSystem.Reset`` with ``ForceOff``) over HTTP with a password; it kills the lab
   host's processes.
@@ -142,12 +143,15 @@ class ProgramAgent(Agent):
         return path
 
     def _run(self, action):
-        lines = ["action=%s" % action, "ip=%s" % self.address, "ipport=%d" % self.port]
+        lines = ["action=%s" % action, "ip=%s" % self.address, "ipport=%d" % self.port,
+                 "login_timeout=%d" % self.timeout]
         if self.username:
             lines.append("username=%s" % self.username)
         if self.secret:
             lines.append("password=%s" % self.secret)
         if self.agent == "ipmilan":
+            # the ipmitool the check found, not fence_ipmilan's default path
+            lines.append("ipmitool_path=%s" % (shutil.which("ipmitool") or "ipmitool"))
             if self.options.get("lanplus", True):
                 lines.append("lanplus=1")
             if self.options.get("privlvl"):
@@ -159,13 +163,16 @@ class ProgramAgent(Agent):
                 lines.append("systems_uri=%s" % self.options["systems_uri"])
             if self.options.get("ssl_insecure"):
                 lines.append("ssl_insecure=1")
+        # a status query is bounded by the login timeout; a power-off waits for the power too (fence-agents'
+        # power_timeout, 20 s)
+        limit = self.timeout + (25 if action == "off" else 5)
         try:
             # the programs' own Python warnings are no words of the agent's
             done = subprocess.run([self.program()], input="\n".join(lines) + "\n", capture_output=True, text=True,
-                                  timeout=self.timeout + 20, check=False,
+                                  timeout=limit, check=False,
                                   env=dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning"))
         except subprocess.TimeoutExpired:
-            raise self.fail("%s did not answer within %d s" % (PROGRAMS[self.agent], self.timeout + 20))
+            raise self.fail("%s did not answer within %d s" % (PROGRAMS[self.agent], limit))
         except (OSError, ValueError) as exc:
             raise self.fail("%s cannot run: %s" % (PROGRAMS[self.agent], _masked(str(exc), self.secret)))
         return done.returncode, _masked(done.stderr or done.stdout, self.secret)
@@ -198,11 +205,12 @@ class SshAgent(Agent):
         argv += ["%s@%s" % (self.username or "root", self.address), command]
         if shutil.which("ssh") is None:
             raise self.fail("the program ssh is not installed on the engine host (package openssh-client)")
+        limit = self.timeout + 20  # the login, then a libvirtd restart
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout + 30, check=False,
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise self.fail("ssh did not finish within %d s" % (self.timeout + 30))
+            raise self.fail("ssh did not finish within %d s" % limit)
         except (OSError, ValueError) as exc:
             raise self.fail("ssh cannot run: %s" % _masked(str(exc), self.secret))
         if done.returncode != 0:

@@ -75,6 +75,14 @@ def validate(fence):
             raise ValidationError("fence.password", "the ssh agent logs in with a key (fence.options.identity_file),"
                                   " never a password")
     options = _options(agent, fence.get("options") or {})
+    if agent == "redfish" and not options.get("systems_uri"):
+        # fence_redfish would take the service's last system, whichever host that is
+        raise ValidationError("fence.options.systems_uri", "the redfish agent needs the path of the host's system "
+                              "on the Redfish service (e.g. /redfish/v1/Systems/System.Embedded.1), or it might "
+                              "power off another system of the same service")
+    if agent == "ipmilan" and options.get("cipher") is not None and options.get("lanplus") is False:
+        raise ValidationError("fence.options.cipher", "a cipher suite is IPMI 2.0's (lanplus), which lanplus: false "
+                              "turns off")
     missing = _agents.installed(agent)
     if missing:
         raise ValidationError("fence.agent", "%s cannot fence from here: %s" % (agent, missing))

@@ -717,7 +717,7 @@ def fence(engine, host, by, guard=None):
 def soft_fence(engine, host):
     """libvirtd restarted over SSH: recovers a host whose libvirtd hung; proves nothing."""
     config = dict(host["fence_options"] or {})
-    agent = _agents.agent("ssh", host["name"], config)
+    agent = _agents.agent("ssh", host["name"], config, timeout=5)  # a pass waits for it: kept short
     try:
         agent.soft()
         message, severity = "Host %s: libvirtd restarted over SSH (soft fence)" % host["name"], "warning"

@@ -632,9 +632,22 @@ class PowerServer(LoggingServer):
         super().__init__(address, PowerHandler, log)
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(os.path.join(state_dir, POWER_CERT))
+            try:
+                context.load_cert_chain(os.path.join(state_dir, POWER_CERT))
+            except (OSError, ssl.SSLError) as exc:
+                self.server_close()
+                raise LabError("the power controller's certificate %s cannot be used: %s"
+                               % (os.path.join(state_dir, POWER_CERT), exc))
             # the handshake happens in the request's thread: a client that never speaks holds up no other
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def handle_error(self, request, client_address):
+        failed = sys.exc_info()[1]
+        if isinstance(failed, (ssl.SSLError, ConnectionError, TimeoutError)):
+            # a client that spoke plain HTTP to the HTTPS port, refused the certificate or went away: a line
+            self.log("power %s: %s" % (client_address[0], failed))
+            return
+        super().handle_error(request, client_address)
 
 
 def power_servers(listen, port, tls_port, state_dir, log):
@@ -646,10 +659,12 @@ def power_servers(listen, port, tls_port, state_dir, log):
             continue
         try:
             servers.append(PowerServer((listen, number), state_dir, log=log, tls=tls))
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, LabError) as exc:
             for server in servers:
                 server.server_close()
-            return None, "port %d of %s cannot be had: %s" % (number, listen, getattr(exc, "strerror", None) or exc)
+            if isinstance(exc, LabError):
+                return None, str(exc)
+            return None, "port %d of %s cannot be had: %s" % (number, listen, exc.strerror or exc)
     return servers, None
 
 
@@ -674,7 +689,7 @@ def make_power_cert(path, address):
 
 def serve_power(args):
     """`power`: the power controller alone (the lab runs it in the proxy's process), until killed; it writes
-    the port it serves on to STATE_DIR/power.ready."""
+    the ports it serves on (HTTP, then HTTPS when it has a certificate) to STATE_DIR/power.ready."""
     servers, reason = power_servers(args.listen, args.port, args.tls_port, args.state_dir, sys.stdout)
     if reason:
         print(reason, flush=True)
