@@ -11,7 +11,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test deps system-deps venv collection pytest pytest-engine-psycopg unit integration lab sanity lint build bench clean
+.PHONY: demo test deps system-deps venv collection pytest pytest-engine-psycopg unit integration lab sanity lint build ee bench clean
 
 demo: deps
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
@@ -85,6 +85,12 @@ $(GET_PIP): tools/ansible-test-get-pip.py
 build:
 	mkdir -p build/dist
 	$(BIN)/ansible-galaxy collection build --force --output-path build/dist .
+
+# The build context of an execution environment (AWX / AAP) with this collection: ee/execution-environment.yml.
+# No container engine runs here; where one does: podman build -f build/ee/Containerfile -t virtplane-ee build/ee
+ee: deps build
+	cp build/dist/virtplane-kvm-$(shell sed -n 's/^version: //p' galaxy.yml).tar.gz ee/virtplane-kvm.tar.gz
+	$(BIN)/ansible-builder create -f ee/execution-environment.yml -c build/ee --output-filename Containerfile
 
 # Figures (JSON) on the lab that `make demo` built.
 bench: deps
