@@ -29,6 +29,16 @@ def test_each_page_renders_with_examples_and_return(module):
     assert "virtplane.kvm." + module in page.stdout
 
 
+@pytest.mark.parametrize("kind, name", [("inventory", "engine"), ("lookup", "module_utils_zip"),
+                                        ("filter", "description_refs"), ("filter", "description_ready")])
+def test_each_plugin_page_renders(kind, name):
+    page = subprocess.run([os.path.join(BIN, "ansible-doc"), "-t", kind, "virtplane.kvm." + name], env=ENV,
+                          capture_output=True, text=True, check=False)
+    assert page.returncode == 0 and "ERROR" not in page.stderr, page.stderr
+    assert "OPTIONS" in page.stdout or "Input" in page.stdout, page.stdout
+    assert "EXAMPLES" in page.stdout and "virtplane.kvm." + name in page.stdout
+
+
 def test_action_group_holds_every_engine_module():
     with open(os.path.join(ROOT, "meta", "runtime.yml")) as handle:
         group = yaml.safe_load(handle)["action_groups"]["engine"]

@@ -49,9 +49,10 @@ def run_play(tasks, engine=None, check=False, diff=False, extra_env=None):
     return run_plays([play], engine=engine, check=check, diff=diff, extra_env=extra_env)
 
 
-def run_plays(plays, engine=None, check=False, diff=False, extra_env=None, inventory=None, extra_vars=None):
+def run_plays(plays, engine=None, check=False, diff=False, extra_env=None, inventory=None, extra_vars=None,
+              limit=None):
     """Run a playbook made of ``plays`` (with ``inventory``, a path, or localhost alone)."""
-    return start_plays(plays, engine, check, diff, extra_env, inventory, extra_vars).wait()
+    return start_plays(plays, engine, check, diff, extra_env, inventory, extra_vars, limit).wait()
 
 
 class StartedPlaybook:
@@ -101,7 +102,8 @@ def _descendants(root):
     return found
 
 
-def start_plays(plays, engine=None, check=False, diff=False, extra_env=None, inventory=None, extra_vars=None):
+def start_plays(plays, engine=None, check=False, diff=False, extra_env=None, inventory=None, extra_vars=None,
+                limit=None):
     """Start a playbook made of ``plays`` and return at once (``run_plays`` waits for it)."""
     if engine is not None:
         for play in plays:
@@ -125,6 +127,8 @@ def start_plays(plays, engine=None, check=False, diff=False, extra_env=None, inv
         argv.append("--diff")
     if extra_vars:
         argv.extend(["-e", json.dumps(extra_vars)])
+    if limit:
+        argv.extend(["--limit", limit])
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     return StartedPlaybook(proc, tmp, results_file)

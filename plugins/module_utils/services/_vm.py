@@ -559,6 +559,8 @@ def ensure(engine, spec, check_mode=False):
 
 def ensure_many(engine, specs, check_mode=False):
     """Reconcile every VM of ``specs``; one Outcome each, in order."""
+    if not specs:
+        return []
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         twice = sorted(n for n in set(names) if names.count(n) > 1)

@@ -1,0 +1,127 @@
+#!/usr/bin/python
+# Copyright: virtplane.kvm contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: site
+short_description: Check a whole data center description against the engine, and prune what it no longer names
+version_added: 0.9.0
+description:
+  - The first and the last step of C(playbooks/site.yml), which applies a data center described in inventory
+    variables. The objects themselves are made by the modules of their kinds; this module sees the description
+    as a whole.
+  - Before anything changes it refuses a description that names something neither described nor in the engine
+    (a VM's cluster, network, storage domain or template, a cluster's data center...), that describes an object
+    twice or a VM in two clusters, or whose prune would remove a VM that is not Down - one message each, naming
+    the item's place in the description. It returns what the description would create and what a prune would
+    remove, in check mode as for real.
+  - With O(prune=true) and O(apply_prune=true) it removes what the engine has and the description does not name,
+    for each kind the description lists (a kind it does not list is left alone) - VMs first, then affinity groups,
+    templates, logical networks, storage domains, hosts, clusters and data centers, each removed as the module of
+    its kind would remove it (refused, with the reason, when something still stands on it).
+  - Takes the description's names and references only, as the P(virtplane.kvm.description_refs#filter) filter
+    keeps them, so that no password or cloud-init document of the description is among its arguments.
+extends_documentation_fragment:
+  - virtplane.kvm.engine
+  - virtplane.kvm.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  description:
+    description:
+      - The description's names and references - C(description | virtplane.kvm.description_refs), where the
+        description is a mapping of lists C(datacenters), C(clusters), C(hosts), C(storage_domains),
+        C(logical_networks), C(affinity_groups), C(templates) and C(vms).
+    type: dict
+    required: true
+  prune:
+    description:
+      - The description is the whole engine for the kinds it lists - what it does not name is to be removed.
+      - Without it, the engine may have more than the description names, and references may name it.
+    type: bool
+    default: false
+  prune_running:
+    description: Let the prune power off and remove VMs that are not Down (refused otherwise, naming each).
+    type: bool
+    default: false
+  apply_prune:
+    description:
+      - Remove what the prune names now (with O(prune=true)). Without it the module only checks and plans.
+    type: bool
+    default: false
+author:
+  - virtplane.kvm maintainers (@virtplane)
+"""
+
+EXAMPLES = r"""
+- name: Check the description before anything changes
+  virtplane.kvm.site:
+    description: "{{ virtplane_description | virtplane.kvm.description_refs }}"
+    prune: "{{ virtplane_prune | default(false) }}"
+  register: site_plan
+
+- name: After every kind is applied, remove what the description no longer names
+  virtplane.kvm.site:
+    description: "{{ virtplane_description | virtplane.kvm.description_refs }}"
+    prune: true
+    apply_prune: true
+"""
+
+RETURN = r"""
+creations:
+  description: The objects the description names that the engine does not have yet (made by the later tasks).
+  returned: always
+  type: list
+  elements: str
+  sample: ["create cluster 'dev'", "create VM 'web03'"]
+removals:
+  description: What the prune removes (or would remove), in order; empty without O(prune).
+  returned: always
+  type: list
+  elements: str
+  sample: ["remove VM 'old1'", "remove logical network 'legacy'"]
+missing:
+  description: For each kind the description lists, the names it describes that the engine does not have yet.
+  returned: always
+  type: dict
+  sample: {clusters: [dev], vms: [web03]}
+actions:
+  description: What was removed (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
+from ansible_collections.virtplane.kvm.plugins.module_utils.services import _site
+
+
+def main():
+    module = EngineModule(dict(
+        description=dict(type="dict", required=True),
+        prune=dict(type="bool", default=False),
+        prune_running=dict(type="bool", default=False),
+        apply_prune=dict(type="bool", default=False),
+    ), needs_libvirt=True, supports_check_mode=True)
+    params = module.params
+    if params["apply_prune"] and not params["prune"]:
+        module.fail_json(msg="apply_prune needs prune: true")
+
+    def operation(engine):
+        return _site.ensure(engine, params["description"], params["prune"], params["prune_running"],
+                            params["apply_prune"], module.check_mode)
+
+    outcome = module.run(operation)
+    result = dict(changed=outcome.changed, actions=outcome.actions, **outcome.resource)
+    if module._diff:  # pylint: disable=protected-access
+        result["diff"] = outcome.diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
