@@ -6,15 +6,17 @@ DOCUMENTATION = r"""
 name: engine
 author: virtplane.kvm maintainers (@virtplane)
 short_description: VMs (and hypervisor hosts) from the virtplane engine database
-version_added: 0.9.0
+version_added: 0.6.0
 description:
-  - Reads the VMs the engine knows from its PostgreSQL database, in one query, and makes each an inventory
-    host, grouped by cluster, by the host it runs on, by tag and by status.
+  - Reads the VMs the engine knows from its PostgreSQL database, in one snapshot, and makes each an inventory
+    host, grouped by cluster, by the host it runs on, by tag and by status (C(status_up), C(status_down) ...).
   - Each VM's variables are under C(virtplane_vm), with the same fields as M(virtplane.kvm.vm_info) returns
     (no console password, cloud-init secrets masked). C(ansible_host) is the VM's first address where the
     engine knows one.
-  - With O(hosts=true), the hypervisor hosts too, in C(virtplane_hosts) and C(cluster_<name>), with
-    C(virtplane_host) and C(ansible_host) (the address the engine reaches them at).
+  - With O(hosts=true), the hypervisor hosts too, in C(virtplane_hosts) and C(hypervisors_<cluster>) (never in
+    the VMs' C(cluster_<name>)), with C(virtplane_host) and C(ansible_host) (the address the engine reaches them
+    at).
+  - The cache is kept per configuration file and per set of options (the password aside).
   - Reads only; the engine database is not changed. No hypervisor is asked.
   - The configuration file's name ends with C(virtplane.yml) or C(virtplane.yaml).
 extends_documentation_fragment:
@@ -72,7 +74,8 @@ options:
     elements: str
     default: []
   status:
-    description: Only the VMs in these statuses (for example C([Up])); all when empty.
+    description: Only the VMs in these statuses (for example C([Up]), as M(virtplane.kvm.vm_info) spells them); all
+      when empty.
     type: list
     elements: str
     default: []
@@ -109,6 +112,8 @@ cache_connection: ~/.cache/virtplane-inventory
 cache_timeout: 300
 """
 
+import hashlib
+import json
 import os
 import re
 
@@ -123,7 +128,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 def read_engine(options, clusters=(), statuses=(), tags=(), with_hosts=False):
     """{"vms": [view...], "hosts": [...]}: the engine's VMs (and hosts) as the plugin lists them, read in one
     snapshot; a plain structure, so that a cache keeps it as JSON."""
-    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _vms
+    from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _objects, _vms
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
 
     engine = _db.connect(options)
@@ -134,11 +139,7 @@ def read_engine(options, clusters=(), statuses=(), tags=(), with_hosts=False):
             vms = [_plain(_vm.view(r)) for r in rows]
             hosts = []
             if with_hosts:
-                cur.execute("SELECT h.name, h.address, h.libvirt_uri, h.status, h.status_reason, c.name AS cluster,"
-                            " d.name AS datacenter, h.cpu_count, h.memory_mib, h.domain_type FROM host h"
-                            " JOIN cluster c ON c.id = h.cluster_id JOIN datacenter d ON d.id = c.datacenter_id"
-                            " ORDER BY h.name")
-                hosts = [_plain(h) for h in cur.fetchall() if not clusters or h["cluster"] in clusters]
+                hosts = [_plain(h) for h in _objects.hosts(cur) if not clusters or h["cluster"] in clusters]
     finally:
         engine.close()
     return {"vms": vms, "hosts": hosts}
@@ -167,7 +168,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         clusters, statuses, tags = (self._names(k) for k in ("clusters", "status", "tags"))
         with_hosts = self.get_option("hosts")
 
-        cache_key = self.get_cache_key(path)
+        # a change of what is read is another cache entry
+        what = json.dumps([{k: v for k, v in options.items() if k != "password"}, clusters, statuses, tags,
+                           with_hosts], sort_keys=True, default=str)
+        cache_key = "%s_%s" % (self.get_cache_key(path), hashlib.sha256(what.encode()).hexdigest()[:12])
         use_cache = self.get_option("cache") and cache
         update_cache = self.get_option("cache") and not cache
         data = None
@@ -203,10 +207,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return options
 
     def _names(self, key):
+        from ansible_collections.virtplane.kvm.plugins.module_utils._choices import VM_STATUSES
+
         values = self.get_option(key) or []
         for value in values:
             if not isinstance(value, str) or not _NAME.fullmatch(value):
                 raise AnsibleParserError("virtplane.kvm.engine: %s: %r is not a name" % (key, value))
+            if key == "status" and value not in VM_STATUSES:
+                raise AnsibleParserError("virtplane.kvm.engine: status: %r is not a VM status (%s)"
+                                         % (value, ", ".join(VM_STATUSES)))
         return values
 
     def _read(self, options, clusters, statuses, tags, with_hosts):
@@ -230,7 +239,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                          % host["name"])
             name = host["name"]
             self.inventory.add_host(name, group="virtplane_hosts")
-            self._group(name, "cluster", host["cluster"])
+            self._group(name, "hypervisors", host["cluster"])
             self.inventory.set_variable(name, "virtplane_host", host)
             if host["address"]:
                 self.inventory.set_variable(name, "ansible_host", host["address"])

@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 name: module_utils_zip
 author: virtplane.kvm maintainers (@virtplane)
 short_description: The collection's module_utils packed as one zip on the controller
-version_added: 0.1.0
+version_added: 0.6.0
 description:
   - Packs the Python files of the named packages of this collection's C(plugins/module_utils) into one zip
     file in Ansible's temporary directory on the controller and returns its path, for

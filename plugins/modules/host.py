@@ -33,9 +33,8 @@ extends_documentation_fragment:
 options:
   name:
     description:
-      - Name of the host in the engine, unique.
+      - Name of the host in the engine, unique. Required unless O(hosts) is given.
     type: str
-    required: true
   cluster:
     description:
       - Cluster of the host. Required to register it; changing it moves the host (refused while VMs run on it).
@@ -200,6 +199,52 @@ options:
         manager refuses it for as long as the silent host still holds the disks - so it starts only once that
         host is really gone, and never twice.
     type: bool
+  hosts:
+    description:
+      - Many hosts registered in one call, each a mapping of the options below; they are applied in order, each as
+        O(state=present) (or V(refreshed), V(absent)) with the same options alone would be. Mutually exclusive with
+        O(name). A fence agent is set with O(fence), one host at a time (the role C(virtplane.kvm.hypervisor) does).
+    type: list
+    elements: dict
+    version_added: 0.6.0
+    suboptions:
+      name:
+        description: Name of the host in the engine.
+        type: str
+        required: true
+      cluster:
+        description: Its cluster, as O(cluster).
+        type: str
+      libvirt_uri:
+        description: How the engine reaches its libvirt, as O(libvirt_uri).
+        type: str
+      address:
+        description: Its address, as O(address).
+        type: str
+      domain_type:
+        description: As O(domain_type).
+        type: str
+        choices: [auto, kvm, qemu]
+      network_nic:
+        description: As O(network_nic).
+        type: str
+      reserved_memory:
+        description: As O(reserved_memory).
+        type: str
+      reserved_cpus:
+        description: As O(reserved_cpus).
+        type: int
+      schedulable_memory:
+        description: As O(schedulable_memory).
+        type: str
+      schedulable_cpus:
+        description: As O(schedulable_cpus).
+        type: int
+      state:
+        description: V(present), V(refreshed) or V(absent), as O(state).
+        type: str
+        choices: [present, refreshed, absent]
+        default: present
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -295,9 +340,15 @@ host:
     storage_leases: true
     fenced_at: null
     unmanaged_domains: []
+hosts:
+  description: With O(hosts), each host after the change, in order, with C(changed) and its C(actions).
+  returned: when O(hosts) is given
+  type: list
+  elements: dict
 actions:
   description:
-    - What was done (or would be done in check mode), status transitions included.
+    - What was done (or would be done in check mode), status transitions included. With O(hosts), each prefixed
+      with the host's name.
     - For O(state=maintenance), the migrations of the drain (in check mode with the destination the scheduler
       would choose as things are now) and the status change.
   returned: always
@@ -307,22 +358,31 @@ actions:
 """
 
 from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _maintenance
+
+SETTINGS = dict(
+    cluster=dict(type="str"),
+    libvirt_uri=dict(type="str"),
+    address=dict(type="str"),
+    domain_type=dict(type="str", choices=list(_choices.HOST_DOMAIN_TYPES)),
+    network_nic=dict(type="str"),
+    reserved_memory=dict(type="str"),
+    reserved_cpus=dict(type="int"),
+    schedulable_memory=dict(type="str"),
+    schedulable_cpus=dict(type="int"),
+)
+BULK_STATES = ("present", "refreshed", "absent")
 
 
 def main():
     module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        cluster=dict(type="str"),
-        libvirt_uri=dict(type="str"),
-        address=dict(type="str"),
-        domain_type=dict(type="str", choices=list(_choices.HOST_DOMAIN_TYPES)),
-        network_nic=dict(type="str"),
-        reserved_memory=dict(type="str"),
-        reserved_cpus=dict(type="int"),
-        schedulable_memory=dict(type="str"),
-        schedulable_cpus=dict(type="int"),
+        SETTINGS,
+        name=dict(type="str"),
+        hosts=dict(type="list", elements="dict", options=dict(
+            SETTINGS, name=dict(type="str", required=True),
+            state=dict(type="str", choices=list(BULK_STATES), default="present"))),
         state=dict(type="str", choices=list(_choices.HOST_STATES), default="present"),
         fence=dict(type="dict", options=dict(
             agent=dict(type="str", choices=list(_choices.FENCE_AGENTS), required=True),
@@ -335,8 +395,33 @@ def main():
         storage_leases=dict(type="bool"),
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
-    ), needs_libvirt=True, supports_check_mode=True)
-    module.ensure(_maintenance, _host.HostSpec, "host")
+    ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("name", "hosts")],
+        required_one_of=[("name", "hosts")])
+    if module.params["hosts"] is None:
+        module.ensure(_maintenance, _host.HostSpec, "host")
+    params = module.spec_params()
+    items = params["hosts"]
+
+    def operation(engine):
+        specs = []
+        for index, item in enumerate(items):
+            values = dict(params, hosts=None, fence=None, storage_leases=None, **item)
+            try:
+                specs.append(_host.HostSpec.from_params(values))
+            except ValidationError as exc:
+                raise ValidationError("hosts[%d].%s" % (index, exc.field), exc.cause)
+        return [_maintenance.ensure(engine, spec, module.check_mode) for spec in specs]
+
+    outcomes = module.run(operation)
+    pairs = list(zip(outcomes, items))  # noqa: B905 - one outcome per item
+    result = dict(changed=any(o.changed for o in outcomes), host={},
+                  actions=["%s: %s" % (item["name"], action) for o, item in pairs for action in o.actions],
+                  hosts=[dict(o.resource or {"name": item["name"]}, changed=o.changed, actions=o.actions)
+                         for o, item in pairs])
+    if module._diff:  # pylint: disable=protected-access
+        result["diff"] = {"before": {item["name"]: o.before for o, item in pairs if o.changed},
+                          "after": {item["name"]: o.after for o, item in pairs if o.changed}}
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,17 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: site
 short_description: Check a whole data center description against the engine, and prune what it no longer names
-version_added: 0.9.0
+version_added: 0.6.0
 description:
-  - The first and the last step of C(playbooks/site.yml), which applies a data center described in inventory
-    variables. The objects themselves are made by the modules of their kinds; this module sees the description
-    as a whole.
+  - The first and the last step of C(playbooks/datacenter.yml) (which C(playbooks/site.yml) runs after the roles),
+    which applies a data center described in inventory variables. The objects themselves are made by the
+    modules of their kinds; this module sees the description as a whole.
   - Before anything changes it refuses a description that names something neither described nor in the engine
     (a VM's cluster, network, storage domain or template, a cluster's data center...), that describes an object
-    twice or a VM in two clusters, or whose prune would remove a VM that is not Down - one message each, naming
-    the item's place in the description. It returns what the description would create and what a prune would
-    remove, in check mode as for real.
+    twice or a VM in two clusters, that gives an object an option its kind does not have, or whose prune would
+    remove a VM that is not Down - one message each, naming the item's place in the description. What matters
+    only to create an object (a template's VM, a VM's template) is checked for new objects only. It returns what
+    the description would create and what a prune would remove, in check mode as for real.
   - With O(prune=true) and O(apply_prune=true) it removes what the engine has and the description does not name,
     for each kind the description lists (a kind it does not list is left alone) - VMs first, then affinity groups,
     templates, logical networks, storage domains, hosts, clusters and data centers, each removed as the module of
@@ -37,6 +38,8 @@ options:
       - The description's names and references - C(description | virtplane.kvm.description_refs), where the
         description is a mapping of lists C(datacenters), C(clusters), C(hosts), C(storage_domains),
         C(logical_networks), C(affinity_groups), C(templates) and C(vms).
+      - Storage domains, logical networks and templates are named within their data center, affinity groups
+        within their cluster.
     type: dict
     required: true
   prune:
@@ -61,13 +64,13 @@ author:
 EXAMPLES = r"""
 - name: Check the description before anything changes
   virtplane.kvm.site:
-    description: "{{ virtplane_description | virtplane.kvm.description_refs }}"
+    description: "{{ virtplane_description | virtplane.kvm.description_refs('paris') }}"
     prune: "{{ virtplane_prune | default(false) }}"
   register: site_plan
 
 - name: After every kind is applied, remove what the description no longer names
   virtplane.kvm.site:
-    description: "{{ virtplane_description | virtplane.kvm.description_refs }}"
+    description: "{{ virtplane_description | virtplane.kvm.description_refs('paris') }}"
     prune: true
     apply_prune: true
 """

@@ -11,18 +11,22 @@ import yaml
 from tests.support.playbook import BIN, COLLECTIONS, ROOT, run_play
 
 # kept as it is by ansible-playbook, for the engine to hold; run if anything templated it afterwards
-RAW_LOOKUP = "{% raw %}{{ lookup('ansible.builtin.pipe', 'touch /tmp/virtplane-templated') }}{% endraw %}"
-SETUP = [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
-         {"name": "prod", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris"}},
-         {"name": "dev", "virtplane.kvm.cluster": {"name": "dev", "datacenter": "paris"}},
-         {"name": "hv1", "virtplane.kvm.host": {"name": "hv1", "cluster": "prod", "libvirt_uri": "test:///default"}},
-         {"name": "hv2", "virtplane.kvm.host": {"name": "hv2", "cluster": "dev", "libvirt_uri": "test:///default"}},
-         {"name": "vms", "virtplane.kvm.vm": {"vms": [
-             {"name": "web01", "cluster": "prod", "memory": "64MiB", "tags": ["web", "frontend"], "state": "running",
-              "description": RAW_LOOKUP,
-              "console": {"type": "vnc", "password": "s3cret"}},
-             {"name": "db01", "cluster": "prod", "memory": "128MiB", "vcpus": 2, "tags": ["db"]},
-             {"name": "dev01", "cluster": "dev", "memory": "64MiB"}]}}]
+RAW_LOOKUP = "{%% raw %%}{{ lookup('ansible.builtin.pipe', 'touch %s') }}{%% endraw %%}"
+
+
+def setup(marker):
+    """The engine's objects; a VM's description names a command that would touch `marker` if it were templated."""
+    return [{"name": "dc", "virtplane.kvm.datacenter": {"name": "paris"}},
+            {"name": "prod", "virtplane.kvm.cluster": {"name": "prod", "datacenter": "paris"}},
+            {"name": "dev", "virtplane.kvm.cluster": {"name": "dev", "datacenter": "paris"}},
+            {"name": "hv1", "virtplane.kvm.host": {"name": "hv1", "cluster": "prod", "libvirt_uri": "test:///default"}},
+            {"name": "hv2", "virtplane.kvm.host": {"name": "hv2", "cluster": "dev", "libvirt_uri": "test:///default"}},
+            {"name": "vms", "virtplane.kvm.vm": {"vms": [
+                {"name": "web01", "cluster": "prod", "memory": "64MiB", "tags": ["web", "frontend"], "state": "running",
+                 "description": RAW_LOOKUP % marker,
+                 "console": {"type": "vnc", "password": "s3cret"}},
+                {"name": "db01", "cluster": "prod", "memory": "128MiB", "vcpus": 2, "tags": ["db"]},
+                {"name": "dev01", "cluster": "dev", "memory": "64MiB"}]}}]
 
 
 def inventory(tmp_path, engine_options, name="vms.virtplane.yml", **config):
@@ -62,7 +66,7 @@ def listed(path, *args, env=None):
 
 
 def test_vms_are_grouped_by_cluster_host_tag_and_status_with_constructed_groups(engine_options, tmp_path):
-    run = run_play(SETUP, engine=engine_options)
+    run = run_play(setup(tmp_path / "templated"), engine=engine_options)
     assert run.rc == 0, run.output[-2000:]
     path = inventory(tmp_path, engine_options,
                      keyed_groups=[{"key": "virtplane_vm.vcpus | string", "prefix": "vcpus"}],
@@ -89,8 +93,8 @@ def test_vms_are_grouped_by_cluster_host_tag_and_status_with_constructed_groups(
                           "msg={{ virtplane_vm.description }}"], env=ENV, cwd=ROOT, capture_output=True, text=True,
                          check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "lookup('ansible.builtin.pipe', 'touch /tmp/virtplane-templated')" in out.stdout
-    assert not os.path.exists("/tmp/virtplane-templated")
+    assert "lookup('ansible.builtin.pipe', 'touch %s')" % (tmp_path / "templated") in out.stdout
+    assert not os.path.exists(tmp_path / "templated")
 
     graph = ansible_inventory(path, "--graph")
     assert graph.returncode == 0, graph.stderr
@@ -98,12 +102,12 @@ def test_vms_are_grouped_by_cluster_host_tag_and_status_with_constructed_groups(
 
 
 def test_filters_and_hosts(engine_options, tmp_path):
-    assert run_play(SETUP, engine=engine_options).rc == 0
+    assert run_play(setup(tmp_path / "templated"), engine=engine_options).rc == 0
     data, groups = listed(inventory(tmp_path, engine_options, status=["Up"], hosts=True))
     assert groups["virtplane_vms"] == ["web01"]
     assert groups["virtplane_hosts"] == ["hv1", "hv2"]
     assert data["_meta"]["hostvars"]["hv1"]["virtplane_host"]["status"] == "Up"
-    assert groups["cluster_prod"] == ["hv1", "web01"]
+    assert groups["cluster_prod"] == ["web01"] and groups["hypervisors_prod"] == ["hv1"]
     _data, groups = listed(inventory(tmp_path, engine_options, clusters=["dev"], hosts=True, name="dev.virtplane.yml"))
     assert groups["virtplane_vms"] == ["dev01"] and groups["virtplane_hosts"] == ["hv2"]
     _data, groups = listed(inventory(tmp_path, engine_options, tags=["db", "web"], name="tags.virtplane.yml"))
@@ -111,7 +115,7 @@ def test_filters_and_hosts(engine_options, tmp_path):
 
 
 def test_a_cached_inventory_is_read_without_the_engine_until_it_is_flushed(engine_options, tmp_path):
-    assert run_play(SETUP, engine=engine_options).rc == 0
+    assert run_play(setup(tmp_path / "templated"), engine=engine_options).rc == 0
     path = inventory(tmp_path, engine_options, cache=True, cache_plugin="ansible.builtin.jsonfile",
                      cache_connection=str(tmp_path / "cache"), cache_timeout=600)
     _data, groups = listed(path)
@@ -123,6 +127,11 @@ def test_a_cached_inventory_is_read_without_the_engine_until_it_is_flushed(engin
     assert groups["virtplane_vms"] == ["db01", "dev01", "web01"]  # from the cache
     _data, groups = listed(path, "--flush-cache")
     assert groups["virtplane_vms"] == ["db01", "web01"]
+    # the same file asking for something else is not answered from the cache
+    path = inventory(tmp_path, engine_options, cache=True, cache_plugin="ansible.builtin.jsonfile",
+                     cache_connection=str(tmp_path / "cache"), cache_timeout=600, status=["Up"])
+    _data, groups = listed(path)
+    assert groups["virtplane_vms"] == ["web01"]
 
 
 def test_bad_configurations_are_refused_with_one_clear_message(engine_options, tmp_path):
@@ -138,7 +147,8 @@ def test_bad_configurations_are_refused_with_one_clear_message(engine_options, t
             ({"engine": dict(engine_options, passwd="x")}, "engine.passwd is not an option"),
             ({"engine": dict(engine_options, port=70000)}, "engine.port"),
             ({"engine": dict(engine_options, host="db;rm -rf /")}, "engine.host"),
-            ({"engine": engine_options, "status": ["Up\n"]}, "status: 'Up\\n' is not a name")):
+            ({"engine": engine_options, "status": ["Up\n"]}, "status: 'Up\\n' is not a name"),
+            ({"engine": engine_options, "status": ["up"]}, "status: 'up' is not a VM status (Down, WaitForLaunch")):
         path = tmp_path / "bad.virtplane.yml"
         path.write_text(yaml.safe_dump(dict({"plugin": "virtplane.kvm.engine"}, **config)))
         out = ansible_inventory(str(path), "--list")

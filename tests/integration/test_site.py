@@ -67,8 +67,8 @@ def test_a_description_is_planned_applied_and_reapplied_without_change(engine_op
     plan = check["Check the description as a whole, before anything changes"]
     assert plan["creations"] == [
         "create data center 'paris'", "create cluster 'prod'", "create cluster 'dev'", "create host 'hv1'",
-        "create host 'hv2'", "create storage domain 'shared'", "create logical network 'app'",
-        "create logical network 'backup'",
+        "create host 'hv2'", "create storage domain 'shared' (data center paris)",
+        "create logical network 'app' (data center paris)", "create logical network 'backup' (data center paris)",
         "create affinity group 'spread' (cluster prod)", "create VM 'web01'", "create VM 'web02'", "create VM 'db01'"]
     assert snapshot(sql) == empty
 
@@ -110,6 +110,8 @@ def test_prune_removes_what_the_description_no_longer_names_and_refuses_a_runnin
     smaller = copy.deepcopy(DESCRIPTION)
     smaller["virtplane_vms"] = smaller["virtplane_vms"][:2]
     smaller["virtplane_affinity_groups"] = []
+    # a kind the description does not list is not pruned: the storage domain stays
+    del smaller["virtplane_storage_domains"]
 
     # without prune, what the description no longer names stays
     kept = apply(engine_options, tmp_path, smaller)
@@ -128,6 +130,12 @@ def test_prune_removes_what_the_description_no_longer_names_and_refuses_a_runnin
             "Cannot prune VMs that do not stand still: 'db01' is Up on hv1; set prune_running to power them off "
             "and remove them")
         assert snapshot(sql) == before
+    # the description removing it itself is the vm module's to stop (with force), not a prune's refusal
+    absent = copy.deepcopy(DESCRIPTION)
+    absent["virtplane_vms"][2] = {"name": "db01", "state": "absent"}
+    plan = apply(engine_options, tmp_path, absent, check=True)
+    assert plan["Check the description as a whole, before anything changes"]["removals"] == []
+    assert "db01" in plan["VMs, in one call (read in bulk, changed where they differ)"]["msg"]
     engine_write(engine_options, ["UPDATE vm_runtime SET status = 'Down', run_host_id = NULL, reserved_memory_mib = 0,"
                                   " reserved_vcpus = 0 WHERE vm_id = (SELECT id FROM vm WHERE name = 'db01')"])
 
@@ -140,6 +148,7 @@ def test_prune_removes_what_the_description_no_longer_names_and_refuses_a_runnin
     assert pruned.rc == 0 and pruned.changed_tasks == ["Remove what the description no longer names"]
     assert [r["name"] for r in sql("SELECT name FROM vm ORDER BY 1")] == ["web01", "web02"]
     assert sql("SELECT name FROM affinity_group") == []
+    assert [r["name"] for r in sql("SELECT name FROM storage_domain")] == ["shared"]
     again = apply(engine_options, tmp_path, dict(smaller, virtplane_prune=True))
     assert again.rc == 0 and again.changed_tasks == []
 
@@ -161,8 +170,10 @@ BAD = [
      "Invalid value for 'vms[1].cluster': VM 'web02' names cluster 'staging', which is neither described nor in "
      "the engine"),
     ("unknown network", _with(["virtplane_vms", 0, "nics"], [{"name": "eth0", "network": "blue"}]),
-     "Invalid value for 'vms[0].networks': VM 'web01' names logical network 'blue', which is neither described nor "
+     "Invalid value for 'vms[0].nics': VM 'web01' names logical network 'blue', which is neither described nor "
      "in the engine"),
+    ("typo", _with(["virtplane_clusters", 1, "memory_overcommit"], 150),
+     "Invalid value for 'clusters[1].memory_overcommit': is not an option of a cluster (name, datacenter,"),
     ("duplicate VM", _with(["virtplane_vms", 2], {"name": "web01", "cluster": "prod", "memory": "64MiB"}),
      "Invalid value for 'vms[2].name': VM 'web01' is described twice (vms[0] and vms[2])"),
     ("VM in two clusters", _with(["virtplane_vms", 2], {"name": "web01", "cluster": "dev", "memory": "64MiB"}),
@@ -198,7 +209,8 @@ def test_the_example_description_is_whole_and_its_plan_lists_every_object(engine
     assert run.rc == 0, run.output[-3000:]
     assert run["Check the description as a whole, before anything changes"]["creations"] == [
         "create data center 'paris'", "create cluster 'prod'", "create host 'hv1'", "create host 'hv2'",
-        "create host 'hv3'", "create storage domain 'shared'", "create logical network 'app'",
-        "create logical network 'backend'", "create affinity group 'web-apart' (cluster prod)", "create VM 'web01'",
-        "create VM 'web02'", "create VM 'db01'"]
+        "create host 'hv3'", "create storage domain 'shared' (data center paris)",
+        "create logical network 'app' (data center paris)", "create logical network 'backend' (data center paris)",
+        "create affinity group 'web-apart' (cluster prod)", "create VM 'web01'", "create VM 'web02'",
+        "create VM 'db01'"]
     assert run.changed_tasks == ["Data centers"]

@@ -5,9 +5,15 @@ and what it no longer names pruned, in the order that lets each removal happen."
 
 from __future__ import annotations
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._description import KINDS, REFERENCES
+from ansible_collections.virtplane.kvm.plugins.module_utils._description import (
+    IN_DATACENTER,
+    KINDS,
+    OPTIONS,
+    REFERENCES,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown, validate_name
+from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _objects
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import (
     _affinity,
     _cluster,
@@ -24,7 +30,7 @@ LABEL = {"datacenters": "data center", "clusters": "cluster", "hosts": "host", "
          "logical_networks": "logical network", "affinity_groups": "affinity group", "templates": "template",
          "vms": "VM"}
 # where an object's name is unique: its parent's name is part of its key
-SCOPE = {"affinity_groups": "cluster"}
+SCOPE = dict({"affinity_groups": "cluster"}, **{kind: "datacenter" for kind in IN_DATACENTER})
 # removal order: what stands on others first
 PRUNE_ORDER = ("vms", "affinity_groups", "templates", "logical_networks", "storage_domains", "hosts", "clusters",
                "datacenters")
@@ -32,26 +38,7 @@ PRUNE_ORDER = ("vms", "affinity_groups", "templates", "logical_networks", "stora
 
 def engine_objects(cur):
     """{kind: {key: row}} of everything the engine has, key (name) or (scope, name), in one snapshot."""
-    queries = {
-        "datacenters": "SELECT name FROM datacenter",
-        "clusters": "SELECT c.name, d.name AS datacenter FROM cluster c JOIN datacenter d ON d.id = c.datacenter_id",
-        "hosts": "SELECT h.name, c.name AS cluster, h.status FROM host h JOIN cluster c ON c.id = h.cluster_id",
-        "storage_domains": "SELECT s.name, d.name AS datacenter FROM storage_domain s"
-                           " JOIN datacenter d ON d.id = s.datacenter_id",
-        "logical_networks": "SELECT n.name, d.name AS datacenter FROM logical_network n"
-                            " JOIN datacenter d ON d.id = n.datacenter_id",
-        "affinity_groups": "SELECT g.name, c.name AS cluster FROM affinity_group g"
-                           " JOIN cluster c ON c.id = g.cluster_id",
-        "templates": "SELECT t.name, d.name AS datacenter FROM template t JOIN datacenter d ON d.id = t.datacenter_id",
-        "vms": "SELECT v.name, c.name AS cluster, r.status, h.name AS host FROM vm v"
-               " JOIN cluster c ON c.id = v.cluster_id JOIN vm_runtime r ON r.vm_id = v.id"
-               " LEFT JOIN host h ON h.id = r.run_host_id",
-    }
-    found = {}
-    for kind, query in queries.items():
-        cur.execute(query + " ORDER BY 1")
-        found[kind] = {_key(kind, row): row for row in cur.fetchall()}
-    return found
+    return {kind: {_key(kind, row): row for row in rows} for kind, rows in _objects.by_kind(cur).items()}
 
 
 def _key(kind, item):
@@ -61,7 +48,8 @@ def _key(kind, item):
 
 def _shown_key(kind, key):
     if isinstance(key, tuple):
-        return "%s '%s' (%s %s)" % (LABEL[kind], key[1], SCOPE[kind], key[0])
+        return "%s '%s' (%s %s)" % (LABEL[kind], key[1], "cluster" if SCOPE[kind] == "cluster" else "data center",
+                                    key[0])
     return "%s '%s'" % (LABEL[kind], key)
 
 
@@ -89,6 +77,10 @@ class Description:
             if not isinstance(item, dict) or item.get("invalid"):
                 raise ValidationError(field, "is not a mapping")
             validate_name(field + ".name", item.get("name"))
+            unknown = [key for key in item.get("keys") or () if kind in OPTIONS and key not in OPTIONS[kind]]
+            if unknown:
+                raise ValidationError("%s.%s" % (field, unknown[0]), "is not an option of a %s (%s)"
+                                      % (LABEL[kind], ", ".join(OPTIONS[kind])))
             scope = SCOPE.get(kind)
             if scope is not None and item.get(scope) is not None:
                 validate_name("%s.%s" % (field, scope), item.get(scope))
@@ -120,22 +112,26 @@ def _known(description, found, kind, prune):
 
 
 def check_references(description, found, prune):
-    """Refuse the first reference to something neither described nor in the engine, naming the item's field."""
+    """Refuse the first reference to something neither described nor in the engine (or in the engine, but to be
+    pruned), naming the item's field. What only matters to create an object is checked for new ones only."""
     known = {kind: _known(description, found, kind, prune) for kind in KINDS}
     for kind in description.kinds:
-        for item in description.present[kind].values():
-            for field, target, many in REFERENCES.get(kind, ()):
+        for key, item in description.present[kind].items():
+            exists = key in found[kind]
+            for field, target, many, creation in REFERENCES.get(kind, ()):
                 value = item.get(field)
-                if value is None:
+                if value is None or (creation and exists):
                     continue
-                values = value if many else [value]
                 if many and not isinstance(value, list):
-                    raise ValidationError("%s.%s" % (item["field"], field), "is not a list of names")
-                for name in values:
-                    if not isinstance(name, str) or name not in known[target]:
-                        raise ValidationError("%s.%s" % (item["field"], field),
-                                              "%s %s names %s %s, which is neither described nor in the "
-                                              "engine" % (LABEL[kind], shown(item["name"]), LABEL[target], shown(name)))
+                    raise ValidationError("%s.%s" % (item["field"], field), "is not a list")
+                for name in value if many else [value]:
+                    if isinstance(name, str) and name in known[target]:
+                        continue
+                    pruned = prune and any(_name(k) == name for k in found[target])
+                    raise ValidationError("%s.%s" % (item["field"], field), "%s %s names %s %s, which %s" % (
+                        LABEL[kind], shown(item["name"]), LABEL[target], shown(name),
+                        "the prune removes: the description does not name it" if pruned
+                        else "is neither described nor in the engine"))
 
 
 def plan(description, found, prune, prune_running):
@@ -157,7 +153,8 @@ def plan(description, found, prune, prune_running):
             explicit = key in description.absent[kind]
             if not prune and not explicit:
                 continue
-            if kind == "vms" and row["status"] != "Down":
+            # a VM the description removes itself is the vm module's (and its force's) to stop
+            if kind == "vms" and row["status"] != "Down" and not explicit:
                 running.append((key, row))
             removals.append((kind, key, row, explicit))
     blocked = [(key, row) for key, row in running if not prune_running]
@@ -179,13 +176,13 @@ def _remove(engine, kind, key, row, prune_running):
     if kind == "affinity_groups":
         return _affinity.ensure(engine, _affinity.AffinityGroupSpec(name=key[1], cluster=key[0], state="absent"))
     if kind == "templates":
-        return _template.ensure(engine, _template.TemplateSpec(name=key, datacenter=row["datacenter"], state="absent",
+        return _template.ensure(engine, _template.TemplateSpec(name=key[1], datacenter=key[0], state="absent",
                                                                timeout=15, wait_timeout=60))
     if kind == "logical_networks":
-        return _network.ensure(engine, _network.NetworkSpec(name=key, datacenter=row["datacenter"], state="absent",
+        return _network.ensure(engine, _network.NetworkSpec(name=key[1], datacenter=key[0], state="absent",
                                                             timeout=15, wait_timeout=60))
     if kind == "storage_domains":
-        return _storage.ensure(engine, _storage.StorageDomainSpec(name=key, datacenter=row["datacenter"],
+        return _storage.ensure(engine, _storage.StorageDomainSpec(name=key[1], datacenter=key[0],
                                                                   state="absent", timeout=15, wait_timeout=60))
     if kind == "hosts":
         return _host.ensure(engine, _host.HostSpec(name=key, state="absent", timeout=15, wait_timeout=60))
