@@ -91,7 +91,7 @@ def reference(engine, described):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--hosts", type=int, default=10)
     parser.add_argument("--vms", type=int, default=200)
