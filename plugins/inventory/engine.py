@@ -130,29 +130,20 @@ def read_engine(options, clusters=(), statuses=(), tags=(), with_hosts=False):
     snapshot; a plain structure, so that a cache keeps it as JSON."""
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _objects, _vms
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
+    from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import plain
 
     engine = _db.connect(options)
     try:
         with engine.consistent_read() as cur:
             rows = _vms.listed(cur, tags=list(tags) or None, statuses=list(statuses) or None)
             rows = [r for r in rows if not clusters or r["cluster"] in clusters]
-            vms = [_plain(_vm.view(r)) for r in rows]
+            vms = [plain(_vm.view(r)) for r in rows]
             hosts = []
             if with_hosts:
-                hosts = [_plain(h) for h in _objects.hosts(cur) if not clusters or h["cluster"] in clusters]
+                hosts = [plain(h) for h in _objects.hosts(cur) if not clusters or h["cluster"] in clusters]
     finally:
         engine.close()
     return {"vms": vms, "hosts": hosts}
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
