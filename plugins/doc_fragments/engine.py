@@ -54,6 +54,13 @@ options:
         type: str
         default: prefer
         choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description:
+          - Absolute path of the CA certificate that signed the database server's, for O(engine.sslmode=verify-ca)
+            and O(engine.sslmode=verify-full) (the engine role's C(engine_pki_dir)/cacert.pem when the engine
+            takes network clients). Falls back to E(VIRTPLANE_ENGINE_SSLROOTCERT).
+        type: str
+        version_added: 0.6.0
       connect_timeout:
         description:
           - Seconds to wait for the database server to answer.

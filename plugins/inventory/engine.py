@@ -64,6 +64,12 @@ options:
         type: str
         default: prefer
         choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      sslrootcert:
+        description:
+          - Absolute path of the CA certificate that signed the server's (the engine role's
+            C(engine_pki_dir)/cacert.pem), for V(verify-ca) and V(verify-full).
+        type: str
+        version_added: 0.6.0
       connect_timeout:
         description: Seconds to wait for the database server.
         type: int
@@ -121,7 +127,8 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-ENGINE_KEYS = ("host", "port", "database", "user", "password", "password_file", "sslmode", "connect_timeout")
+ENGINE_KEYS = ("host", "port", "database", "user", "password", "password_file", "sslmode", "sslrootcert",
+               "connect_timeout")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -192,7 +199,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 value = os.environ.get("VIRTPLANE_ENGINE_%s" % key.upper())
                 if value is not None and key in ("port", "connect_timeout"):
                     value = int(value) if value.isdigit() else value
-            if value is not None and key == "password_file":
+            if value is not None and key in ("password_file", "sslrootcert"):
                 value = os.path.expanduser(value)
             options[key] = value
         return options

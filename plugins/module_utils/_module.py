@@ -33,6 +33,7 @@ ENGINE_OPTION = dict(
                            no_log=False),
         sslmode=dict(type="str", default="prefer", fallback=_env("SSLMODE"),
                      choices=list(_choices.SSL_MODES)),
+        sslrootcert=dict(type="str", fallback=_env("SSLROOTCERT")),
         connect_timeout=dict(type="int", default=10),
     ),
 )

@@ -119,6 +119,12 @@ hba_file:
   returned: always
   type: str
   sample: /etc/postgresql/15/main/pg_hba.conf
+config_file:
+  description: Path of the server's postgresql.conf, for the role to include its network settings.
+  returned: always
+  type: str
+  sample: /etc/postgresql/15/main/postgresql.conf
+  version_added: 0.6.0
 server_version:
   description: Version of the PostgreSQL server.
   returned: always

@@ -145,6 +145,12 @@ CASES = [
      "outside 1-300"),
     ("engine database", DC, {"name": "paris", "engine": {"database": "virtplane\n"}}, "engine.database",
      "PostgreSQL name"),
+    ("engine CA relative", DC, {"name": "paris", "engine": {"sslrootcert": "cacert.pem"}}, "engine.sslrootcert",
+     "not an absolute path"),
+    ("engine CA newline", DC, {"name": "paris", "engine": {"sslrootcert": "/etc/virtplane/pki/cacert.pem\n"}},
+     "engine.sslrootcert", "not an absolute path"),
+    ("engine CA dots", DC, {"name": "paris", "engine": {"sslrootcert": "/etc/virtplane/../shadow"}},
+     "engine.sslrootcert", "not an absolute path"),
 ]
 # found by trying harder: values Ansible itself converts or expands, and values that are well formed
 # but point where they should not

@@ -64,11 +64,14 @@ def ssh(address, command, **kwargs):
 def inventory(tmp_path_factory):
     """The test lab's inventory, shaped like inventories/lab: the engine is a lab host, reached over SSH."""
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    # this machine (the lab bridge's gateway) reads the engine database over TLS, as the demo's does
+    client_dir = str(tmp_path_factory.mktemp("engine-client") / "lab")
     data = {"all": {"children": {
         "lab_machine": {"hosts": {"localhost": local}},
         "lab_hosts": {
             "children": {
-                "engine": {"hosts": {"engine1": {"ansible_host": ENGINE}}},
+                "engine": {"hosts": {"engine1": {"ansible_host": ENGINE, "engine_db_clients": ["10.79.0.1/32"],
+                                                 "engine_client_dir": client_dir}}},
                 "hypervisors": {
                     "hosts": {name: {"ansible_host": address} for name, address in HOSTS.items()},
                     "vars": {"hypervisor_libvirt_transport": "tcp", "hypervisor_allow_plain_tcp": True,
@@ -135,6 +138,7 @@ def lab(inventory):
     report = json.loads(run["virtplane.kvm.lab : Build or repair the lab"]["stdout"])
     run = run_plays([
         {"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]},
+        {"import_playbook": os.path.join(ROOT, "playbooks", "engine_client.yml")},
         {"name": "engine objects", "hosts": "engine", "gather_facts": False, "tasks": [
             {"virtplane.kvm.datacenter": {"name": "lab"}},
             {"virtplane.kvm.cluster": {"name": "lab", "datacenter": "lab"}}]},
@@ -386,6 +390,35 @@ def test_daemons_run_under_systemd_and_without_it(lab):
     assert monitor.stdout.split("\n")[2].startswith("engine1:"), monitor.stdout
 
 
+def test_the_engine_database_takes_tls_clients_it_names_and_the_inventory_plugin_lists_the_lab(lab):
+    """engine_db_clients: this machine reads the engine on its lab host over TLS (a certificate of the engine's CA,
+    verified), never in clear; engine_client.yml left here what ansible-inventory needs."""
+    import psycopg
+
+    with open(lab["inventory"]) as handle:
+        client_dir = json.load(handle)["all"]["children"]["lab_hosts"]["children"]["engine"]["hosts"]["engine1"][
+            "engine_client_dir"]
+    assert oct(os.stat(client_dir).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(os.path.join(client_dir, "password")).st_mode & 0o077) == "0o0"
+    with open(os.path.join(client_dir, "password")) as handle:
+        password = handle.read().strip()
+    login = {"host": ENGINE, "port": 5432, "dbname": "virtplane", "user": "virtplane", "password": password,
+             "connect_timeout": 10}
+    with psycopg.connect(sslmode="verify-full", sslrootcert=os.path.join(client_dir, "cacert.pem"), **login) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(sslmode="disable", **login)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"),
+               ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
+               ANSIBLE_NOCOLOR="1")
+    graph = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"), "-i",
+                            os.path.join(client_dir, "engine.virtplane.yml"), "--graph"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, check=False)
+    assert graph.returncode == 0, graph.stderr
+    assert re.search(r"@hypervisors_lab:\n\s+\|\s+\|--hv1\n\s+\|\s+\|--hv2\n", graph.stdout), graph.stdout
+    assert password not in graph.stdout + graph.stderr
+
+
 def test_a_new_recipe_builds_a_new_base_root_and_remakes_the_hosts(lab):
     # the same archive, another URL: another recipe
     actions = lab_tool("up", "--check", "--mirror", "http://deb.debian.org/debian/")["actions"]
@@ -439,7 +472,8 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
         # usable by QEMU's group (the host's own /dev/kvm): else libvirt re-probes QEMU at every guest start
         kvm = ssh(address, "test ! -e /dev/kvm || stat -c '%G %a' /dev/kvm").stdout.strip()
         assert kvm in ("", "kvm 660"), kvm
-    again = run_plays([{"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]}, hypervisor_play()],
+    again = run_plays([{"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]},
+                       {"import_playbook": os.path.join(ROOT, "playbooks", "engine_client.yml")}, hypervisor_play()],
                       inventory=lab["inventory"])
     assert again.rc == 0, again.output[-3000:]
     assert again.changed_tasks == []

@@ -54,6 +54,7 @@ ENGINE_DEFAULTS = {
     "password": None,
     "password_file": DEFAULT_PASSWORD_FILE,
     "sslmode": "prefer",
+    "sslrootcert": None,
     "connect_timeout": 10,
 }
 
@@ -87,6 +88,11 @@ def validate_engine_options(options, fields=None):
             host.startswith("/") and posixpath.normpath(host) == host and not _CONTROL.search(host))):
         raise ValidationError(fields["host"], "%s is neither a host name, an IP address nor the absolute path of "
                                               "PostgreSQL's socket directory" % shown(host))
+    root = options.get("sslrootcert")
+    if root is not None and not (isinstance(root, str) and root.startswith("/") and posixpath.normpath(root) == root
+                                 and not _CONTROL.search(root)):
+        raise ValidationError(fields["sslrootcert"], "%s is not an absolute path (the CA certificate that signed "
+                                                     "the server's)" % shown(root))
     for key, low, high in (("port", 1, 65535), ("connect_timeout", 1, 300)):
         value = options[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -244,6 +250,8 @@ def connect_raw(options):
         kwargs["password"] = options["password"]
     if not options["host"].startswith("/"):
         kwargs["sslmode"] = options["sslmode"]
+        if options.get("sslrootcert"):
+            kwargs["sslrootcert"] = options["sslrootcert"]
     try:
         return psycopg.connect(**kwargs)
     except psycopg.Error as exc:

@@ -162,6 +162,8 @@ def ensure_database(login, database, owner, password, schema_target=None, check_
                         sql.Identifier(database), sql.Identifier(owner)))
             cur.execute("SHOW hba_file")
             hba_file = cur.fetchone()["hba_file"]
+            cur.execute("SHOW config_file")
+            config_file = cur.fetchone()["config_file"]
             cur.execute("SHOW server_version")
             server_version = cur.fetchone()["server_version"]
     finally:
@@ -171,7 +173,7 @@ def ensure_database(login, database, owner, password, schema_target=None, check_
     actions.extend("apply schema migration %s" % m for m in schema["applied"])
     actions.extend(_ensure_settings(login, database, settings or {}, check_mode))
     return {"changed": bool(actions), "actions": actions, "schema": schema, "hba_file": hba_file,
-            "server_version": server_version}
+            "config_file": config_file, "server_version": server_version}
 
 
 def _ensure_schema(login, database, owner, target, check_mode, created):
