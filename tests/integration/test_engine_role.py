@@ -6,6 +6,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from tests.support.playbook import run_play
 
 ROLE = {"name": "engine role", "ansible.builtin.include_role": {"name": "virtplane.kvm.engine"}}
@@ -18,6 +20,33 @@ def test_bad_settings_are_refused_before_anything_changes():
     assert [r["task"] for r in failed] == ["virtplane.kvm.engine : Check the engine settings"]
     assert "engine_db_name 'bad name;'" in failed[0]["result"]["msg"]
     assert "engine_db_password_file 'relative/path' (an absolute path)" in failed[0]["result"]["msg"]
+    assert run.changed_tasks == []
+
+
+@pytest.mark.parametrize("settings, task, message", [
+    ({"engine_db_clients": ["10.0.0.0/24", "10.0.0.0/33"]}, "Check the networks that may reach the engine database",
+     'Invalid engine_db_clients ["10.0.0.0/24", "10.0.0.0/33"]: a list of networks in CIDR notation'),
+    ({"engine_db_clients": ["999.1.1.1/8"]}, "Check the networks that may reach the engine database",
+     'Invalid engine_db_clients ["999.1.1.1/8"]'),
+    ({"engine_db_clients": [1]}, "Check the networks that may reach the engine database", "Invalid engine_db_clients"),
+    ({"engine_db_clients": ["10.0.0.0/24"], "engine_pki": False},
+     "Check that the engine's CA is on (engine_db_clients take TLS only)", "engine_db_clients needs engine_pki"),
+    ({"engine_db_clients": ["10.0.0.0/24"], "engine_db_address": "db$(id).example"},
+     "Check the address PostgreSQL listens on for them", "Invalid engine_db_address 'db$(id).example'"),
+    ({"engine_db_clients": ["10.0.0.0/24"], "engine_db_address": "999.1.1.1"},
+     "Check the address PostgreSQL listens on for them", "Invalid engine_db_address '999.1.1.1'"),
+    ({"engine_db_clients": ["10.0.0.0/24"], "engine_db_tls_dir": "/etc/virtplane/pki"},
+     "Check the directory of PostgreSQL's server key and certificate",
+     "Invalid engine_db_tls_dir '/etc/virtplane/pki'"),
+    ({"engine_pki_organization": 'Acme"; touch /tmp/x; "'}, "Check the organization in the engine's certificates",
+     "Invalid engine_pki_organization"),
+])
+def test_network_client_settings_are_refused_before_anything_changes(settings, task, message):
+    run = run_play([dict(ROLE, vars=settings)])
+    assert run.rc != 0
+    failed = [r for r in run.results if r["result"].get("failed")]
+    assert [r["task"] for r in failed] == ["virtplane.kvm.engine : " + task], run.output[-2000:]
+    assert message in failed[0]["result"]["msg"], failed[0]["result"]["msg"]
     assert run.changed_tasks == []
 
 
