@@ -1,12 +1,19 @@
 # Copyright: virtplane.kvm contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of a data center description: its names and references for the site module (nothing else of it - no
-password, no cloud-init - reaches that module's arguments), the items whose references already exist, and the
-hypervisors of an inventory as hosts of the description."""
+"""Filters of a data center description: its names and references for the site module, and its items as their tasks
+take them for the site module to compare (no password, no cloud-init reaches that module's arguments: an item with
+one is left to its task); the items the site module found different; the items whose references already exist; and
+the hypervisors of an inventory as hosts of the description."""
 
 from __future__ import annotations
 
-from ansible_collections.virtplane.kvm.plugins.module_utils._description import KINDS, REFERENCES, refs
+from ansible_collections.virtplane.kvm.plugins.module_utils._description import (
+    DATACENTER_DEFAULTED,
+    KINDS,
+    REFERENCES,
+    refs,
+    withheld,
+)
 
 
 def description_refs(description, datacenter=None):
@@ -22,6 +29,43 @@ def description_refs(description, datacenter=None):
     if unknown:
         result["unknown"] = [str(k) for k in unknown]
     return result
+
+
+def description_compare(description, hosts=None, datacenter=None):
+    """{kind: [item or None]}: each item as the task of its kind passes it to its module (its data center defaulted),
+    or None for an item with a withheld option. The hosts are ``hosts`` (those the hypervisor role does not
+    register), the kind left out when None. What is not a list of mappings is left to the site check to refuse."""
+    if not isinstance(description, dict):
+        return {}
+    description = dict(description)
+    description.pop("hosts", None)
+    if hosts is not None:
+        description["hosts"] = hosts
+    result = {}
+    for kind in KINDS:
+        items = description.get(kind)
+        if not isinstance(items, list):
+            continue
+        compared = []
+        for item in items:
+            if not isinstance(item, dict) or withheld(kind, item):
+                compared.append(None)
+            elif kind in DATACENTER_DEFAULTED and item.get("datacenter") is None:
+                compared.append(dict(item, datacenter=datacenter))
+            else:
+                compared.append(item)
+        result[kind] = compared
+    return result
+
+
+def description_pending(items, kind, site):
+    """The items of `kind` the site module found to differ from the engine (or could not compare): its result's
+    pending[kind] (indices into the kind's list). All of them when it did not compare that kind."""
+    pending = ((site or {}).get("pending") or {}).get(kind)
+    items = items or []
+    if pending is None:
+        return list(items)
+    return [item for index, item in enumerate(items) if index in set(pending)]
 
 
 def description_ready(items, kind, missing, datacenter=None):
@@ -59,4 +103,5 @@ def hypervisor_hosts(hosts, hostvars):
 class FilterModule:
     def filters(self):
         return {"description_refs": description_refs, "description_ready": description_ready,
+                "description_compare": description_compare, "description_pending": description_pending,
                 "hypervisor_hosts": hypervisor_hosts}

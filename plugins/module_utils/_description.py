@@ -27,6 +27,11 @@ REFERENCES = {
 LIST_KEYS = {("vms", "nics"): "network", ("vms", "disks"): "storage_domain"}
 # kinds whose names are unique within a data center only
 IN_DATACENTER = ("storage_domains", "logical_networks", "templates")
+# the options of an item that never reach the site module (secrets, and cloud-init documents, which may hold them):
+# an item that sets one is left to the task of its kind to compare
+WITHHELD = {"vms": ("console.password", "cloud_init"), "storage_domains": ("rbd.secret_uuid",)}
+# kinds whose task defaults the item's data center to the description's
+DATACENTER_DEFAULTED = ("clusters",) + IN_DATACENTER
 # the options of the module of each kind (the vm module checks its items itself, strictly)
 OPTIONS = {
     "datacenters": ("name", "description", "storage_type", "state"),
@@ -69,3 +74,14 @@ def refs(kind, item, datacenter=None):
     if "datacenter" in found and found["datacenter"] is None:
         found["datacenter"] = datacenter
     return found
+
+
+def withheld(kind, item):
+    """Whether ``item`` sets an option of WITHHELD[kind] (dotted: console.password)."""
+    for path in WITHHELD.get(kind, ()):
+        value = item
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return True
+    return False

@@ -110,24 +110,13 @@ actions:
   sample: ["create"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _affinity
 
 
 def main():
-    module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        cluster=dict(type="str", required=True),
-        vm_rule=dict(type="str", choices=list(_choices.AFFINITY_RULES)),
-        vm_enforcing=dict(type="bool"),
-        host_rule=dict(type="str", choices=list(_choices.AFFINITY_RULES)),
-        host_enforcing=dict(type="bool"),
-        priority=dict(type="int"),
-        vms=dict(type="list", elements="str"),
-        hosts=dict(type="list", elements="str"),
-        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
-    ), supports_check_mode=True)
+    module = EngineModule(_options.AFFINITY_GROUP, supports_check_mode=True)
     module.ensure(_affinity, _affinity.AffinityGroupSpec, "affinity_group")
 
 

@@ -153,28 +153,13 @@ actions:
   sample: [update]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _cluster
 
 
 def main():
-    module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        datacenter=dict(type="str"),
-        description=dict(type="str"),
-        cpu_model=dict(type="str"),
-        scheduling_policy=dict(type="str", choices=list(_choices.SCHEDULING_POLICIES)),
-        scheduling_policy_params=dict(type="dict"),
-        memory_overcommit_percent=dict(type="int"),
-        cpu_overcommit_ratio=dict(type="float"),
-        migration_policy=dict(type="str", choices=list(_choices.MIGRATION_POLICIES)),
-        migration_bandwidth_mbps=dict(type="int"),
-        migration_max_parallel=dict(type="int"),
-        ha_reservation=dict(type="bool"),
-        resilience_policy=dict(type="str", choices=list(_choices.RESILIENCE_POLICIES)),
-        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
-    ), supports_check_mode=True)
+    module = EngineModule(_options.CLUSTER, supports_check_mode=True)
     module.ensure(_cluster, _cluster.ClusterSpec, "cluster")
 
 

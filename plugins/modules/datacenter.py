@@ -76,18 +76,13 @@ actions:
   sample: [create]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _datacenter
 
 
 def main():
-    module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        description=dict(type="str"),
-        storage_type=dict(type="str", choices=list(_choices.DATACENTER_STORAGE_TYPES)),
-        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
-    ), supports_check_mode=True)
+    module = EngineModule(_options.DATACENTER, supports_check_mode=True)
     module.ensure(_datacenter, _datacenter.DatacenterSpec, "datacenter")
 
 

@@ -357,32 +357,17 @@ actions:
   sample: [migrate VM web1 to hv3, migrate VM db1 to hv2, status Up -> Maintenance]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _choices, _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _host, _maintenance
 
-SETTINGS = dict(
-    cluster=dict(type="str"),
-    libvirt_uri=dict(type="str"),
-    address=dict(type="str"),
-    domain_type=dict(type="str", choices=list(_choices.HOST_DOMAIN_TYPES)),
-    network_nic=dict(type="str"),
-    reserved_memory=dict(type="str"),
-    reserved_cpus=dict(type="int"),
-    schedulable_memory=dict(type="str"),
-    schedulable_cpus=dict(type="int"),
-)
-BULK_STATES = ("present", "refreshed", "absent")
-
 
 def main():
     module = EngineModule(dict(
-        SETTINGS,
+        _options.HOST_SETTINGS,
         name=dict(type="str"),
-        hosts=dict(type="list", elements="dict", options=dict(
-            SETTINGS, name=dict(type="str", required=True),
-            state=dict(type="str", choices=list(BULK_STATES), default="present"))),
+        hosts=dict(type="list", elements="dict", options=_options.HOST_ITEM),
         state=dict(type="str", choices=list(_choices.HOST_STATES), default="present"),
         fence=dict(type="dict", options=dict(
             agent=dict(type="str", choices=list(_choices.FENCE_AGENTS), required=True),

@@ -134,30 +134,17 @@ actions:
   sample: [create, "define network on hv1", "define network on hv2"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _network
 
 
 def main():
     module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        datacenter=dict(type="str"),
-        description=dict(type="str"),
-        mode=dict(type="str", choices=list(_choices.NETWORK_MODES)),
-        vlan=dict(type="int"),
-        vxlan=dict(type="int"),
-        mtu=dict(type="int"),
-        subnet=dict(type="str"),
-        gateway=dict(type="str"),
-        bridge=dict(type="str"),
-        clusters=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
-                                                                 required=dict(type="bool", default=True))),
-        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
+        _options.LOGICAL_NETWORK,
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
-    ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("vlan", "vxlan")],
-        required_if=[("state", "present", ("datacenter",))])
+    ), needs_libvirt=True, supports_check_mode=True, **_options.LOGICAL_NETWORK_RULES)
     module.ensure(_network, _network.NetworkSpec, "logical_network")
 
 

@@ -24,6 +24,11 @@ description:
     its kind would remove it (refused, with the reason, when something still stands on it).
   - Takes the description's names and references only, as the P(virtplane.kvm.description_refs#filter) filter
     keeps them, so that no password or cloud-init document of the description is among its arguments.
+  - With O(compare), it also tells which items differ from the engine, so that a re-run of an unchanged description
+    hands nothing to the tasks of its kinds. Each item is checked against the options of its kind's module, then
+    the service of its kind says, in check mode, whether it would change anything - the same code the module runs.
+    An item it cannot compare (one whose options the module would refuse, one the service refuses, or one with a
+    withheld option) is pending, and its task reports what it does.
 extends_documentation_fragment:
   - virtplane.kvm.engine
   - virtplane.kvm.attributes
@@ -57,6 +62,16 @@ options:
       - Remove what the prune names now (with O(prune=true)). Without it the module only checks and plans.
     type: bool
     default: false
+  compare:
+    description:
+      - The description's items as the tasks of their kinds pass them to their modules -
+        C(description | virtplane.kvm.description_compare(hosts, datacenter)), for each kind its list of items, each
+        with the options of its kind's module (an item of C(vms) or C(hosts) is one element of the module's C(vms)
+        or C(hosts) list), or C(null) for an item that is not to be compared here.
+      - The result's RV(pending) tells which of them differ from the engine.
+      - Changes made between this check and the task of a kind (by the hypervisor role, or by the tasks of earlier
+        kinds) are not foreseen; a host the role registers is set up by its own registration.
+    type: dict
 author:
   - virtplane.kvm maintainers (@virtplane)
 """
@@ -93,6 +108,13 @@ missing:
   returned: always
   type: dict
   sample: {clusters: [dev], vms: [web03]}
+pending:
+  description:
+    - With O(compare), for each kind it lists, the places (from 0) in that kind's list of the items that differ from
+      the engine or could not be compared; the P(virtplane.kvm.description_pending#filter) filter keeps those.
+  returned: when O(compare) is given
+  type: dict
+  sample: {datacenters: [], vms: [3, 17]}
 actions:
   description: What was removed (or would be, in check mode).
   returned: always
@@ -100,8 +122,29 @@ actions:
   elements: str
 """
 
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
+from ansible_collections.virtplane.kvm.plugins.module_utils._description import KINDS
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _site
+
+
+def _prepared(compare):
+    """{kind: [(index, params or None)]}: each item's parameters as its module takes them (None for a withheld
+    item); an item its module would refuse is refused here, naming it, before anything changes."""
+    prepared = {}
+    for kind, items in compare.items():
+        if kind not in KINDS or not isinstance(items, list):
+            continue
+        prepared[kind] = []
+        for index, item in enumerate(items):
+            try:
+                params = None if item is None else _options.item_params(kind, item)
+            except ValidationError as exc:
+                field = "%s[%d]" % (kind, index) + ("" if exc.field == kind else "." + exc.field)
+                raise ValidationError(field, exc.cause)
+            prepared[kind].append((index, params))
+    return prepared
 
 
 def main():
@@ -110,14 +153,19 @@ def main():
         prune=dict(type="bool", default=False),
         prune_running=dict(type="bool", default=False),
         apply_prune=dict(type="bool", default=False),
+        compare=dict(type="dict"),
     ), needs_libvirt=True, supports_check_mode=True)
     params = module.params
     if params["apply_prune"] and not params["prune"]:
         module.fail_json(msg="apply_prune needs prune: true")
 
     def operation(engine):
-        return _site.ensure(engine, params["description"], params["prune"], params["prune_running"],
-                            params["apply_prune"], module.check_mode)
+        outcome = _site.ensure(engine, params["description"], params["prune"], params["prune_running"],
+                               params["apply_prune"], module.check_mode)
+        if params["compare"] is not None:
+            # after the description's own check, whose messages name an unknown option or reference better
+            outcome.resource["pending"] = _site.pending(engine, _prepared(params["compare"]))
+        return outcome
 
     outcome = module.run(operation)
     result = dict(changed=outcome.changed, actions=outcome.actions, **outcome.resource)

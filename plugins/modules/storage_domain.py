@@ -215,45 +215,20 @@ actions:
   sample: [create, "define pool on hv1", "define pool on hv2"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _storage
 
-TYPES = list(_choices.STORAGE_TYPES)
-
 
 def main():
-    path_only = dict(type="dict", options=dict(path=dict(type="str", required=True)))
     module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        datacenter=dict(type="str"),
-        type=dict(type="str", choices=TYPES),
-        clusters=dict(type="list", elements="str"),
-        host=dict(type="str"),
-        description=dict(type="str"),
-        dir=path_only,
-        posixfs=path_only,
-        nfs=dict(type="dict", options=dict(server=dict(type="str", required=True),
-                                           export=dict(type="str", required=True), path=dict(type="str"))),
-        logical=dict(type="dict", options=dict(volume_group=dict(type="str", required=True),
-                                               devices=dict(type="list", elements="str"))),
-        iscsi=dict(type="dict", options=dict(portal=dict(type="str", required=True),
-                                             target=dict(type="str", required=True),
-                                             initiator_prefix=dict(type="str"))),
-        rbd=dict(type="dict", options=dict(monitors=dict(type="list", elements="str", required=True),
-                                           pool=dict(type="str", required=True), user=dict(type="str"),
-                                           secret_uuid=dict(type="str", no_log=True))),
-        state=dict(type="str", choices=list(_choices.STORAGE_STATES), default="present"),
+        _options.STORAGE_DOMAIN,
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
-    ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[TYPES],
-        required_if=[("state", "present", ("type", "datacenter")), ("state", "maintenance", ("type", "datacenter"))]
-        + [("type", t, (t,)) for t in TYPES])
-    p = module.params
-    given = [t for t in TYPES if p[t] is not None and t != p["type"]]
-    if given and p["state"] != "absent":
-        module.fail_json(msg="Invalid value for '%s': a %s domain takes its parameters in '%s'"
-                         % (given[0], p["type"], p["type"]), field=given[0])
+    ), needs_libvirt=True, supports_check_mode=True, **_options.STORAGE_DOMAIN_RULES)
+    mismatch = _options.storage_type_mismatch(module.params)
+    if mismatch:
+        module.fail_json(msg=mismatch[1], field=mismatch[0])
     module.ensure(_storage, _storage.StorageDomainSpec, "storage_domain")
 
 

@@ -81,19 +81,14 @@ actions:
   sample: ["create", "copy disk base01-root to shared"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _template
 
 
 def main():
     module = EngineModule(dict(
-        name=dict(type="str", required=True),
-        vm=dict(type="str"),
-        storage_domain=dict(type="str"),
-        datacenter=dict(type="str"),
-        description=dict(type="str"),
-        state=dict(type="str", choices=list(_choices.PRESENT_ABSENT), default="present"),
+        _options.TEMPLATE,
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True)

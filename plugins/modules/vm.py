@@ -563,55 +563,10 @@ actions:
   sample: ["create", "create qcow2 20 GiB", "attach as vda", "start on hv1"]
 """
 
-from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils import _options
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, EngineModule
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
-
-VM_OPTIONS = dict(
-    name=dict(type="str"),
-    cluster=dict(type="str"),
-    description=dict(type="str"),
-    tags=dict(type="list", elements="str"),
-    vcpus=dict(type="int"),
-    cpu=dict(type="dict", options=dict(sockets=dict(type="int"), cores=dict(type="int"), threads=dict(type="int"),
-                                       max_vcpus=dict(type="int"))),
-    memory=dict(type="str"),
-    memory_max=dict(type="str"),
-    disks=dict(type="list", elements="dict", options=dict(
-        name=dict(type="str", required=True),
-        storage_domain=dict(type="str", required=True),
-        size=dict(type="str"),
-        format=dict(type="str", choices=list(_choices.DISK_FORMATS)),
-        bus=dict(type="str", choices=list(_choices.DISK_BUSES), default="virtio"),
-        bootable=dict(type="bool", default=False))),
-    nics=dict(type="list", elements="dict", options=dict(
-        name=dict(type="str"),
-        network=dict(type="str", required=True),
-        model=dict(type="str", choices=list(_choices.VM_NIC_MODELS), default="virtio"),
-        mac=dict(type="str"))),
-    boot=dict(type="dict", options=dict(
-        devices=dict(type="list", elements="str", choices=list(_choices.VM_BOOT_DEVICES)),
-        kernel=dict(type="str"),
-        initrd=dict(type="str"),
-        cmdline=dict(type="str"))),
-    cloud_init=dict(type="dict", options=dict(user_data=dict(type="raw"), meta_data=dict(type="raw"),
-                                              network_config=dict(type="raw"))),
-    console=dict(type="dict", options=dict(
-        type=dict(type="str", choices=list(_choices.VM_CONSOLE_TYPES), default="vnc"),
-        listen=dict(type="str", default="127.0.0.1"),
-        password=dict(type="str", no_log=True))),
-    serial_console=dict(type="bool"),
-    ha=dict(type="dict", options=dict(enabled=dict(type="bool", default=True),
-                                      priority=dict(type="int", default=0))),
-    host=dict(type="list", elements="str"),
-    state=dict(type="str", choices=list(_choices.VM_STATES), default="present"),
-    force=dict(type="bool", default=False),
-    stop_timeout=dict(type="int", default=120),
-    remove_disks=dict(type="bool", default=True),
-    template=dict(type="str"),
-    clone=dict(type="str", choices=list(_choices.VM_CLONE_MODES), default="thin"),
-)
 
 
 def _spec(params, module_params):
@@ -623,8 +578,8 @@ def _spec(params, module_params):
 
 def main():
     module = EngineModule(dict(
-        VM_OPTIONS,
-        vms=dict(type="list", elements="dict", options=VM_OPTIONS),
+        _options.VM,
+        vms=dict(type="list", elements="dict", options=_options.VM),
         **TIMEOUT_OPTIONS,
         **WAIT_OPTIONS,
     ), needs_libvirt=True, supports_check_mode=True, mutually_exclusive=[("name", "vms")],

@@ -83,6 +83,16 @@ def test_a_description_is_planned_applied_and_reapplied_without_change(engine_op
     again = apply(engine_options, tmp_path, DESCRIPTION)
     assert again.rc == 0 and again.changed_tasks == [], again.changed_tasks
     assert "changed=0" in again.output
+    # the first task compared each item with the engine: nothing differs, and each task had nothing to do - but
+    # for web01, whose console password the site module is never given (the VM task compares it)
+    site = again["Check the description as a whole, before anything changes"]
+    assert site["pending"] == {"datacenters": [], "clusters": [], "hosts": [], "storage_domains": [],
+                               "logical_networks": [], "affinity_groups": [], "vms": [0]}
+    assert site["invocation"]["module_args"]["compare"]["vms"][0] is None
+    for task in ("Data centers", "Clusters", "Hosts registered as they are, in one call", "Storage domains",
+                 "Logical networks", "Affinity groups"):
+        assert again[task]["_status"] == "skipped", task
+    assert [v["name"] for v in again["VMs, in one call (read in bulk, changed where they differ)"]["vms"]] == ["web01"]
 
     # one VM's memory and one network's MTU (one no NIC is on: the MTU of a network in use does not change under its
     # VMs): exactly those change, in check mode as for real
@@ -103,6 +113,24 @@ def test_a_description_is_planned_applied_and_reapplied_without_change(engine_op
     assert [(r["name"], r["mtu"]) for r in sql("SELECT name, mtu FROM logical_network ORDER BY 1")] == [
         ("app", 1500), ("backup", 9000)]
     assert sql("SELECT memory_mib FROM vm WHERE name = 'web01'")[0]["memory_mib"] == 64
+
+
+def test_a_change_made_behind_the_description_is_found_and_undone_by_a_re_apply(engine_options, tmp_path, sql):
+    assert apply(engine_options, tmp_path, DESCRIPTION).rc == 0
+    engine_write(engine_options, ["UPDATE cluster SET memory_overcommit_percent = 100 WHERE name = 'dev'",
+                                  "UPDATE vm SET memory_mib = 512 WHERE name = 'web02'"])
+    for check in (True, False):
+        run = apply(engine_options, tmp_path, DESCRIPTION, check=check)
+        assert run.rc == 0, run.output[-3000:]
+        assert run["Check the description as a whole, before anything changes"]["pending"]["clusters"] == [1]
+        assert run["Check the description as a whole, before anything changes"]["pending"]["vms"] == [0, 1]
+        assert sorted(run.changed_tasks) == ["Clusters", "VMs, in one call (read in bulk, changed where they differ)"]
+        vms = run["VMs, in one call (read in bulk, changed where they differ)"]["vms"]
+        assert [(v["name"], v["changed"]) for v in vms] == [("web01", False), ("web02", True)]
+    assert sql("SELECT memory_overcommit_percent FROM cluster WHERE name = 'dev'")[0]["memory_overcommit_percent"] \
+        == 150
+    assert sql("SELECT memory_mib FROM vm WHERE name = 'web02'")[0]["memory_mib"] == 64
+    assert apply(engine_options, tmp_path, DESCRIPTION).changed_tasks == []
 
 
 def test_prune_removes_what_the_description_no_longer_names_and_refuses_a_running_vm(engine_options, tmp_path, sql):
@@ -183,6 +211,12 @@ BAD = [
      "Invalid value for 'clusters[1].datacenter': cluster 'dev' names data center 'lyon', which is neither "
      "described nor in the engine"),
     ("bad name", _with(["virtplane_vms", 2, "name"], "db01\n"), "Invalid value for 'vms[2].name': 'db01\\n'"),
+    # what the module of an item's kind would refuse is refused by the first task too, before any kind is applied
+    ("bad memory", _with(["virtplane_vms", 2, "memory"], "lots"), "Invalid value for 'vms[2].memory': "),
+    ("bad choice", _with(["virtplane_logical_networks", 1, "mode"], "wide"),
+     "Invalid value for 'logical_networks[1].mode': 'wide' is not one of"),
+    ("bad number", _with(["virtplane_clusters", 1, "memory_overcommit_percent"], "150\n"),
+     "Invalid value for 'clusters[1].memory_overcommit_percent': '150\\n' is not a whole number"),
 ]
 
 

@@ -11,7 +11,11 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._description import 
     OPTIONS,
     REFERENCES,
 )
-from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ConflictError, ValidationError
+from ansible_collections.virtplane.kvm.plugins.module_utils._errors import (
+    ConflictError,
+    ValidationError,
+    VirtplaneError,
+)
 from ansible_collections.virtplane.kvm.plugins.module_utils._validation import shown, validate_name
 from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _objects
 from ansible_collections.virtplane.kvm.plugins.module_utils.services import (
@@ -19,6 +23,7 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.services import (
     _cluster,
     _datacenter,
     _host,
+    _maintenance,
     _network,
     _storage,
     _template,
@@ -189,6 +194,55 @@ def _remove(engine, kind, key, row, prune_running):
     if kind == "clusters":
         return _cluster.ensure(engine, _cluster.ClusterSpec(name=key, datacenter=row["datacenter"], state="absent"))
     return _datacenter.ensure(engine, _datacenter.DatacenterSpec(name=key, state="absent"))
+
+
+# the spec and the service of each kind's task
+_SERVICES = {
+    "datacenters": (_datacenter.DatacenterSpec, _datacenter.ensure),
+    "clusters": (_cluster.ClusterSpec, _cluster.ensure),
+    "hosts": (_host.HostSpec, _maintenance.ensure),
+    "storage_domains": (_storage.StorageDomainSpec, _storage.ensure),
+    "logical_networks": (_network.NetworkSpec, _network.ensure),
+    "templates": (_template.TemplateSpec, _template.ensure),
+    "vms": (_vm.VmSpec, None),
+    "affinity_groups": (_affinity.AffinityGroupSpec, _affinity.ensure),
+}
+
+
+def pending(engine, prepared):
+    """{kind: [index]}: of ``prepared`` ({kind: [(index, params or None)]}, each item's parameters as its module
+    would hand them to its service), the items whose task has something to do - its service, in check mode, says
+    it would change something - or that cannot be told here: None (not compared), or an item the service cannot
+    take now (a reference to what is still to be created: its task reports it). What its spec refuses is refused
+    here, naming the item, before anything changes. The VMs are compared in one bulk read, as their task does."""
+    result = {}
+    for kind, items in prepared.items():
+        spec_class, service = _SERVICES[kind]
+        found = [index for index, params in items if params is None]
+        specs = []
+        for index, params in items:
+            if params is None:
+                continue
+            try:
+                specs.append((index, spec_class.from_params(params)))
+            except ValidationError as exc:
+                raise ValidationError("%s[%d].%s" % (kind, index, exc.field), exc.cause)
+        if service is None:
+            try:
+                outcomes = _vm.ensure_many(engine, [spec for _index, spec in specs], True)
+                changed = [index for (index, _spec), outcome in zip(specs, outcomes) if outcome.changed]  # noqa: B905
+                found.extend(changed)
+            except VirtplaneError:
+                found.extend(index for index, _spec in specs)
+        else:
+            for index, spec in specs:
+                try:
+                    if service(engine, spec, True).changed:
+                        found.append(index)
+                except VirtplaneError:
+                    found.append(index)
+        result[kind] = sorted(found)
+    return result
 
 
 def ensure(engine, refs, prune=False, prune_running=False, apply_prune=False, check_mode=False):
