@@ -94,6 +94,15 @@ options:
     description: Also list the hypervisor hosts.
     type: bool
     default: false
+  console:
+    description:
+      - Make the P(virtplane.kvm.console#connection) connection the connection of each VM that runs and whose
+        address the engine does not know, so that M(ansible.builtin.raw) commands reach it through its interactive
+        console. Every VM that runs has C(ansible_virtplane_libvirt_uri) (its host's libvirt URI) and
+        C(ansible_virtplane_domain) either way, unless its host's URI carries a password.
+    type: bool
+    default: false
+    version_added: 0.6.0
 """
 
 EXAMPLES = r"""
@@ -138,6 +147,7 @@ def read_engine(options, clusters=(), statuses=(), tags=(), with_hosts=False):
     from ansible_collections.virtplane.kvm.plugins.module_utils.engine import _db, _objects, _vms
     from ansible_collections.virtplane.kvm.plugins.module_utils.services import _vm
     from ansible_collections.virtplane.kvm.plugins.module_utils.services._common import plain
+    from ansible_collections.virtplane.kvm.plugins.module_utils.virt import _client
 
     engine = _db.connect(options)
     try:
@@ -145,12 +155,15 @@ def read_engine(options, clusters=(), statuses=(), tags=(), with_hosts=False):
             rows = _vms.listed(cur, tags=list(tags) or None, statuses=list(statuses) or None)
             rows = [r for r in rows if not clusters or r["cluster"] in clusters]
             vms = [plain(_vm.view(r)) for r in rows]
-            hosts = []
-            if with_hosts:
-                hosts = [plain(h) for h in _objects.hosts(cur) if not clusters or h["cluster"] in clusters]
+            every = _objects.hosts(cur)
+            hosts = [plain(h) for h in every if not clusters or h["cluster"] in clusters] if with_hosts else []
+            # how the controller opens a running VM's console: its host's libvirt URI (none with a password in it)
+            running = {vm["host"] for vm in vms if vm["host"]}
+            uris = {h["name"]: h["libvirt_uri"] for h in every
+                    if h["name"] in running and h["libvirt_uri"] and not _client.uri_passwords(h["libvirt_uri"])}
     finally:
         engine.close()
-    return {"vms": vms, "hosts": hosts}
+    return {"vms": vms, "hosts": hosts, "libvirt_uris": uris}
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -226,6 +239,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, data):
         strict = self.get_option("strict")
+        console = self.get_option("console")
         self.inventory.add_group("virtplane_vms")
         if data["hosts"]:
             self.inventory.add_group("virtplane_hosts")
@@ -255,6 +269,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             addresses = [a for a in vm["addresses"] if isinstance(a, str)]
             if addresses:
                 self.inventory.set_variable(name, "ansible_host", addresses[0])
+            uri = data.get("libvirt_uris", {}).get(vm["host"])
+            if uri:
+                self.inventory.set_variable(name, "ansible_virtplane_libvirt_uri", uri)
+                self.inventory.set_variable(name, "ansible_virtplane_domain", name)
+                if console and not addresses:
+                    self.inventory.set_variable(name, "ansible_connection", "virtplane.kvm.console")
             self._construct(name, strict)
 
     def _group(self, name, kind, value):

@@ -82,6 +82,12 @@ def test_vms_are_grouped_by_cluster_host_tag_and_status_with_constructed_groups(
     assert groups["big"] == ["db01"]
     web = data["_meta"]["hostvars"]["web01"]
     assert web["ansible_user"] == "cloud" and web["vm_cluster"] == "prod"
+    # how its console is reached (its host's libvirt URI); the console connection itself only when asked for
+    assert (web["ansible_virtplane_libvirt_uri"], web["ansible_virtplane_domain"]) == ("test:///default", "web01")
+    assert "ansible_connection" not in web and "ansible_virtplane_libvirt_uri" not in data["_meta"]["hostvars"]["db01"]
+    consoles, _groups = listed(inventory(tmp_path, engine_options, name="console.virtplane.yml", console=True))
+    assert consoles["_meta"]["hostvars"]["web01"]["ansible_connection"] == "virtplane.kvm.console"
+    assert "ansible_connection" not in consoles["_meta"]["hostvars"]["db01"]  # Down: on no host
     vm = web["virtplane_vm"]
     assert (vm["status"], vm["host"], vm["memory_mib"], vm["datacenter"]) == ("Up", "hv1", 64, "paris")
     assert "s3cret" not in json.dumps(data) and engine_options["password"] not in json.dumps(data)

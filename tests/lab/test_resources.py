@@ -223,14 +223,16 @@ def apply_description(dc, directory, files, check=False, hypervisors=None):
                          "VIRTPLANE_ENGINE_PASSWORD": engine["password"]})
 
 
-def engine_inventory(dc, directory, *args):
-    """ansible-inventory on a virtplane.kvm.engine configuration that reads this lab's engine."""
+def engine_inventory(dc, directory, *args, program="ansible-inventory"):
+    """ansible-inventory (or ``program``) on a virtplane.kvm.engine configuration that reads this lab's engine,
+    whose VMs without an address are reached through their consoles."""
     path = directory / "lab.virtplane.yml"
-    path.write_text(json.dumps({"plugin": "virtplane.kvm.engine", "engine": dc["engine"], "hosts": True}))
+    path.write_text(json.dumps({"plugin": "virtplane.kvm.engine", "engine": dc["engine"], "hosts": True,
+                                "console": True}))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"),
                ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_INVENTORY_ENABLED="virtplane.kvm.engine",
                ANSIBLE_INVENTORY_UNPARSED_FAILED="true", ANSIBLE_NOCOLOR="1")
-    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-inventory"), "-i", str(path), *args],
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), program), "-i", str(path), *args],
                           env=env, cwd=ROOT, capture_output=True, text=True, check=False)
 
 
@@ -295,7 +297,9 @@ def test_a_described_data_center_is_applied_reapplied_changed_listed_and_pruned_
         changed = apply_description(dc, tmp_path / "repo", gitops_description(memory="160MiB", mtu=1300))
         assert changed.rc == 0, changed.output[-3000:]
         assert sorted(changed.changed_tasks) == ["Logical networks", vms_task], changed.output[-3000:]
-        assert [(vm["name"], vm["changed"]) for vm in changed[vms_task]["vms"]] == [("gs1", True), ("gs2", False)]
+        # the first task found what differs: the VM task got gs1 alone, the network task backup alone
+        assert changed["Check the description as a whole, before anything changes"]["pending"]["vms"] == [0]
+        assert [(vm["name"], vm["changed"]) for vm in changed[vms_task]["vms"]] == [("gs1", True)]
         assert [n["logical_network"]["name"] for n in changed["Logical networks"]["results"] if n["changed"]] == [
             "backup"]
         assert sql_lab("SELECT memory_mib FROM vm WHERE name = 'gs1'") == [{"memory_mib": 160}]
@@ -316,6 +320,15 @@ def test_a_described_data_center_is_applied_reapplied_changed_listed_and_pruned_
         # strings from the engine are marked unsafe (never templated): {"__ansible_unsafe": value}
         assert [v["__ansible_unsafe"] if isinstance(v, dict) else v for v in (listed["host"], listed["memory"])] \
             == ["hv1", "160 MiB"]
+        # an ad-hoc command reaches gs1 through its interactive console (the engine knows no address of it): the
+        # guest's own address, and its peer on the other host answering
+        adhoc = engine_inventory(dc, tmp_path, "gs1", "-m", "ansible.builtin.raw", "-a",
+                                 "ip -4 -o addr show; ping -c 1 -W 3 192.168.100.62", program="ansible")
+        assert adhoc.returncode == 0, adhoc.stdout + adhoc.stderr
+        assert "192.168.100.61/24" in adhoc.stdout and "1 packets received" in adhoc.stdout, adhoc.stdout
+        failed = engine_inventory(dc, tmp_path, "gs2", "-m", "ansible.builtin.raw", "-a", "echo gone >&2; exit 7",
+                                  program="ansible")
+        assert failed.returncode != 0 and "rc=7" in failed.stdout and "gone" in failed.stdout, failed.stdout
 
         # the VMs gone from the description: running, so the prune is refused until it may power them off
         refused = apply_description(dc, tmp_path / "repo", gitops_description(vms=(), prune=True))

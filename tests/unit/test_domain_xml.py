@@ -24,6 +24,11 @@ def test_kernel_boot_nics_disks_and_console():
     assert nics[0].find("mac").get("address") == "56:6f:00:00:00:01"
     assert root.find("devices/disk/source").attrib == {"pool": "vp-shared", "volume": "web01.qcow2"}
     assert root.find("devices/serial/source").get("path") == "/var/log/libvirt/qemu/web01.serial"
+    # the serial port is the log; the console to type into is a virtio-serial port on a socket libvirt names
+    assert [s.get("type") for s in root.findall("devices/serial")] == ["file"]
+    [channel] = root.findall("devices/channel")
+    assert channel.get("type") == "unix" and channel.find("source").attrib == {"mode": "bind"}
+    assert channel.find("target").attrib == {"type": "virtio", "name": "org.virtplane.console"}
 
 
 def test_libvirt_takes_it():

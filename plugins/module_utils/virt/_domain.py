@@ -16,6 +16,8 @@ from ansible_collections.virtplane.kvm.plugins.module_utils.virt._client import 
 DOMAIN_TYPES = ("kvm", "qemu", "test")
 INTERFACE_TYPES = ("network", "bridge", "user")
 GRAPHICS_TYPES = ("vnc", "spice")
+# the virtio-serial port of a VM's interactive console (virtplane.kvm.console; the lab image runs a shell on it)
+CONSOLE_CHANNEL = "org.virtplane.console"
 
 
 class GuestSpec:
@@ -139,6 +141,11 @@ def guest_xml(spec):
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.serial_path)
         _sub(serial, "target", port=0)
+        # the interactive console: a virtio-serial port on a unix socket libvirt names, which virDomainOpenChannel
+        # reaches (a pty needs /dev/ptmx in QEMU's namespace); the serial port stays the log
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "source", mode="bind")
+        _sub(channel, "target", type="virtio", name=CONSOLE_CHANNEL)
     if spec.graphics:
         graphics = spec.graphics
         element = _sub(devices, "graphics", type=graphics["type"], autoport="yes",
