@@ -17,10 +17,12 @@ description:
     standard error and exit status are returned apart.
   - Commands only - the M(ansible.builtin.raw) module, and facts gathering off. Files are not copied, so modules that
     need Python on the guest do not run through it.
-  - The P(virtplane.kvm.engine#inventory) inventory plugin sets O(libvirt_uri) and O(domain) for each VM that runs,
-    and with its O(virtplane.kvm.engine#inventory:console) option makes this the connection of each VM whose
-    address it does not know.
-  - One console session per VM at a time; a second one is refused while the first is open (a C(virsh console) too).
+  - The P(virtplane.kvm.engine#inventory) inventory plugin sets O(libvirt_uri) and O(domain) for each VM on a
+    host, and with its O(virtplane.kvm.engine#inventory:console) option makes this the connection of each VM that
+    is Up and whose address it does not know.
+  - One console session per VM at a time; a second one is refused while the first is open.
+  - A command that runs past O(command_timeout) fails, and its session is closed; the command itself goes on in the
+    guest, and the next session's shell starts when it ends.
 options:
   libvirt_uri:
     description:
@@ -62,7 +64,6 @@ EXAMPLES = r"""
 import base64
 import re
 import threading
-import time
 import uuid
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
@@ -79,6 +80,9 @@ CHANNEL = "org.virtplane.console"
 # the command goes to the guest in lines of this length at most
 CHUNK = 2000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# what follows the marker: rc, stdout and stderr (base64), :END
+_RESULT = re.compile(rb"(\d{1,3}):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):END")
+UNDELIVERED = "virtplane.kvm.console: the command did not reach the guest whole"
 
 
 class Connection(ConnectionBase):
@@ -102,7 +106,7 @@ class Connection(ConnectionBase):
         domain = self.get_option("domain") or self._play_context.remote_addr
         if not uri:
             raise AnsibleConnectionFailure("virtplane.kvm.console: no libvirt URI for %s (ansible_virtplane_libvirt_uri"
-                                           "; the engine inventory sets it for a VM that runs)" % domain)
+                                           "; the engine inventory sets it for a VM on a host)" % domain)
         if not isinstance(domain, str) or not _NAME.fullmatch(domain):
             raise AnsibleConnectionFailure("virtplane.kvm.console: %r is not a VM name" % (domain,))
         try:
@@ -122,40 +126,39 @@ class Connection(ConnectionBase):
         while data:
             sent = self._stream.send(data)
             if sent < 0:
-                raise AnsibleConnectionFailure("virtplane.kvm.console: the console stopped taking input")
+                raise libvirt.libvirtError("the console stopped taking input")
             data = data[sent:]
 
-    def _read_until(self, pattern, deadline):
-        """Read the console until ``pattern`` matches what it printed; the match."""
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._abort)
-        timer.start()
-        try:
-            while True:
-                found = pattern.search(self._buffer)
-                if found:
-                    self._buffer = self._buffer[found.end():]
-                    return found
-                try:
-                    data = self._stream.recv(65536)
-                except libvirt.libvirtError as exc:
-                    # the session is over: the next command opens another one (and the guest's shell ends)
-                    self.close()
-                    if time.monotonic() >= deadline:
-                        raise AnsibleError("virtplane.kvm.console: the command did not finish within %d s"
-                                           % self.get_option("command_timeout"))
-                    raise AnsibleConnectionFailure("virtplane.kvm.console: %s" % to_native(exc.get_error_message()))
-                if data in (-2, None):
-                    continue
-                if not data:
-                    self.close()
-                    raise AnsibleConnectionFailure("virtplane.kvm.console: the console closed (the VM stopped?)")
-                self._buffer = (self._buffer + data)[-(1 << 24):]
-        finally:
-            timer.cancel()
+    def _read_until(self, prefix, suffix):
+        """Read the console until a line from ``prefix`` to ``suffix`` came; that line. Each read looks at what is
+        new only, so a command's output of many megabytes costs no more than reading it."""
+        start = end = None
+        scanned = 0
+        while True:
+            if start is None:
+                start = self._buffer.find(prefix, max(0, scanned - len(prefix)))
+                start = None if start < 0 else start
+                scanned = len(self._buffer)
+            if start is not None:
+                end = self._buffer.find(suffix, max(start, (end or start) - len(suffix)))
+                if end >= 0:
+                    line = self._buffer[start:end + len(suffix)]
+                    self._buffer = self._buffer[end + len(suffix):]
+                    return line
+                end = len(self._buffer)
+            data = self._stream.recv(65536)
+            if data in (-2, None):
+                continue
+            if not data:
+                raise EOFError()
+            self._buffer += data
 
     def _abort(self):
+        stream = self._stream
+        if stream is None:
+            return
         try:
-            self._stream.abort()
+            stream.abort()
         except libvirt.libvirtError:  # the stream may be gone already
             pass
 
@@ -167,18 +170,38 @@ class Connection(ConnectionBase):
         self._display.vvv("CONSOLE EXEC %s" % cmd, host=self._play_context.remote_addr)
         marker = uuid.uuid4().hex
         script = base64.b64encode(to_bytes(cmd)).decode("ascii")
-        deadline = time.monotonic() + self.get_option("command_timeout")
-        # the command goes into a file in pieces, base64 (no quoting, any byte); the marker is written split in two,
-        # so that only its output matches, never the line that asks for it (should a guest's port echo)
-        lines = ["rm -f /tmp/.vp-cmd.b64"]
-        lines += ["echo %s >>/tmp/.vp-cmd.b64" % script[i:i + CHUNK] for i in range(0, len(script), CHUNK)]
-        lines.append("base64 -d /tmp/.vp-cmd.b64 >/tmp/.vp-cmd; sh /tmp/.vp-cmd </dev/null >/tmp/.vp-out"
-                     " 2>/tmp/.vp-err; rc=$?; echo \"VP\"\"C-%s:$rc:$(base64 /tmp/.vp-out | tr -d '\\n')"
-                     ":$(base64 /tmp/.vp-err | tr -d '\\n'):END\"" % marker)
+        # in a directory of its own that only root reads (mktemp makes it 0700); the command goes there in pieces,
+        # base64 (no quoting, any byte), and runs only if it arrived whole; the marker is written split in two, so
+        # that only its output matches, never the line that asks for it (should a guest's port echo)
+        lines = ["vp=$(mktemp -d /tmp/virtplane-console.XXXXXX) || vp=/nonexistent"]
+        lines += ['echo %s >>"$vp/cmd.b64"' % script[i:i + CHUNK] for i in range(0, len(script), CHUNK)]
+        lines.append('if base64 -d "$vp/cmd.b64" >"$vp/cmd" 2>/dev/null; then sh "$vp/cmd" </dev/null >"$vp/out"'
+                     ' 2>"$vp/err"; rc=$?; else rc=255; echo "%s" >"$vp/err"; fi; echo "VP""C-%s:$rc:'
+                     '$(base64 "$vp/out" 2>/dev/null | tr -d \'\\n\'):$(base64 "$vp/err" 2>/dev/null | tr -d \'\\n\')'
+                     ':END"; rm -rf "$vp"' % (UNDELIVERED, marker))
         self._buffer = b""
-        self._send("\n".join(lines) + "\n")
-        found = self._read_until(re.compile(rb"VPC-" + marker.encode() + rb":(\d+):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*)"
-                                            rb":END"), deadline)
+        timeout = self.get_option("command_timeout")
+        # one deadline for sending and reading: a guest that reads nothing blocks the sending too
+        timer = threading.Timer(timeout, self._abort)
+        timer.start()
+        try:
+            self._send("\n".join(lines) + "\n")
+            line = self._read_until(b"VPC-" + marker.encode() + b":", b":END")
+        except (libvirt.libvirtError, EOFError) as exc:
+            # the session is over: the next command opens another one (and the guest's shell ends)
+            timed_out = not timer.is_alive()
+            self.close()
+            if timed_out:
+                raise AnsibleError("virtplane.kvm.console: the command did not finish within %d s (a guest that runs "
+                                   "no shell on its %s port never answers)" % (timeout, CHANNEL))
+            if isinstance(exc, EOFError):
+                raise AnsibleConnectionFailure("virtplane.kvm.console: the console closed (the VM stopped?)")
+            raise AnsibleConnectionFailure("virtplane.kvm.console: %s" % to_native(exc.get_error_message()))
+        finally:
+            timer.cancel()
+        found = _RESULT.fullmatch(line[len(b"VPC-") + len(marker) + 1:])
+        if not found:
+            raise AnsibleError("virtplane.kvm.console: the guest's answer is not one this connection reads")
         return int(found.group(1)), base64.b64decode(found.group(2)), base64.b64decode(found.group(3))
 
     def put_file(self, in_path, out_path):

@@ -12,7 +12,6 @@ from ansible_collections.virtplane.kvm.plugins.module_utils._description import 
     KINDS,
     REFERENCES,
     refs,
-    withheld,
 )
 
 
@@ -33,8 +32,12 @@ def description_refs(description, datacenter=None):
 
 def description_compare(description, hosts=None, datacenter=None):
     """{kind: [item or None]}: each item as the task of its kind passes it to its module (its data center defaulted),
-    or None for an item with a withheld option. The hosts are ``hosts`` (those the hypervisor role does not
-    register), the kind left out when None. What is not a list of mappings is left to the site check to refuse."""
+    or None for an item with a secret, a withheld or an unknown option (its task compares it, or refuses it). The
+    hosts are ``hosts`` (those the hypervisor role does not register), the kind left out when None. What is not a
+    list of mappings is left to the site check to refuse."""
+    # the modules' options (Ansible's module_utils, imported when the filter runs)
+    from ansible_collections.virtplane.kvm.plugins.module_utils._options import comparable
+
     if not isinstance(description, dict):
         return {}
     description = dict(description)
@@ -48,9 +51,9 @@ def description_compare(description, hosts=None, datacenter=None):
             continue
         compared = []
         for item in items:
-            if not isinstance(item, dict) or withheld(kind, item):
+            if not isinstance(item, dict) or not comparable(kind, item):
                 compared.append(None)
-            elif kind in DATACENTER_DEFAULTED and item.get("datacenter") is None:
+            elif kind in DATACENTER_DEFAULTED and "datacenter" not in item:  # as the task's default() does
                 compared.append(dict(item, datacenter=datacenter))
             else:
                 compared.append(item)

@@ -96,9 +96,9 @@ options:
     default: false
   console:
     description:
-      - Make the P(virtplane.kvm.console#connection) connection the connection of each VM that runs and whose
+      - Make the P(virtplane.kvm.console#connection) connection the connection of each VM that is C(Up) and whose
         address the engine does not know, so that M(ansible.builtin.raw) commands reach it through its interactive
-        console. Every VM that runs has C(ansible_virtplane_libvirt_uri) (its host's libvirt URI) and
+        console. Every VM on a host has C(ansible_virtplane_libvirt_uri) (its host's libvirt URI) and
         C(ansible_virtplane_domain) either way, unless its host's URI carries a password.
     type: bool
     default: false
@@ -273,7 +273,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if uri:
                 self.inventory.set_variable(name, "ansible_virtplane_libvirt_uri", uri)
                 self.inventory.set_variable(name, "ansible_virtplane_domain", name)
-                if console and not addresses:
+                if console and not addresses and vm["status"] == "Up":
                     self.inventory.set_variable(name, "ansible_connection", "virtplane.kvm.console")
             self._construct(name, strict)
 

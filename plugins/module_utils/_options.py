@@ -10,6 +10,7 @@ import copy
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.virtplane.kvm.plugins.module_utils import _choices
+from ansible_collections.virtplane.kvm.plugins.module_utils._description import withheld
 from ansible_collections.virtplane.kvm.plugins.module_utils._errors import ValidationError
 from ansible_collections.virtplane.kvm.plugins.module_utils._module import TIMEOUT_OPTIONS, WAIT_OPTIONS, strict_types
 
@@ -207,6 +208,29 @@ def secret_options(spec, value, prefix=""):
             for element in given if isinstance(given, list) else [given]:
                 found.extend(secret_options(option["options"], element, prefix + name + "."))
     return found
+
+
+def unknown_options(spec, value, prefix=""):
+    """The keys (dotted) of ``value`` that ``spec`` does not have, at any depth."""
+    found = []
+    if not isinstance(value, dict):
+        return found
+    for name, given in value.items():
+        option = spec.get(name)
+        if option is None:
+            found.append(prefix + str(name))
+        elif option.get("options") and given is not None:
+            for element in given if isinstance(given, list) else [given]:
+                found.extend(unknown_options(option["options"], element, prefix + name + "."))
+    return found
+
+
+def comparable(kind, item):
+    """Whether the site module may be given ``item``: none of its options is a secret (no_log) or a withheld one
+    (cloud-init), and none is unknown to its module - a misspelt secret (console.passwd) is kept from the site
+    module's arguments too; the kind's task refuses it."""
+    spec, _rules = ITEMS[kind]
+    return not (secret_options(spec, item) or unknown_options(spec, item) or withheld(kind, item))
 
 
 def item_params(kind, item):

@@ -25,10 +25,12 @@ description:
   - Takes the description's names and references only, as the P(virtplane.kvm.description_refs#filter) filter
     keeps them, so that no password or cloud-init document of the description is among its arguments.
   - With O(compare), it also tells which items differ from the engine, so that a re-run of an unchanged description
-    hands nothing to the tasks of its kinds. Each item is checked against the options of its kind's module, then
-    the service of its kind says, in check mode, whether it would change anything - the same code the module runs.
-    An item it cannot compare (one whose options the module would refuse, one the service refuses, or one with a
-    withheld option) is pending, and its task reports what it does.
+    hands nothing to the tasks of its kinds. Each item is checked against the options of its kind's module (one it
+    would refuse is refused here, naming it, before any kind is applied), then the service of its kind says, in
+    check mode, whether it would change anything - the same code the module runs. An item it cannot compare (one
+    the service cannot take yet, or one that is withheld) is pending, and its task reports what it does.
+  - On a real run, a host or storage domain that has not changed is then ensured for real, which refreshes what
+    its task would (a host's memory, CPUs and load, a domain's capacity on each host).
 extends_documentation_fragment:
   - virtplane.kvm.engine
   - virtplane.kvm.attributes
@@ -141,7 +143,7 @@ def _prepared(compare):
             try:
                 params = None if item is None else _options.item_params(kind, item)
             except ValidationError as exc:
-                field = "%s[%d]" % (kind, index) + ("" if exc.field == kind else "." + exc.field)
+                field = _site.field_of(kind, index) + ("" if exc.field == kind else "." + exc.field)
                 raise ValidationError(field, exc.cause)
             prepared[kind].append((index, params))
     return prepared
@@ -164,7 +166,7 @@ def main():
                                params["apply_prune"], module.check_mode)
         if params["compare"] is not None:
             # after the description's own check, whose messages name an unknown option or reference better
-            outcome.resource["pending"] = _site.pending(engine, _prepared(params["compare"]))
+            outcome.resource["pending"] = _site.pending(engine, _prepared(params["compare"]), module.check_mode)
         return outcome
 
     outcome = module.run(operation)

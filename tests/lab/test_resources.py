@@ -329,6 +329,9 @@ def test_a_described_data_center_is_applied_reapplied_changed_listed_and_pruned_
         failed = engine_inventory(dc, tmp_path, "gs2", "-m", "ansible.builtin.raw", "-a", "echo gone >&2; exit 7",
                                   program="ansible")
         assert failed.returncode != 0 and "rc=7" in failed.stdout and "gone" in failed.stdout, failed.stdout
+        slow = engine_inventory(dc, tmp_path, "gs2", "-m", "ansible.builtin.raw", "-a", "sleep 20", "-e",
+                                "ansible_virtplane_command_timeout=2", program="ansible")
+        assert slow.returncode != 0 and "the command did not finish within 2 s" in slow.stdout, slow.stdout
 
         # the VMs gone from the description: running, so the prune is refused until it may power them off
         refused = apply_description(dc, tmp_path / "repo", gitops_description(vms=(), prune=True))

@@ -39,6 +39,10 @@ def test_an_item_with_a_secret_or_cloud_init_is_never_handed_to_the_site_module(
     assert compared == {"vms": [None, None, {"name": "c", "console": {"type": "vnc"}}],
                         "storage_domains": [None, {"name": "shared", "datacenter": "paris"}]}
     assert description_compare(description, [{"name": "hv9"}], "paris")["hosts"] == [{"name": "hv9"}]
+    # a secret under a name its module does not have (a typo, an option of another module) is kept away too
+    typos = {"vms": [{"name": "a", "console": {"passwd": "x"}}, {"name": "b", "colour": "red"}],
+             "hosts": [{"name": "hv1", "fence": {"agent": "lab", "password": "x"}}]}
+    assert description_compare(typos, typos["hosts"], "paris") == {"vms": [None, None], "hosts": [None]}
 
 
 def test_an_item_is_taken_as_its_module_takes_it():

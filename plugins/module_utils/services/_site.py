@@ -209,12 +209,24 @@ _SERVICES = {
 }
 
 
-def pending(engine, prepared):
+# what an unchanged item's task still does on a real run: a host's memory, CPUs and load, a storage domain's
+# capacity on each host are refreshed (and not reported as changes)
+REFRESHED = ("hosts", "storage_domains")
+
+
+def field_of(kind, index):
+    """An item's place as its user wrote it: the hosts compared are virtplane_hosts (the description's hosts list
+    the hypervisors first)."""
+    return "%s[%d]" % ("virtplane_hosts" if kind == "hosts" else kind, index)
+
+
+def pending(engine, prepared, check_mode=False):
     """{kind: [index]}: of ``prepared`` ({kind: [(index, params or None)]}, each item's parameters as its module
     would hand them to its service), the items whose task has something to do - its service, in check mode, says
     it would change something - or that cannot be told here: None (not compared), or an item the service cannot
     take now (a reference to what is still to be created: its task reports it). What its spec refuses is refused
-    here, naming the item, before anything changes. The VMs are compared in one bulk read, as their task does."""
+    here, naming the item, before anything changes. The VMs are compared in one bulk read, as their task does. On a
+    real run, an unchanged host or storage domain is then ensured for real, which refreshes what its task would."""
     result = {}
     for kind, items in prepared.items():
         spec_class, service = _SERVICES[kind]
@@ -226,7 +238,7 @@ def pending(engine, prepared):
             try:
                 specs.append((index, spec_class.from_params(params)))
             except ValidationError as exc:
-                raise ValidationError("%s[%d].%s" % (kind, index, exc.field), exc.cause)
+                raise ValidationError("%s.%s" % (field_of(kind, index), exc.field), exc.cause)
         if service is None:
             try:
                 outcomes = _vm.ensure_many(engine, [spec for _index, spec in specs], True)
@@ -239,6 +251,8 @@ def pending(engine, prepared):
                 try:
                     if service(engine, spec, True).changed:
                         found.append(index)
+                    elif kind in REFRESHED and not check_mode and service(engine, spec, False).changed:
+                        found.append(index)  # it changed since the check: its task reports what it is now
                 except VirtplaneError:
                     found.append(index)
         result[kind] = sorted(found)
