@@ -182,16 +182,16 @@ class Connection(ConnectionBase):
         self._buffer = b""
         timeout = self.get_option("command_timeout")
         # one deadline for sending and reading: a guest that reads nothing blocks the sending too
-        timer = threading.Timer(timeout, self._abort)
+        expired = threading.Event()
+        timer = threading.Timer(timeout, lambda: (expired.set(), self._abort()))
         timer.start()
         try:
             self._send("\n".join(lines) + "\n")
             line = self._read_until(b"VPC-" + marker.encode() + b":", b":END")
         except (libvirt.libvirtError, EOFError) as exc:
             # the session is over: the next command opens another one (and the guest's shell ends)
-            timed_out = not timer.is_alive()
             self.close()
-            if timed_out:
+            if expired.is_set():
                 raise AnsibleError("virtplane.kvm.console: the command did not finish within %d s (a guest that runs "
                                    "no shell on its %s port never answers)" % (timeout, CHANNEL))
             if isinstance(exc, EOFError):
