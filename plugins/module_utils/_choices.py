@@ -51,3 +51,6 @@ OBJECT_TYPES = ("datacenter", "cluster", "host", "vm", "storage_domain", "logica
                 "snapshot")
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+# host_state: compare a host with its record, or write the record
+HOST_STATE_STATES = ("check", "record")

@@ -27,9 +27,9 @@ REFERENCES = {
 LIST_KEYS = {("vms", "nics"): "network", ("vms", "disks"): "storage_domain"}
 # kinds whose names are unique within a data center only
 IN_DATACENTER = ("storage_domains", "logical_networks", "templates")
-# the options of an item that never reach the site module (secrets, and cloud-init documents, which may hold them):
+# the options of an item that never reach the site module (secrets, and cloud-init user data, which may hold them):
 # an item that sets one is left to the task of its kind to compare
-WITHHELD = {"vms": ("console.password", "cloud_init"), "storage_domains": ("rbd.secret_uuid",)}
+WITHHELD = {"vms": ("console.password", "cloud_init.user_data"), "storage_domains": ("rbd.secret_uuid",)}
 # kinds whose task defaults the item's data center to the description's
 DATACENTER_DEFAULTED = ("clusters",) + IN_DATACENTER
 # the options of the module of each kind (the vm module checks its items itself, strictly)

@@ -477,6 +477,65 @@ def test_hypervisor_role_registered_both_hosts_up_and_is_idempotent(lab):
                       inventory=lab["inventory"])
     assert again.rc == 0, again.output[-3000:]
     assert again.changed_tasks == []
+    # the hosts under systemd held what the last run recorded: their setup was skipped; hv2 (no systemd) is set
+    # up at every run
+    assert task_status(again, ENGINE_SETUP, "engine1") == "skipped"
+    assert task_status(again, HYPERVISOR_SETUP, "hv1") == "skipped"
+    assert task_status(again, HYPERVISOR_SETUP, "hv2") == "ok"
+
+
+ENGINE_SETUP = ("virtplane.kvm.engine : Set up the engine host (PostgreSQL, the engine database, the CA, network "
+                "clients, the monitor)")
+HYPERVISOR_SETUP = "virtplane.kvm.hypervisor : Set up the host (packages, libvirt, QEMU and virtlockd, TLS, daemons)"
+
+
+def task_status(run, task, host):
+    statuses = [r["result"]["_status"] for r in run.results if r["task"] == task and r["host"] == host]
+    assert statuses, "%s did not run on %s: %s" % (task, host, run.output[-3000:])
+    return statuses[-1]
+
+
+def test_a_host_changed_by_hand_is_set_up_again_then_skipped(lab):
+    """What the roles recorded is checked at each run: a file edited by hand, a file's mode, a stopped service and a
+    new input each make the role set the host up again (and repair it); the next run skips the setup again."""
+    plays = [{"name": "engine", "hosts": "engine", "roles": ["virtplane.kvm.engine"]}, hypervisor_play()]
+    ssh(HOSTS["hv1"], "echo '# edited by hand' >> /etc/libvirt/qemu.conf; systemctl stop virtlockd.service")
+    ssh(ENGINE, "chmod 0644 /etc/virtplane/monitor.json")
+    check = run_plays(plays, inventory=lab["inventory"], check=True)
+    assert check.rc == 0, check.output[-3000:]
+    hv1 = [r["result"] for r in check.results
+           if r["task"] == "virtplane.kvm.hypervisor : Tell whether the host still holds what the role set up"
+           and r["host"] == "hv1"][0]
+    assert not hv1["holds"]
+    assert "/etc/libvirt/qemu.conf: content" in hv1["differences"], hv1
+    assert "unit virtlockd.service: ActiveState inactive, recorded active" in hv1["differences"], hv1
+    # check mode changes nothing: the check says what the run will repair
+    assert "edited by hand" in ssh(HOSTS["hv1"], "cat /etc/libvirt/qemu.conf").stdout
+
+    run = run_plays(plays, inventory=lab["inventory"])
+    assert run.rc == 0, run.output[-3000:]
+    changed = {(r["task"], r["host"]) for r in run.results if r["result"].get("changed")}
+    assert ("virtplane.kvm.hypervisor : QEMU configuration (lock manager, migration address and ports)",
+            "hv1") in changed, changed
+    assert ("virtplane.kvm.engine : The monitor's configuration", "engine1") in changed, changed
+    assert "edited by hand" not in ssh(HOSTS["hv1"], "cat /etc/libvirt/qemu.conf").stdout
+    assert ssh(HOSTS["hv1"], "systemctl is-active virtlockd.service").stdout.strip() == "active"
+    assert ssh(ENGINE, "stat -c %a /etc/virtplane/monitor.json").stdout.strip() == "600"
+
+    again = run_plays(plays, inventory=lab["inventory"])
+    assert again.rc == 0 and again.changed_tasks == [], again.output[-3000:]
+    assert task_status(again, ENGINE_SETUP, "engine1") == "skipped"
+    assert task_status(again, HYPERVISOR_SETUP, "hv1") == "skipped"
+
+    # a new input: the host is set up again with it, and nothing else changes
+    newer = run_plays(plays, inventory=lab["inventory"], extra_vars={"hypervisor_migration_port_max": 49214})
+    try:
+        assert newer.rc == 0, newer.output[-3000:]
+        assert task_status(newer, HYPERVISOR_SETUP, "hv1") == "ok"
+        assert "migration_port_max = 49214" in ssh(HOSTS["hv1"], "cat /etc/libvirt/qemu.conf").stdout
+    finally:
+        back = run_plays(plays, inventory=lab["inventory"])
+        assert back.rc == 0, back.output[-3000:]
 
 
 def running(pid):
