@@ -56,7 +56,7 @@ import json
 import os
 
 import yaml
-from ansible.errors import AnsibleError
+from ansible.errors import AnsibleError, AnsibleUndefinedVariable
 from ansible.plugins.lookup import LookupBase
 
 
@@ -112,6 +112,9 @@ class LookupModule(LookupBase):
         for name in input_names(terms[0], prefix):
             if name in exclude or name not in variables:
                 continue
-            values[name] = self._templar.template(variables[name])
+            try:
+                values[name] = self._templar.template(variables[name])
+            except AnsibleUndefinedVariable:
+                values[name] = "<undefined>"  # an input this host does not use (no engine group, for one)
         digest.update(json.dumps(values, sort_keys=True, default=str).encode())
         return [digest.hexdigest()]

@@ -21,7 +21,8 @@ description:
   - The roles of this collection (C(virtplane.kvm.engine), C(virtplane.kvm.hypervisor)) skip their tasks when
     the host holds their state, so that an unchanged re-run costs a few tasks instead of several dozen.
   - Hosts without systemd never hold a recorded state (their daemons are not units whose state can be read),
-    so a role runs all its tasks on them.
+    so a role runs all its tasks on them. A unit that has failed is never recorded, and the next run sets the host
+    up again.
   - Changes nothing in check mode, and O(state=check) never changes anything.
 author: virtplane.kvm maintainers (@virtplane)
 options:
@@ -106,6 +107,11 @@ holds:
   description: With O(state=check), whether the host holds the recorded state for this digest.
   returned: always
   type: bool
+systemd:
+  description: Whether systemd runs the host (C(/run/systemd/system) exists); the roles choose how to run their
+    daemons by it.
+  returned: success
+  type: bool
 differences:
   description: With O(state=check), what differs from the record (at most 20 lines), empty when it holds.
   returned: always
@@ -172,7 +178,7 @@ def unit_states(module, units):
     if len(blocks) != len(units):
         module.fail_json(msg="systemctl show answered %d units for %d asked" % (len(blocks), len(units)))
     states = {}
-    for unit, block in zip(units, blocks, strict=True):
+    for unit, block in zip(units, blocks):  # noqa: B905 (counted above; EL 9's Python 3.9 has no strict=)
         values = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         states[unit] = {key: values.get(key, "") for key in UNIT_PROPERTIES}
     return states
@@ -186,8 +192,9 @@ def missing_packages(module, packages):
     if dpkg_query:
         _rc, out, _err = module.run_command([dpkg_query, "-W", "-f=${Package} ${db:Status-Abbrev}\\n", "--"]
                                             + list(packages))
+        # the second letter of the status is the package's state: "hi" (held) is installed as "ii" is
         installed = {line.split()[0].split(":")[0] for line in out.splitlines()
-                     if len(line.split()) > 1 and line.split()[1] == "ii"}
+                     if len(line.split()) > 1 and line.split()[1][1:2] == "i"}
         return [p for p in packages if p.split(":")[0] not in installed]
     rpm = module.get_bin_path("rpm", required=True)
     return [p for p in packages
@@ -235,11 +242,14 @@ def write_record(path, record):
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700)
+    os.chmod(directory, 0o700)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".host-state-")
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, sort_keys=True)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(temporary, 0o600)
         shutil.move(temporary, path)
     except BaseException:
@@ -284,11 +294,15 @@ def main():
         elif record is None:
             found = [why]
         else:
-            found = differences(module, record, p["digest"], p["max_age"], time.time())
-        module.exit_json(changed=False, holds=not found, differences=found[:MAX_DIFFERENCES])
+            try:
+                found = differences(module, record, p["digest"], p["max_age"], time.time())
+            except (AttributeError, KeyError, TypeError, ValueError):
+                found = ["the record is malformed"]
+        module.exit_json(changed=False, holds=not found, differences=found[:MAX_DIFFERENCES], systemd=systemd)
 
     if not systemd:
-        module.exit_json(changed=False, holds=False, differences=[], msg="systemd does not run this host: not recorded")
+        module.exit_json(changed=False, holds=False, differences=[], systemd=False,
+                         msg="systemd does not run this host: not recorded")
     missing = missing_packages(module, p["packages"])
     if missing:
         module.fail_json(msg="packages %s are not installed: nothing recorded" % ", ".join(missing))
@@ -296,12 +310,19 @@ def main():
               "files": {path: file_state(path) for path in p["files"]},
               "units": unit_states(module, sorted(set(p["units"]))),
               "packages": sorted(set(p["packages"]))}
+    failed = sorted(u for u, state in record["units"].items() if state["ActiveState"] == "failed")
+    if failed:
+        # never keep a failed unit as the state to hold: the next run sets the host up again
+        if not module.check_mode and os.path.exists(p["path"]):
+            os.unlink(p["path"])
+        module.warn("units %s failed: nothing recorded, the next run sets the host up again" % ", ".join(failed))
+        module.exit_json(changed=False, holds=False, differences=[], systemd=True)
     old, _why = read_record(p["path"])
     changed = old is None or {k: v for k, v in old.items() if k != "recorded_at"} != record
     record["recorded_at"] = int(time.time())
     if not module.check_mode:
         write_record(p["path"], record)
-    module.exit_json(changed=changed, holds=False, differences=[])
+    module.exit_json(changed=changed, holds=False, differences=[], systemd=True)
 
 
 if __name__ == "__main__":
