@@ -30,7 +30,8 @@ def test_each_page_renders_with_examples_and_return(module):
 
 
 @pytest.mark.parametrize("kind, name", [("inventory", "engine"), ("lookup", "module_utils_zip"),
-                                        ("filter", "description_refs"), ("filter", "description_ready")])
+                                        ("lookup", "role_digest"), ("filter", "description_refs"),
+                                        ("filter", "description_ready")])
 def test_each_plugin_page_renders(kind, name):
     page = subprocess.run([os.path.join(BIN, "ansible-doc"), "-t", kind, "virtplane.kvm." + name], env=ENV,
                           capture_output=True, text=True, check=False)
@@ -42,8 +43,13 @@ def test_each_plugin_page_renders(kind, name):
 def test_action_group_holds_every_engine_module():
     with open(os.path.join(ROOT, "meta", "runtime.yml")) as handle:
         group = yaml.safe_load(handle)["action_groups"]["engine"]
-    # engine_database logs in as the PostgreSQL superuser, not with the engine connection
-    assert sorted(group) == [m for m in MODULES if m != "engine_database"]
+    # engine_database logs in as the PostgreSQL superuser, not with the engine connection; host_state and
+    # client_files are the roles' bookkeeping on a host and on the controller, with no engine at all
+    assert sorted(group) == [m for m in MODULES if m not in ("engine_database", "host_state", "client_files")]
+    for module in MODULES:
+        with open(os.path.join(ROOT, "plugins", "modules", module + ".py")) as handle:
+            takes_engine = "\n  - virtplane.kvm.engine\n" in handle.read()
+        assert takes_engine == (module in group), module
 
 
 def test_galaxy_build_makes_a_tarball(tmp_path):
